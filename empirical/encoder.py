@@ -1,0 +1,276 @@
+"""The NeuraCrypt encoder (paper §1.1; original ``PrivateEncoder``), in NumPy or CuPy.
+
+An image (C, H, W) is cut into P = (H/p)(W/p) patches in row-major grid order. Each patch goes
+through a p x p stride-p convolution C -> D with bias and a ReLU, then ``depth`` blocks of
+(1x1 convolution, BatchNorm over batch and patches with the statistics of the batch being
+encoded, ReLU). A positional embedding ``pos`` (P, D) is added, then ReLU and a Linear D -> D.
+Finally each image's P rows are shuffled by a fresh random permutation. ``depth = -1`` is the
+challenge's linear encoder: the convolution alone.
+
+Weights follow PyTorch's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and are
+saved in the original state-dict names so keys interoperate with the original code.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .backend import to_numpy
+
+BN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The public family of an encoder (everything but the secret weights)."""
+
+    channels: int = 1
+    image_size: int = 128
+    patch: int = 16
+    hidden: int = 256
+    depth: int = 4
+    shuffle: bool = True
+    bn_batch: int = 256
+
+    def __post_init__(self):
+        if self.image_size % self.patch:
+            raise ValueError(f"image size {self.image_size} is not a multiple of patch {self.patch}")
+        if self.depth < -1:
+            raise ValueError(f"depth must be >= -1, got {self.depth}")
+        for name in ("channels", "image_size", "patch", "hidden", "bn_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def n_patches(self) -> int:
+        return (self.image_size // self.patch) ** 2
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch * self.patch
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EncoderConfig":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+# The public NeuraCrypt Challenge variants (``--private_depth`` of the original code).
+PRESETS = {
+    "linear": dict(depth=-1, shuffle=False),
+    "neuracrypt-2-noshuffle": dict(depth=0, shuffle=False),
+    "neuracrypt-2": dict(depth=0, shuffle=True),
+    "neuracrypt-7": dict(depth=4, shuffle=True),
+    "neuracrypt-47": dict(depth=44, shuffle=True),
+}
+
+# Challenge scale: 256 x 256 grayscale, patch 16 (P = 256), hidden 2048.
+CHALLENGE_SCALE = dict(image_size=256, patch=16, hidden=2048)
+
+
+def preset(name: str, **overrides) -> EncoderConfig:
+    """Config of a named challenge variant at CPU scale, with fields overridable."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    fields = dict(PRESETS[name])
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return EncoderConfig(**fields)
+
+
+@dataclass(frozen=True)
+class EncoderKey:
+    """Secret weights of one encoder (host NumPy float32 arrays)."""
+
+    config: EncoderConfig
+    conv_w: np.ndarray  # (D, C, p, p)
+    conv_b: np.ndarray  # (D,)
+    block_w: tuple  # depth x (D, D)   1x1 convolutions, (out, in)
+    block_b: tuple  # depth x (D,)
+    bn_w: tuple  # depth x (D,)
+    bn_b: tuple  # depth x (D,)
+    pos: np.ndarray | None  # (P, D)
+    mix_w: np.ndarray | None  # (D, D)  (out, in)
+    mix_b: np.ndarray | None  # (D,)
+
+    def to(self, xp) -> "EncoderKey":
+        """The same key with its arrays on ``xp``'s device."""
+        conv = lambda a: None if a is None else xp.asarray(a)  # noqa: E731
+        return replace(
+            self,
+            conv_w=conv(self.conv_w), conv_b=conv(self.conv_b),
+            block_w=tuple(map(conv, self.block_w)), block_b=tuple(map(conv, self.block_b)),
+            bn_w=tuple(map(conv, self.bn_w)), bn_b=tuple(map(conv, self.bn_b)),
+            pos=conv(self.pos), mix_w=conv(self.mix_w), mix_b=conv(self.mix_b),
+        )
+
+
+def _uniform(rng, shape, fan_in):
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+def random_key(config: EncoderConfig, seed) -> EncoderKey:
+    """Draw a fresh secret key with PyTorch's default initialisation."""
+    rng = np.random.default_rng(seed)
+    c, p, d = config.channels, config.patch, config.hidden
+    fan0 = c * p * p
+    conv_w = _uniform(rng, (d, c, p, p), fan0)
+    conv_b = _uniform(rng, (d,), fan0)
+    n_blocks = max(config.depth, 0)
+    block_w, block_b = [], []
+    for _ in range(n_blocks):
+        block_w.append(_uniform(rng, (d, d), d))
+        block_b.append(_uniform(rng, (d,), d))
+    ones, zeros = np.ones(d, np.float32), np.zeros(d, np.float32)
+    if config.depth >= 0:
+        pos = rng.standard_normal((config.n_patches, d)).astype(np.float32)
+        mix_w, mix_b = _uniform(rng, (d, d), d), _uniform(rng, (d,), d)
+    else:
+        pos = mix_w = mix_b = None
+    return EncoderKey(
+        config, conv_w, conv_b, tuple(block_w), tuple(block_b),
+        tuple(ones.copy() for _ in range(n_blocks)), tuple(zeros.copy() for _ in range(n_blocks)),
+        pos, mix_w, mix_b,
+    )
+
+
+def patchify(x, patch: int):
+    """Split images (B, C, H, W) into rows (B, P, C*p*p): row-major grid, (c, i, j) flattening."""
+    b, c, h, w = x.shape
+    gh, gw = h // patch, w // patch
+    x = x.reshape(b, c, gh, patch, gw, patch)
+    x = x.transpose(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, p, p)
+    return x.reshape(b, gh * gw, c * patch * patch)
+
+
+def batchnorm(h, weight, bias, xp):
+    """BatchNorm over all rows of ``h`` (B, P, D) per channel, biased variance (train mode)."""
+    mean = h.mean(axis=(0, 1), keepdims=True)
+    var = ((h - mean) ** 2).mean(axis=(0, 1), keepdims=True)
+    return (h - mean) / xp.sqrt(var + BN_EPS) * weight + bias
+
+
+def encode_batch(x, key: EncoderKey, xp):
+    """Encode one BatchNorm batch without shuffling: (B, C, H, W) -> (B, P, D).
+
+    ``key`` must already live on ``xp`` (see :meth:`EncoderKey.to`).
+    """
+    cfg = key.config
+    rows = patchify(xp.asarray(x, dtype=xp.float32), cfg.patch)  # (B, P, C*p*p)
+    w0 = key.conv_w.reshape(cfg.hidden, -1)  # (D, C*p*p)
+    h = rows @ w0.T + key.conv_b  # (B, P, D)
+    if cfg.depth == -1:
+        return h
+    h = xp.maximum(h, 0)
+    for w, b, g, beta in zip(key.block_w, key.block_b, key.bn_w, key.bn_b):
+        h = h @ w.T + b
+        h = xp.maximum(batchnorm(h, g, beta, xp), 0)
+    h = xp.maximum(h + key.pos, 0)
+    return h @ key.mix_w.T + key.mix_b
+
+
+def encode(x, key: EncoderKey, xp=np, seed=None, bn_batch: int | None = None, shuffle: bool | None = None,
+           progress=None):
+    """Encode images in consecutive BatchNorm batches, then shuffle each image's rows.
+
+    Parameters
+    ----------
+    x : array (N, C, H, W), float32 in [0, 1]
+    key : EncoderKey (host or ``xp`` arrays)
+    seed : seed of the shuffling permutations
+    bn_batch : BatchNorm batch size; defaults to the key's config
+    shuffle : defaults to the key's config
+    progress : optional callable taking the number of images finished in a step
+
+    Returns
+    -------
+    enc : xp array (N, P, D) float32, ``enc[a, r] = unshuffled[a, perms[a, r]]``
+    perms : host int array (N, P); identity rows when not shuffling
+    """
+    cfg = key.config
+    bn_batch = bn_batch or cfg.bn_batch
+    shuffle = cfg.shuffle if shuffle is None else shuffle
+    dev_key = key.to(xp)
+    n, P = len(x), cfg.n_patches
+    out = xp.empty((n, P, cfg.hidden), dtype=xp.float32)
+    for s in range(0, n, bn_batch):
+        out[s:s + bn_batch] = encode_batch(x[s:s + bn_batch], dev_key, xp)
+        if progress is not None:
+            progress(min(bn_batch, n - s))
+    if shuffle:
+        rng = np.random.default_rng(seed)
+        perms = np.argsort(rng.random((n, P)), axis=1)
+        out = xp.take_along_axis(out, xp.asarray(perms)[:, :, None], axis=1)
+    else:
+        perms = np.tile(np.arange(P), (n, 1))
+    return out, perms
+
+
+# --- save / load in the original state-dict layout --------------------------------------------
+
+def state_dict(key: EncoderKey) -> dict:
+    """The key as ``{name: array}`` with the original PyTorch ``PrivateEncoder`` names and shapes."""
+    cfg = key.config
+    d = cfg.hidden
+    sd = {"image_encoder.0.weight": to_numpy(key.conv_w), "image_encoder.0.bias": to_numpy(key.conv_b)}
+    for i, (w, b, g, beta) in enumerate(zip(key.block_w, key.block_b, key.bn_w, key.bn_b)):
+        sd[f"image_encoder.{2 + 3 * i}.weight"] = to_numpy(w).reshape(d, d, 1, 1)
+        sd[f"image_encoder.{2 + 3 * i}.bias"] = to_numpy(b)
+        sd[f"image_encoder.{3 + 3 * i}.weight"] = to_numpy(g)
+        sd[f"image_encoder.{3 + 3 * i}.bias"] = to_numpy(beta)
+    if cfg.depth >= 0:
+        sd["pos_embedding"] = to_numpy(key.pos).reshape(1, cfg.n_patches, d)
+        sd["mixer.1.weight"] = to_numpy(key.mix_w)
+        sd["mixer.1.bias"] = to_numpy(key.mix_b)
+    return sd
+
+
+def save_key(path, key: EncoderKey) -> None:
+    """Write the key as ``.npz`` (state-dict names plus a JSON ``config`` entry), atomically."""
+    from .fileio import atomic_path
+
+    arrays = {k: v.astype(np.float32) for k, v in state_dict(key).items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, config=np.array(json.dumps(key.config.to_json())), **arrays)
+
+
+def load_key(path) -> EncoderKey:
+    """Read a key written by :func:`save_key` (or any npz with the same names and a config)."""
+    with np.load(path, allow_pickle=False) as z:
+        if "config" not in z:
+            raise ValueError(f"{path}: no 'config' entry; not an encoder key file")
+        cfg = EncoderConfig.from_json(json.loads(str(z["config"])))
+        sd = {k: np.asarray(z[k], dtype=np.float32) for k in z.files if k != "config"}
+    return key_from_state_dict(cfg, sd, source=str(path))
+
+
+def key_from_state_dict(cfg: EncoderConfig, sd: dict, source: str = "key") -> EncoderKey:
+    d, P = cfg.hidden, cfg.n_patches
+    expected = {"image_encoder.0.weight": (d, cfg.channels, cfg.patch, cfg.patch), "image_encoder.0.bias": (d,)}
+    for i in range(max(cfg.depth, 0)):
+        expected[f"image_encoder.{2 + 3 * i}.weight"] = (d, d, 1, 1)
+        expected[f"image_encoder.{2 + 3 * i}.bias"] = (d,)
+        expected[f"image_encoder.{3 + 3 * i}.weight"] = (d,)
+        expected[f"image_encoder.{3 + 3 * i}.bias"] = (d,)
+    if cfg.depth >= 0:
+        expected.update({"pos_embedding": (1, P, d), "mixer.1.weight": (d, d), "mixer.1.bias": (d,)})
+    for name, shape in expected.items():
+        if name not in sd:
+            raise ValueError(f"{source}: missing weight {name!r}")
+        if tuple(sd[name].shape) != shape:
+            raise ValueError(f"{source}: {name!r} has shape {tuple(sd[name].shape)}, expected {shape}")
+    n = max(cfg.depth, 0)
+    blk = lambda j, part: tuple(sd[f"image_encoder.{j + 3 * i}.{part}"] for i in range(n))  # noqa: E731
+    return EncoderKey(
+        cfg, sd["image_encoder.0.weight"], sd["image_encoder.0.bias"],
+        tuple(w.reshape(d, d) for w in blk(2, "weight")), blk(2, "bias"), blk(3, "weight"), blk(3, "bias"),
+        sd["pos_embedding"].reshape(P, d) if cfg.depth >= 0 else None,
+        sd.get("mixer.1.weight") if cfg.depth >= 0 else None,
+        sd.get("mixer.1.bias") if cfg.depth >= 0 else None,
+    )
