@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .encoder import EncoderConfig, EncoderKey, encode, random_key, save_key
-from .fileio import atomic_path, read_gray, write_json, write_npy, write_png16
+from .fileio import atomic_path, quantize16, read_gray, write_json, write_npy, write_png16
 
 ENC_DIR = "private_encoded_dataset"
 PATH_LIST = "private_encoded_dataset_path_list.json"
@@ -61,6 +61,35 @@ class Secrets:
     perms: np.ndarray  # (N, P): encoding k's row r is unshuffled row perms[k, r]
 
 
+def _check_out_free(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GameError(f"{out} exists and is not an empty folder; not overwriting it")
+
+
+def alice_encode(images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
+                 progress=None) -> tuple:
+    """Alice's move: a fresh key, a random subset encoded in a random order, rows shuffled.
+
+    Returns ``(encodings, secrets)``: encodings (n_encoded, P, D) float32 in file order (file k is
+    ``f"{k}.npy"``, encoded in consecutive BatchNorm batches), and Alice's :class:`Secrets`.
+    """
+    rng = np.random.default_rng([seed, 0xA11CE])
+    key = random_key(config, rng.integers(2**63))
+    order = rng.permutation(len(images))[:n_encoded]  # encode order: file k holds image order[k]
+    enc, perms = encode(images[order], key, np, seed=rng.integers(2**63), progress=progress)
+    answer = {ids[i]: f"{k}.npy" for k, i in enumerate(order)}
+    return enc, Secrets(key, answer, perms)
+
+
+def game_in_memory(images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
+                   progress=None) -> tuple:
+    """The same game as :func:`make_game` would write, without the disk: ``(Game, Secrets)``."""
+    images = quantize16(images)
+    enc, secrets = alice_encode(images, ids, config, n_encoded, seed, progress)
+    files = [f"{k}.npy" for k in range(n_encoded)]
+    return Game(config, list(ids), images, files, enc, sorted(secrets.answer)), secrets
+
+
 def make_game(out, images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
               progress=None) -> Secrets:
     """Write a game to ``out`` and return Alice's secrets (the caller decides where they go).
@@ -71,8 +100,7 @@ def make_game(out, images: np.ndarray, ids: list, config: EncoderConfig, n_encod
     renamed into place, so an interrupted run leaves nothing under ``out``.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise GameError(f"{out} exists and is not empty; not overwriting it")
+    _check_out_free(out)
     if len(ids) != len(images) or len(set(ids)) != len(ids):
         raise GameError("image ids must be unique, one per image")
     if not 1 <= n_encoded <= len(images):
@@ -80,11 +108,9 @@ def make_game(out, images: np.ndarray, ids: list, config: EncoderConfig, n_encod
     if images.shape[1:] != (config.channels, config.image_size, config.image_size):
         raise GameError(f"images have shape {images.shape[1:]}, the encoder expects "
                         f"{(config.channels, config.image_size, config.image_size)}")
-    rng = np.random.default_rng([seed, 0xA11CE])
-    key = random_key(config, rng.integers(2**63))
-    order = rng.permutation(len(images))[:n_encoded]  # encode order: file k holds image order[k]
-    enc, perms = encode(images[order], key, np, seed=rng.integers(2**63), progress=progress)
-    answer = {ids[i]: f"{k}.npy" for k, i in enumerate(order)}
+    images = quantize16(images)  # encode exactly what the 16-bit PNGs in originals/ will hold
+    enc, secrets = alice_encode(images, ids, config, n_encoded, seed, progress)
+    answer = secrets.answer
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -101,7 +127,7 @@ def make_game(out, images: np.ndarray, ids: list, config: EncoderConfig, n_encod
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return Secrets(key, answer, perms)
+    return secrets
 
 
 def save_secrets(secrets: Secrets, answer_key_path, secret_key_path) -> None:
@@ -136,7 +162,17 @@ def _read_json(path: Path, what: str):
 
 
 def read_config(game_dir) -> EncoderConfig:
-    d = _read_json(Path(game_dir) / "encoder.json", "encoder description")
+    path = Path(game_dir) / "encoder.json"
+    d = _read_json(path, "encoder description")
+    if not isinstance(d, dict):
+        raise GameError(f"{path} must be a JSON object with the encoder's fields")
+    for name in EncoderConfig.__dataclass_fields__:
+        want = bool if name == "shuffle" else int
+        if name not in d:
+            raise GameError(f"{path} lacks the field {name!r}")
+        if type(d[name]) is not want:  # bool is an int: exact types, so 2.5, "64" and true are refused
+            raise GameError(f"{path}: {name!r} must be {'true or false' if want is bool else 'an integer'}, "
+                            f"got {d[name]!r}")
     try:
         return EncoderConfig.from_json(d)
     except (TypeError, ValueError) as e:
@@ -289,6 +325,7 @@ def _cmd_make(args) -> int:
     for p in (args.answer_key, args.secret_key):
         if Path(args.out).resolve() in Path(p).resolve().parents:
             raise GameError(f"{p} is inside the game folder; Alice's secrets must live outside GAME/")
+    _check_out_free(Path(args.out))  # before drawing images, and before a progress bar is on stderr
     total = args.n + args.extra
     ids, imgs = _load_make_images(args.data, total, cfg.image_size, cfg.patch, args.seed)
     imgs = quantize16(imgs)  # encode exactly what the 16-bit PNGs hold

@@ -265,6 +265,7 @@ def key_from_state_dict(cfg: EncoderConfig, sd: dict, source: str = "key") -> En
             raise ValueError(f"{source}: missing weight {name!r}")
         if tuple(sd[name].shape) != shape:
             raise ValueError(f"{source}: {name!r} has shape {tuple(sd[name].shape)}, expected {shape}")
+    sd = {name: np.asarray(sd[name], dtype=np.float32) for name in expected}  # EncoderKey holds float32
     n = max(cfg.depth, 0)
     blk = lambda j, part: tuple(sd[f"image_encoder.{j + 3 * i}.{part}"] for i in range(n))  # noqa: E731
     return EncoderKey(

@@ -1,0 +1,75 @@
+"""Shared test helpers: an independent float64 NeuraCrypt encoder written from DESIGN.md §2."""
+import types
+
+import numpy as np
+import pytest
+
+BN_EPS = 1e-5
+
+
+def _relu(a):
+    return np.maximum(a, 0.0)
+
+
+def reference_encode(sd: dict, cfg: dict, images, bn_batch: int) -> np.ndarray:
+    """Unshuffled encodings (N, P, D) in float64, straight from state-dict arrays.
+
+    Written without the package: a p x p stride-p convolution summed over (c, i, j), then for
+    d >= 0 a ReLU, d blocks of (1x1 convolution, BatchNorm over (batch, patches) with biased
+    variance and eps 1e-5, ReLU), + pos, ReLU, Linear. d = -1 is the convolution alone.
+    Images are encoded in consecutive BatchNorm batches of ``bn_batch``.
+    """
+    x = np.asarray(images, np.float64)
+    n, c, h, w = x.shape
+    p, depth = int(cfg["patch"]), int(cfg["depth"])
+    gh, gw = h // p, w // p
+    w0 = np.asarray(sd["image_encoder.0.weight"], np.float64)  # (D, C, p, p)
+    b0 = np.asarray(sd["image_encoder.0.bias"], np.float64)
+    d = w0.shape[0]
+    out = []
+    for s in range(0, n, bn_batch):
+        xb = x[s:s + bn_batch]
+        grid = xb.reshape(len(xb), c, gh, p, gw, p)  # grid[b, c, y, i, x, j] = img[b, c, y*p+i, x*p+j]
+        conv = np.einsum("dcij,bcyixj->byxd", w0, grid) + b0  # (B, gh, gw, D)
+        hid = conv.reshape(len(xb), gh * gw, d)  # row-major patch order
+        if depth == -1:
+            out.append(hid)
+            continue
+        hid = _relu(hid)
+        for i in range(depth):
+            wi = np.asarray(sd[f"image_encoder.{2 + 3 * i}.weight"], np.float64)[:, :, 0, 0]
+            bi = np.asarray(sd[f"image_encoder.{2 + 3 * i}.bias"], np.float64)
+            gamma = np.asarray(sd[f"image_encoder.{3 + 3 * i}.weight"], np.float64)
+            beta = np.asarray(sd[f"image_encoder.{3 + 3 * i}.bias"], np.float64)
+            hid = np.einsum("oi,bpi->bpo", wi, hid) + bi
+            mean = hid.mean(axis=(0, 1))
+            var = ((hid - mean) ** 2).mean(axis=(0, 1))  # biased
+            hid = _relu((hid - mean) / np.sqrt(var + BN_EPS) * gamma + beta)
+        hid = _relu(hid + np.asarray(sd["pos_embedding"], np.float64)[0])
+        hid = np.einsum("oi,bpi->bpo", np.asarray(sd["mixer.1.weight"], np.float64), hid)
+        out.append(hid + np.asarray(sd["mixer.1.bias"], np.float64))
+    return np.concatenate(out) if out else np.zeros((0, gh * gw, d))
+
+
+def unshuffle(enc, perms) -> np.ndarray:
+    """Undo ``enc[a, r] = unshuffled[a, perms[a, r]]``."""
+    enc = np.asarray(enc)
+    out = np.empty_like(enc)
+    for a in range(len(enc)):
+        out[a, perms[a]] = enc[a]
+    return out
+
+
+def assert_close_f32(actual, expected):
+    """Float32 agreement with a float64 reference, relative to the scale of the values."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=2e-5 * scale)
+
+
+@pytest.fixture
+def helpers():
+    """The helpers above, for tests that compare against the independent reference."""
+    return types.SimpleNamespace(reference_encode=reference_encode, unshuffle=unshuffle,
+                                 assert_close_f32=assert_close_f32)
