@@ -1,0 +1,61 @@
+"""Exact one-to-one assignments (minimum-cost bipartite matching) used by every matching stage.
+
+All functions maximise a score. They are exact: where the row-wise best choices already form a
+one-to-one assignment, that assignment is optimal and no solver runs; otherwise SciPy's
+``linear_sum_assignment`` (a shortest augmenting path method) solves the problem.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .backend import to_numpy
+
+
+def best_assignment(score) -> np.ndarray:
+    """Maximum-score assignment of rows to columns of ``score`` (R, C) with R <= C.
+
+    Returns ``col`` (R,): row i is assigned column ``col[i]``, all distinct.
+    """
+    s = to_numpy(score)
+    if s.shape[0] > s.shape[1]:
+        raise ValueError(f"need no more rows than columns, got {s.shape}")
+    best = s.argmax(axis=1)
+    if len(np.unique(best)) == len(best):
+        return best  # every row already has a distinct favourite: optimal as it stands
+    rows, cols = linear_sum_assignment(s, maximize=True)
+    out = np.empty(s.shape[0], dtype=np.int64)
+    out[rows] = cols
+    return out
+
+
+def assignment_value(score) -> float:
+    """Value of the best assignment of ``score`` (R, C), R <= C."""
+    s = to_numpy(score)
+    col = best_assignment(s)
+    return float(s[np.arange(len(col)), col].sum())
+
+
+def batched_assignments(scores) -> np.ndarray:
+    """Best assignment for each square matrix of ``scores`` (B, P, P) -> (B, P) columns.
+
+    The argmax test runs on the array's own device; only the batches whose favourites collide
+    are copied to the host and solved exactly.
+    """
+    best = scores.argmax(axis=2)  # (B, P)
+    srt = best.copy()
+    srt.sort(axis=1)
+    clash = to_numpy((srt[:, 1:] == srt[:, :-1]).any(axis=1))
+    out = to_numpy(best).astype(np.int64)
+    for b in np.flatnonzero(clash):
+        out[b] = best_assignment(scores[b])
+    return out
+
+
+def match_encodings(score) -> np.ndarray:
+    """Match every encoding to a distinct original, maximising the total score.
+
+    ``score`` is (N_o, N) with originals as rows, N_o >= N (decoys allowed). Returns ``m`` (N,):
+    encoding k is matched to original ``m[k]``.
+    """
+    return best_assignment(to_numpy(score).T)

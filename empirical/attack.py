@@ -1,0 +1,205 @@
+"""``python -m empirical.attack``: break a NeuraCrypt game and show what each stage achieved.
+
+With no arguments: draw N bundled real images, encode them with a fresh secret key (NeuraCrypt-7,
+128 x 128 px, patch 16, hidden 256: a size whose whole attack runs in about a minute on 2 CPU
+cores), run every stage of the attack, then score each stage against Alice's answer key and
+print a table. ``--game DIR`` attacks a game on disk instead, reading only GAME/, and writes a
+submission ``{id: "<k>.npy"}``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .backend import BACKENDS, BackendError, backend_name, get_backend
+from .challenge import GameError, game_in_memory, load_secrets, read_game, write_submission
+from .encoder import PRESETS, preset, save_key
+from .evaluate import challenge2_score, global_perm_share, local_perm_share, share_matched, true_matching
+from .extraction import ExtractConfig
+from .fileio import write_json
+from .pipeline import AttackConfig, run_attack
+from .psim import PsimConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m empirical.attack", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--game", help="attack this game folder (public NeuraCrypt Challenge layout)")
+    ap.add_argument("--submission", help="with --game: where to write the submission JSON "
+                                         "(default parallel_data_predictions.json)")
+    ap.add_argument("--answer-key", help="with --game: Alice's answer key, read only after the attack to score it")
+    ap.add_argument("--secret-key", help="with --game: Alice's key (.npz), read only after the attack to score "
+                                         "the local permutations and T'")
+    ap.add_argument("--n", type=int, default=1000, help="images to encode when no --game is given (default 1000)")
+    ap.add_argument("--extra", type=int, default=0, help="unencoded decoy originals when no --game is given")
+    ap.add_argument("--preset", default="neuracrypt-7", choices=sorted(PRESETS), help="family when no --game is given")
+    ap.add_argument("--image-size", type=int, default=128, help="image side when no --game is given (default 128)")
+    ap.add_argument("--patch", type=int, default=16, help="patch side when no --game is given (default 16)")
+    ap.add_argument("--hidden", type=int, default=256, help="hidden width when no --game is given (default 256)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the game (no --game) and of the attack")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS, help="array backend (default auto)")
+    ap.add_argument("--candidates", type=int, default=AttackConfig.candidates,
+                    help="encodings per original that get an exact i-sim (default %(default)s)")
+    ap.add_argument("--psim-steps", type=int, default=PsimConfig.steps, help="p-sim training steps")
+    ap.add_argument("--extract-steps", type=int, default=ExtractConfig.steps, help="model extraction steps")
+    ap.add_argument("--fresh", type=int, default=500, help="fresh images to score T' on (0 to skip; needs the key)")
+    ap.add_argument("--work-dir", help="keep each finished stage here and resume from it")
+    ap.add_argument("--save-encoder", help="write the extracted T' here (.npz, state-dict layout)")
+    ap.add_argument("--json", help="write config, per-stage results, totals and machine here")
+    ap.add_argument("--plots", help="write PNG figures into this folder")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def _machine(xp) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "backend": backend_name(xp)}
+    if backend_name(xp) == "cupy":
+        props = xp.cuda.runtime.getDeviceProperties(0)
+        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return info
+
+
+def _rows(result, game, secrets, t_data: float, fresh: dict | None) -> list:
+    """Table rows (stage, share matched or None, seconds, note) for a finished attack."""
+    truth = true_matching(game, secrets) if secrets is not None else None
+    share = (lambda m: share_matched(m, truth)) if truth is not None else (lambda m: None)
+    rows = []
+    if t_data:
+        rows.append(("data", None, t_data, f"{len(game.files)} encodings of {len(game.ids)} originals"))
+    common = None
+    for st in result.stages:
+        if st.name == "align":
+            note = st.info.get("skipped", "")
+            if secrets is not None and secrets.perms is not None and not note:
+                right, common = local_perm_share(result.order, secrets.perms)
+                note = f"local permutations right (up to one common): {right:.1%}"
+            rows.append(("local permutations", None, st.seconds, note))
+        elif st.name == "psim":
+            rows.append(("p-sim training", None, st.seconds,
+                         f"balanced accuracy {st.info['balanced_accuracy']:.1%} (chance 50%), AUC {st.info['auc']:.3f}"))
+        elif st.name == "first":
+            note = st.info.get("method", "")
+            if truth is not None and "candidates" in st.arrays:
+                cand = st.arrays["candidates"]
+                inside = np.mean([k in set(cand[a]) for k, a in enumerate(truth)])
+                note += f"; true encoding among candidates {inside:.1%}"
+            rows.append(("i-sim + first matching", share(st.matching), st.seconds, note))
+        elif st.name == "boost":
+            hist = st.arrays.get("history", [])
+            for i, m in enumerate(hist[:-1]):
+                rows.append((f"boosting round {i + 1}", share(m), None, ""))
+            note = f"{st.info['rounds']} round(s)"
+            if common is not None and result.pi is not None:
+                note += f"; global permutation right {global_perm_share(result.pi, common):.1%}"
+            rows.append((f"boosting round {len(hist)}", share(st.matching), st.seconds, note))
+        elif st.name == "extract":
+            rows.append(("model extraction", None, st.seconds,
+                         f"robust loss {st.info['loss_first']:.3f} -> {st.info['loss_last']:.3f}"))
+        elif st.name == "final":
+            rows.append(("final matching", share(st.matching), st.seconds, ""))
+    if fresh is not None:
+        rows.append(("T' on fresh images", None, fresh["seconds"],
+                     f"nearest-neighbour score {fresh['share']:.1%} on {fresh['n']} images (Challenge 2)"))
+    return rows
+
+
+def _print_table(rows, total: float, out=sys.stdout) -> None:
+    print(f"{'stage':28s} {'matched':>8s} {'seconds':>8s}  note", file=out)
+    for name, share, secs, note in rows:
+        s = "-" if share is None else f"{share:.1%}"
+        t = "" if secs is None else f"{secs:.1f}"
+        print(f"{name:28s} {s:>8s} {t:>8s}  {note}", file=out)
+    print(f"{'total':28s} {'':>8s} {total:8.1f}", file=out)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (GameError, BackendError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    xp = get_backend(args.backend)
+    t_start = time.perf_counter()
+    secrets = None
+    t_data = 0.0
+    if args.game:
+        game = read_game(args.game)
+    else:
+        if args.n < 2:
+            raise ValueError("--n must be at least 2")
+        from .data import bundled_images
+
+        fam = preset(args.preset, image_size=args.image_size, patch=args.patch, hidden=args.hidden)
+        imgs = bundled_images(args.n + args.extra, fam.image_size, args.seed, fam.patch)
+        ids = [f"{i:06d}.png" for i in range(len(imgs))]
+        game, secrets = game_in_memory(imgs, ids, fam, args.n, seed=args.seed)
+        t_data = time.perf_counter() - t_start
+    cfg = AttackConfig(seed=args.seed, candidates=args.candidates,
+                       psim=replace(PsimConfig(), steps=args.psim_steps),
+                       extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps))
+    if not args.quiet:
+        print(f"attacking {len(game.files)} encodings of {len(game.ids)} originals "
+              f"({game.config.image_size}px, patch {game.config.patch}, hidden {game.config.hidden}, "
+              f"depth {game.config.depth}, shuffle {game.config.shuffle}) on {backend_name(xp)}", file=sys.stderr)
+    result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir)
+    t_attack = time.perf_counter() - t_start
+
+    # --- everything below uses the attack's output; Alice's secrets are read only now ---
+    submission = result.submission(game)
+    if args.game:
+        write_submission(args.submission or "parallel_data_predictions.json", submission)
+        if args.answer_key:
+            secrets = load_secrets(args.answer_key, args.secret_key) if args.secret_key else None
+            if secrets is None:
+                from .challenge import Secrets, read_answer_key
+
+                secrets = Secrets(None, read_answer_key(args.answer_key), None)
+    if args.save_encoder:
+        save_key(args.save_encoder, result.encoder)
+    fresh = None
+    if secrets is not None and secrets.key is not None and args.fresh > 0:
+        from .data import bundled_images
+
+        t0 = time.perf_counter()
+        imgs = bundled_images(args.fresh, game.config.image_size, args.seed + 10_000, game.config.patch)
+        fresh = challenge2_score(secrets.key, result.encoder, imgs, xp, seed=args.seed)
+        fresh["seconds"] = time.perf_counter() - t0
+    rows = _rows(result, game, secrets, t_data, fresh)
+    print()
+    _print_table(rows, t_attack)
+    if args.game:
+        print(f"\nsubmission written to {args.submission or 'parallel_data_predictions.json'}")
+    if args.json:
+        write_json(args.json, {
+            "config": {"attack": cfg.to_json(), "family": game.config.to_json(), "n_encoded": len(game.files),
+                       "n_originals": len(game.ids), "game": args.game, "seed": args.seed},
+            "stages": [{"stage": r[0], "share_matched": r[1], "seconds": r[2], "note": r[3]} for r in rows],
+            "psim": {k: v for k, v in result.stages[1].info.items()},
+            "final_share_matched": rows[-1][1] if fresh is None else rows[-2][1],
+            "fresh_images": fresh,
+            "total_seconds": t_attack,
+            "machine": _machine(xp),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
+    if args.plots:
+        from .plots import attack_figures
+
+        attack_figures(args.plots, game, result, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""From a weak matching to a strong one (paper §2.2.2-§2.2.3).
+
+Once every encoding's rows are in the common reference order, one global permutation ``pi``
+maps an original's patch position j to reference slot ``pi[j]`` for every image. Given a
+matching, ``pi`` is the best assignment of positions to slots under the p-sim scores summed
+over the matched pairs: right pairs all vote for the true slot, wrong pairs spread their votes.
+With ``pi`` known, the image similarity needs no assignment any more: it is the sum of p-sim
+over corresponding patches, one dense product over all pairs. Re-matching with it and
+re-estimating ``pi`` is iterated until the matching stops changing; the re-estimation is
+cross-fitted over two halves of the positions so that a wrong ``pi`` cannot vote for itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .assignment import best_assignment, match_encodings
+
+
+def estimate_global_perm(patch_emb, row_emb, matching: np.ndarray, xp) -> np.ndarray:
+    """``pi`` (P,): position j of an original corresponds to aligned slot ``pi[j]``.
+
+    ``patch_emb`` (N_o, P, E), ``row_emb`` (N, P, E) aligned, ``matching`` (N,) encoding -> original.
+    """
+    votes = xp.einsum("kje,kqe->jq", patch_emb[xp.asarray(matching)], row_emb)  # (P, P)
+    return best_assignment(votes)
+
+
+def known_perm_scores(patch_emb, row_emb, pi: np.ndarray, xp, chunk: int = 4096):
+    """Image similarity with ``pi`` known: sum over positions of p-sim, for all pairs (N_o, N)."""
+    b = row_emb[:, xp.asarray(pi), :].reshape(row_emb.shape[0], -1)  # (N, P*E), slots in position order
+    a = patch_emb.reshape(patch_emb.shape[0], -1)  # (N_o, P*E)
+    out = xp.empty((a.shape[0], b.shape[0]), dtype=xp.float32)
+    for s in range(0, a.shape[0], chunk):
+        out[s:s + chunk] = a[s:s + chunk] @ b.T
+    return out
+
+
+def _crossfit_round(patch_emb, row_emb, pi: np.ndarray, rng: np.random.Generator, xp) -> np.ndarray:
+    """One cross-fitted update of ``pi``.
+
+    The positions are split in two halves. A matching computed from one half's positions only
+    votes for the other half's slots, and then the other way round. Votes from the same positions
+    that chose the matching would favour the current ``pi`` (the matching picked pairs that agree
+    with it), which can lock a wrong permutation in place; votes from the other half carry no
+    such bias.
+    """
+    P = len(pi)
+    split = rng.permutation(P)
+    halves = (split[: P // 2], split[P // 2:])
+    for used, voted in (halves, halves[::-1]):
+        m = match_encodings(known_perm_scores(patch_emb[:, xp.asarray(used)], row_emb, pi[used], xp))
+        votes = xp.einsum("kje,kqe->jq", patch_emb[xp.asarray(m)][:, xp.asarray(voted)], row_emb)  # (|voted|, P)
+        free = np.setdiff1d(np.arange(P), pi[used])
+        pi = pi.copy()
+        pi[voted] = free[best_assignment(votes[:, xp.asarray(free)])]
+    return pi
+
+
+def boost(patch_emb, row_emb, matching: np.ndarray, xp, max_rounds: int = 12, seed: int = 0,
+          on_round=None) -> tuple:
+    """Alternate global permutation and re-matching until the matching is stable.
+
+    The first ``pi`` comes from the given matching; each round then refines it by cross-fitting
+    (:func:`_crossfit_round`) and re-matches all images with it. Stops when two consecutive rounds
+    give the same matching. ``on_round(i, matching, pi)`` is called after each round.
+    Returns ``(matching, pi, rounds)``.
+    """
+    rng = np.random.default_rng([seed, 0xB005])
+    pi = estimate_global_perm(patch_emb, row_emb, matching, xp)
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):
+        pi = _crossfit_round(patch_emb, row_emb, pi, rng, xp)
+        new = match_encodings(known_perm_scores(patch_emb, row_emb, pi, xp))
+        stable = np.array_equal(new, matching)
+        matching = new
+        if on_round is not None:
+            on_round(rounds, matching, pi)
+        if stable:
+            break
+    return matching, pi, rounds

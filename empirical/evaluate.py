@@ -1,0 +1,59 @@
+"""Alice's side after the attack: how much of the game each stage got right.
+
+Only this module reads Alice's answer key and permutations, and only after the attack has
+returned. It also scores an extracted encoder T' the way the public challenge scores
+Challenge 2: on fresh images, is T(x) the nearest neighbour of T'(x), by the mean squared error
+between patch means (rows averaged, which the shuffle cannot change), among all T(x')?
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .backend import to_numpy
+from .challenge import Game, Secrets
+from .encoder import EncoderKey, encode
+
+
+def true_matching(game: Game, secrets: Secrets) -> np.ndarray:
+    """(N,) the index into ``game.ids`` of the original behind each encoding file."""
+    index = {i: a for a, i in enumerate(game.ids)}
+    by_file = {f: index[i] for i, f in secrets.answer.items()}
+    return np.array([by_file[f] for f in game.files])
+
+
+def share_matched(matching, truth) -> float:
+    return float(np.mean(np.asarray(matching) == truth))
+
+
+def local_perm_share(order: np.ndarray, perms: np.ndarray) -> tuple:
+    """Share of encodings whose recovered row order is right up to one common permutation.
+
+    Returns ``(share, common)``, ``common[q]`` the true patch position most often found at slot q.
+    """
+    pos = np.take_along_axis(perms, order, axis=1)  # (N, P): true position at each slot
+    common = np.array([Counter(pos[:, q]).most_common(1)[0][0] for q in range(pos.shape[1])])
+    return float(np.mean((pos == common).all(axis=1))), common
+
+
+def global_perm_share(pi: np.ndarray, common: np.ndarray) -> float:
+    """Share of positions j whose slot ``pi[j]`` holds position j in the common order."""
+    return float(np.mean(common[pi] == np.arange(len(pi))))
+
+
+def challenge2_score(true_key: EncoderKey, est_key: EncoderKey, images, xp=np, seed: int = 0) -> dict:
+    """Nearest-neighbour score of T' on ``images`` (none of which were in the game).
+
+    Both encoders encode the images in the same BatchNorm batches; each image's output is
+    summarised by the mean of its rows. T' scores a hit on x when T(x) is the closest T(x') to
+    T'(x) in mean squared error.
+    """
+    t, _ = encode(images, true_key, xp, seed=seed)
+    e, _ = encode(images, est_key, xp, seed=seed + 1)
+    a = to_numpy(t.mean(axis=1)).astype(np.float64)  # (n, D)
+    b = to_numpy(e.mean(axis=1)).astype(np.float64)
+    d2 = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None, :]  # (n, n): T'(x_i) vs T(x_j)
+    hits = d2.argmin(axis=1) == np.arange(len(a))
+    return {"share": float(hits.mean()), "n": int(len(a)),
+            "relative_error": float(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))}

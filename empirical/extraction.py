@@ -1,0 +1,179 @@
+"""Model extraction (paper §2.3.1): fit T' of the public architecture to matched pairs.
+
+With the matching and both permutations known, every matched original comes with the rows its
+encoding should have, in patch-position order. T' has NeuraCrypt's architecture (patch
+convolution, 1x1 convolution + BatchNorm + ReLU blocks, positional embedding, ReLU, Linear; the
+BatchNorm affine stays at weight 1, bias 0 as in the family) and is fitted by Adam on a robust
+loss (Huber with a small threshold, i.e. L1 away from zero) so the few wrongly matched pairs
+cannot pull it far. Each step uses images from one of Alice's BatchNorm batches (known from the
+file numbering), so T' sees the same batch statistics as T did. Gradients are written by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encoder import BN_EPS, EncoderConfig, EncoderKey, patchify, random_key
+from .mlp import Adam
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    steps: int = 400
+    images_per_step: int = 64  # images of one BatchNorm batch used in a step
+    lr: float = 2e-3
+    huber: float = 0.05  # threshold of the robust loss, in units of the targets' std
+    seed: int = 0
+
+
+def params_from_key(key: EncoderKey, xp) -> dict:
+    """Trainable parameters of T' as a dict of ``xp`` arrays."""
+    cfg = key.config
+    p = {"W0": key.conv_w.reshape(cfg.hidden, -1), "b0": key.conv_b}
+    for i, (w, b) in enumerate(zip(key.block_w, key.block_b)):
+        p[f"W{i + 1}"], p[f"b{i + 1}"] = w, b
+    if cfg.depth >= 0:
+        p["pos"], p["Wm"], p["bm"] = key.pos, key.mix_w, key.mix_b
+    return {k: xp.array(v, dtype=xp.float32) for k, v in p.items()}
+
+
+def key_from_params(params: dict, cfg: EncoderConfig) -> EncoderKey:
+    """An :class:`EncoderKey` (host arrays) holding the fitted parameters."""
+    from .backend import to_numpy
+
+    h = {k: to_numpy(v).astype(np.float32) for k, v in params.items()}
+    n = max(cfg.depth, 0)
+    d = cfg.hidden
+    return EncoderKey(
+        cfg, h["W0"].reshape(d, cfg.channels, cfg.patch, cfg.patch), h["b0"],
+        tuple(h[f"W{i + 1}"] for i in range(n)), tuple(h[f"b{i + 1}"] for i in range(n)),
+        tuple(np.ones(d, np.float32) for _ in range(n)), tuple(np.zeros(d, np.float32) for _ in range(n)),
+        h.get("pos"), h.get("Wm"), h.get("bm"),
+    )
+
+
+def forward(params: dict, rows, cfg: EncoderConfig, xp, bn_stats=None):
+    """T' on patch rows (n, P, C*p*p) -> (n, P, D), keeping what the backward pass needs.
+
+    BatchNorm uses the batch's own statistics unless ``bn_stats`` (a list of (mean, var) per
+    block) is given, which encodes each image on its own with those statistics.
+    """
+    n, P, _ = rows.shape
+    x = rows.reshape(n * P, -1)
+    z0 = x @ params["W0"].T + params["b0"]
+    cache = {"x": x, "z0": z0, "blocks": [], "shape": (n, P)}
+    if cfg.depth == -1:
+        return z0.reshape(n, P, -1), cache
+    h = xp.maximum(z0, 0)
+    for i in range(cfg.depth):
+        u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
+        if bn_stats is None:
+            mean = u.mean(axis=0)
+            var = ((u - mean) ** 2).mean(axis=0)
+        else:
+            mean, var = bn_stats[i]
+        inv = 1.0 / xp.sqrt(var + BN_EPS)
+        xhat = (u - mean) * inv
+        cache["blocks"].append((h, xhat, inv, mean, var))
+        h = xp.maximum(xhat, 0)
+    a = h.reshape(n, P, -1) + params["pos"]
+    g = xp.maximum(a, 0).reshape(n * P, -1)
+    y = g @ params["Wm"].T + params["bm"]
+    cache["h_last"], cache["g"] = h, g
+    return y.reshape(n, P, -1), cache
+
+
+def backward(params: dict, cache: dict, dy, cfg: EncoderConfig, xp) -> dict:
+    """Gradients of the loss for every parameter, given d loss / d output (n, P, D)."""
+    n, P = cache["shape"]
+    dy = dy.reshape(n * P, -1)
+    grads = {}
+    if cfg.depth == -1:
+        dz0 = dy
+    else:
+        g = cache["g"]
+        grads["Wm"] = dy.T @ g
+        grads["bm"] = dy.sum(axis=0)
+        da = (dy @ params["Wm"]) * (g > 0)
+        grads["pos"] = da.reshape(n, P, -1).sum(axis=0)
+        dh = da
+        for i in reversed(range(cfg.depth)):
+            h_in, xhat, inv, _, _ = cache["blocks"][i]
+            dx = dh * (xhat > 0)
+            # BatchNorm backward with batch statistics (mean and variance depend on every row).
+            du = inv * (dx - dx.mean(axis=0) - xhat * (dx * xhat).mean(axis=0))
+            grads[f"W{i + 1}"] = du.T @ h_in
+            grads[f"b{i + 1}"] = du.sum(axis=0)
+            dh = du @ params[f"W{i + 1}"]
+        dz0 = dh * (cache["z0"] > 0)
+    grads["W0"] = dz0.T @ cache["x"]
+    grads["b0"] = dz0.sum(axis=0)
+    return grads
+
+
+def huber_loss(y, target, delta: float, xp):
+    """Mean Huber loss and its gradient with respect to ``y``."""
+    r = y - target
+    a = xp.abs(r)
+    quad = a <= delta
+    loss = xp.where(quad, 0.5 * r * r / delta, a - 0.5 * delta).mean()
+    grad = xp.where(quad, r / delta, xp.sign(r)) / r.size
+    return float(loss), grad
+
+
+def batch_stats(params: dict, rows, cfg: EncoderConfig, xp) -> list:
+    """Per-block BatchNorm (mean, var) of T' on a batch of patch rows."""
+    _, cache = forward(params, rows, cfg, xp)
+    return [(b[3], b[4]) for b in cache["blocks"]]
+
+
+def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig, xp,
+                progress=None) -> tuple:
+    """Fit T' to ``targets`` (n, P, D): the rows of the encoding matched to each image, in position order.
+
+    ``groups`` (n,) is each pair's BatchNorm batch. Returns ``(params, losses)``.
+    """
+    rng = np.random.default_rng([cfg.seed, 0xE7])
+    params = params_from_key(random_key(family, rng.integers(2**63)), xp)
+    rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)  # (n, P, C*p*p)
+    targets = xp.asarray(targets, dtype=xp.float32)
+    delta = cfg.huber * float(targets.std())
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    opt = Adam(params, xp, lr=cfg.lr, ema=0.0)
+    losses = []
+    for step in range(cfg.steps):
+        idx = members[rng.integers(len(members))]
+        if len(idx) > cfg.images_per_step:
+            idx = rng.choice(idx, cfg.images_per_step, replace=False)
+        idx = xp.asarray(idx)
+        y, cache = forward(params, rows[idx], family, xp)
+        loss, dy = huber_loss(y, targets[idx], delta, xp)
+        lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))  # cosine decay
+        opt.step(params, backward(params, cache, dy, family, xp), lr=lr)
+        losses.append(loss)
+        if progress is not None:
+            progress(1)
+    return params, losses
+
+
+def encode_each(params: dict, images, family: EncoderConfig, bn_stats, xp, chunk: int = 512):
+    """T'(x) for every image on its own, BatchNorm frozen at ``bn_stats``: (n, P, D)."""
+    out = []
+    for s in range(0, len(images), chunk):
+        rows = patchify(xp.asarray(images[s:s + chunk], dtype=xp.float32), family.patch)
+        out.append(forward(params, rows, family, xp, bn_stats=bn_stats)[0])
+    return xp.concatenate(out, axis=0)
+
+
+def mean_batch_stats(params: dict, images, groups: np.ndarray, family: EncoderConfig, xp) -> list | None:
+    """BatchNorm statistics of T' averaged over Alice's batches (for encoding images one by one)."""
+    if family.depth <= 0:
+        return None
+    acc = None
+    ids = np.unique(groups)
+    for g in ids:
+        rows = patchify(xp.asarray(images[np.flatnonzero(groups == g)], dtype=xp.float32), family.patch)
+        st = batch_stats(params, rows, family, xp)
+        acc = st if acc is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(acc, st)]
+    return [(m / len(ids), v / len(ids)) for m, v in acc]

@@ -1,0 +1,70 @@
+"""Image similarity i-sim and the first matching (paper §2.1.2-§2.1.3).
+
+i-sim(x, e) is the value of the best one-to-one assignment between the original's patch
+embeddings and the encoding's row embeddings, scored by p-sim (cosine similarity of the
+embeddings). The first matching is the best one-to-one assignment over the i-sim matrix.
+
+The original attack solved one exact P x P assignment for every (original, encoding) pair: N^2 of
+them. Here a cheap, permutation-invariant pre-score picks ``candidates`` encodings per original,
+and the exact i-sim is solved only for those N*k pairs. The pre-score is a sliced assignment:
+for each embedding axis, the best pairing of two sets of scalars is by sorted order
+(rearrangement inequality), so comparing the sorted per-axis values of both sets is the exact
+assignment value of each axis taken alone, and a dense product over all pairs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .assignment import assignment_value, match_encodings
+from .backend import to_numpy
+
+
+def sliced_prescore(patch_emb, row_emb, xp, chunk: int = 2048):
+    """Sum over embedding axes of the per-axis assignment value: (N_o, P, E), (N, P, E) -> (N_o, N).
+
+    Each encoding's column is centred, so encodings whose rows score high against everything do
+    not crowd out the candidates.
+    """
+    sa = xp.sort(patch_emb, axis=1).reshape(patch_emb.shape[0], -1)  # (N_o, P*E)
+    sb = xp.sort(row_emb, axis=1).reshape(row_emb.shape[0], -1)  # (N, P*E)
+    out = xp.empty((sa.shape[0], sb.shape[0]), dtype=xp.float32)
+    for s in range(0, sa.shape[0], chunk):
+        out[s:s + chunk] = sa[s:s + chunk] @ sb.T
+    return out - out.mean(axis=0, keepdims=True)
+
+
+def top_candidates(prescore, k: int, xp) -> np.ndarray:
+    """The ``k`` encodings with the highest pre-score for each original: host (N_o, k)."""
+    k = min(k, prescore.shape[1])
+    part = xp.argpartition(-prescore, k - 1, axis=1)[:, :k]
+    return to_numpy(part)
+
+
+def isim_pair(patch_emb_a, row_emb_b, xp) -> float:
+    """Exact i-sim of one pair: best assignment value of the (P, P) cosine-similarity matrix."""
+    return assignment_value(patch_emb_a @ row_emb_b.T)
+
+
+def isim_candidates(patch_emb, row_emb, cand: np.ndarray, xp, progress=None) -> np.ndarray:
+    """Exact i-sim for each original and each of its candidate encodings: host (N_o, k)."""
+    out = np.empty(cand.shape, dtype=np.float64)
+    for a in range(cand.shape[0]):
+        sims = to_numpy(xp.einsum("pe,kqe->kpq", patch_emb[a], row_emb[xp.asarray(cand[a])]))
+        for i in range(cand.shape[1]):
+            out[a, i] = assignment_value(sims[i])
+        if progress is not None:
+            progress(1)
+    return out
+
+
+def first_matching(values: np.ndarray, cand: np.ndarray, n_enc: int) -> np.ndarray:
+    """Best one-to-one matching of encodings to originals over the candidate i-sim values.
+
+    Pairs that are not candidates score far below every candidate, so they are used only where
+    no candidate is left. Returns ``m`` (N,): encoding k matched to original ``m[k]``.
+    """
+    n_orig = values.shape[0]
+    floor = values.min() - 1e3 * (np.ptp(values) + 1.0)
+    score = np.full((n_orig, n_enc), floor, dtype=np.float64)
+    score[np.arange(n_orig)[:, None], cand] = values
+    return match_encodings(score)
