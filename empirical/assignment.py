@@ -59,3 +59,17 @@ def match_encodings(score) -> np.ndarray:
     encoding k is matched to original ``m[k]``.
     """
     return best_assignment(to_numpy(score).T)
+
+
+def match_margins(score, matching: np.ndarray, xp) -> np.ndarray:
+    """For each encoding, how far its matched original stands above the runner-up (N,).
+
+    Scores are z-scored per encoding (column), so margins of different score matrices compare:
+    a sharp similarity gives large margins, an uninformative one margins near zero.
+    """
+    s = score - score.mean(axis=0, keepdims=True)
+    s = s / (s.std(axis=0, keepdims=True) + 1e-12)
+    cols = xp.arange(s.shape[1])
+    chosen = s[xp.asarray(matching), cols]
+    s[xp.asarray(matching), cols] = -xp.inf
+    return to_numpy(chosen - s.max(axis=0))

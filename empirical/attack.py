@@ -29,6 +29,15 @@ from .pipeline import AttackConfig, run_attack
 from .psim import PsimConfig
 
 
+def restrict_to_path_list(game):
+    """The game with only the originals its public path list names as encoded."""
+    keep = set(game.path_list)
+    idx = [i for i, x in enumerate(game.ids) if x in keep]
+    if len(idx) == len(game.ids):
+        return game
+    return replace(game, ids=[game.ids[i] for i in idx], originals=game.originals[idx])
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m empirical.attack", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--answer-key", help="with --game: Alice's answer key, read only after the attack to score it")
     ap.add_argument("--secret-key", help="with --game: Alice's key (.npz), read only after the attack to score "
                                          "the local permutations and T'")
+    ap.add_argument("--all-originals", action="store_true",
+                    help="match against every original, ignoring the public path list of encoded ids "
+                         "(harder: decoys become candidates)")
     ap.add_argument("--n", type=int, default=1000, help="images to encode when no --game is given (default 1000)")
     ap.add_argument("--extra", type=int, default=0, help="unencoded decoy originals when no --game is given")
     ap.add_argument("--preset", default="neuracrypt-7", choices=sorted(PRESETS), help="family when no --game is given")
@@ -112,7 +124,8 @@ def _rows(result, game, secrets, t_data: float, fresh: dict | None) -> list:
     return rows
 
 
-def _print_table(rows, total: float, out=sys.stdout) -> None:
+def _print_table(rows, total: float, out=None) -> None:
+    out = out or sys.stdout
     print(f"{'stage':28s} {'matched':>8s} {'seconds':>8s}  note", file=out)
     for name, share, secs, note in rows:
         s = "-" if share is None else f"{share:.1%}"
@@ -147,6 +160,9 @@ def _run(args) -> int:
         ids = [f"{i:06d}.png" for i in range(len(imgs))]
         game, secrets = game_in_memory(imgs, ids, fam, args.n, seed=args.seed)
         t_data = time.perf_counter() - t_start
+    n_in_game = len(game.ids)
+    if not args.all_originals:
+        game = restrict_to_path_list(game)
     cfg = AttackConfig(seed=args.seed, candidates=args.candidates,
                        psim=replace(PsimConfig(), steps=args.psim_steps),
                        extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps))
@@ -185,7 +201,8 @@ def _run(args) -> int:
     if args.json:
         write_json(args.json, {
             "config": {"attack": cfg.to_json(), "family": game.config.to_json(), "n_encoded": len(game.files),
-                       "n_originals": len(game.ids), "game": args.game, "seed": args.seed},
+                       "n_originals": len(game.ids), "n_originals_in_game": n_in_game,
+                       "all_originals": args.all_originals, "game": args.game, "seed": args.seed},
             "stages": [{"stage": r[0], "share_matched": r[1], "seconds": r[2], "note": r[3]} for r in rows],
             "psim": {k: v for k, v in result.stages[1].info.items()},
             "final_share_matched": rows[-1][1] if fresh is None else rows[-2][1],
@@ -197,7 +214,9 @@ def _run(args) -> int:
     if args.plots:
         from .plots import attack_figures
 
-        attack_figures(args.plots, game, result, rows)
+        truth = true_matching(game, secrets) if secrets is not None else None
+        for p in attack_figures(args.plots, game, result, rows, truth):
+            print(f"figure written to {p}")
     return 0
 
 

@@ -77,4 +77,6 @@ def boost(patch_emb, row_emb, matching: np.ndarray, xp, max_rounds: int = 12, se
             on_round(rounds, matching, pi)
         if stable:
             break
-    return matching, pi, rounds
+    # The last cross-fitted pi was estimated from the previous matching; the final one uses all
+    # positions of the stable matching.
+    return matching, estimate_global_perm(patch_emb, row_emb, matching, xp), rounds

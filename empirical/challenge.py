@@ -346,6 +346,28 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _cmd_score_encoder(args) -> int:
+    from .data import load_images
+    from .encoder import load_key
+    from .evaluate import challenge2_score
+
+    true_key, est_key = load_key(args.secret_key), load_key(args.encoder)
+    a, b = true_key.config, est_key.config
+    fields = ("channels", "image_size", "patch", "hidden", "depth")
+    if any(getattr(a, f) != getattr(b, f) for f in fields):
+        raise GameError(f"{args.encoder} is not of the secret key's family: "
+                        + ", ".join(f"{f} {getattr(b, f)} vs {getattr(a, f)}" for f in fields if getattr(a, f) != getattr(b, f)))
+    if args.n < 2:
+        raise GameError("--n must be at least 2")
+    imgs = load_images(args.data, args.n, a.image_size, seed=args.seed, patch=a.patch)
+    result = challenge2_score(true_key, est_key, imgs, seed=args.seed)
+    print(f"T' nearest-neighbour score: {result['share']:.4f} on {result['n']} images "
+          f"(chance {1 / result['n']:.4f}); relative error of patch means {result['relative_error']:.3f}")
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
 def build_parser():
     import argparse
 
@@ -377,6 +399,17 @@ def build_parser():
     sc.add_argument("--submission", required=True, help="parallel_data_predictions.json {id: '<k>.npy'}")
     sc.add_argument("--json", help="also write the score as JSON here")
     sc.set_defaults(func=_cmd_score)
+    se = sub.add_parser("score-encoder", help="score an extracted encoder T' on fresh images (Challenge 2)",
+                        description="For each fresh image x, is T(x) the nearest neighbour of T'(x) among all "
+                                    "T(x'), by mean squared error between patch means (rows averaged)? "
+                                    "Both encoders encode the images in the same BatchNorm batches.")
+    se.add_argument("--secret-key", required=True, help="Alice's key T (.npz)")
+    se.add_argument("--encoder", required=True, help="the extracted T' (.npz, same layout)")
+    se.add_argument("--data", default="bundled", help="'bundled', a folder of PNG/JPEG, or a .npy stack")
+    se.add_argument("--n", type=int, default=500, help="number of fresh images (default 500)")
+    se.add_argument("--seed", type=int, default=12345, help="seed of the bundled draw and the shuffles")
+    se.add_argument("--json", help="also write the score as JSON here")
+    se.set_defaults(func=_cmd_score_encoder)
     return ap
 
 

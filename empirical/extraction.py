@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import to_numpy
 from .encoder import BN_EPS, EncoderConfig, EncoderKey, patchify, random_key
 from .mlp import Adam
 
@@ -23,7 +24,9 @@ class ExtractConfig:
     steps: int = 400
     images_per_step: int = 64  # images of one BatchNorm batch used in a step
     lr: float = 2e-3
-    huber: float = 0.05  # threshold of the robust loss, in units of the targets' std
+    huber: float = 0.5  # threshold of the robust loss, in units of each output's spread across images
+    polish_steps: int = 0  # then steps on whole BatchNorm batches (statistics exactly Alice's)
+    polish_lr: float = 3e-4
     seed: int = 0
 
 
@@ -62,7 +65,7 @@ def forward(params: dict, rows, cfg: EncoderConfig, xp, bn_stats=None):
     n, P, _ = rows.shape
     x = rows.reshape(n * P, -1)
     z0 = x @ params["W0"].T + params["b0"]
-    cache = {"x": x, "z0": z0, "blocks": [], "shape": (n, P)}
+    cache = {"x": x, "z0": z0, "blocks": [], "shape": (n, P), "frozen_bn": bn_stats is not None}
     if cfg.depth == -1:
         return z0.reshape(n, P, -1), cache
     h = xp.maximum(z0, 0)
@@ -101,8 +104,10 @@ def backward(params: dict, cache: dict, dy, cfg: EncoderConfig, xp) -> dict:
         for i in reversed(range(cfg.depth)):
             h_in, xhat, inv, _, _ = cache["blocks"][i]
             dx = dh * (xhat > 0)
-            # BatchNorm backward with batch statistics (mean and variance depend on every row).
-            du = inv * (dx - dx.mean(axis=0) - xhat * (dx * xhat).mean(axis=0))
+            if cache["frozen_bn"]:
+                du = inv * dx
+            else:  # batch statistics: the mean and variance depend on every row
+                du = inv * (dx - dx.mean(axis=0) - xhat * (dx * xhat).mean(axis=0))
             grads[f"W{i + 1}"] = du.T @ h_in
             grads[f"b{i + 1}"] = du.sum(axis=0)
             dh = du @ params[f"W{i + 1}"]
@@ -122,10 +127,46 @@ def huber_loss(y, target, delta: float, xp):
     return float(loss), grad
 
 
-def batch_stats(params: dict, rows, cfg: EncoderConfig, xp) -> list:
-    """Per-block BatchNorm (mean, var) of T' on a batch of patch rows."""
-    _, cache = forward(params, rows, cfg, xp)
-    return [(b[3], b[4]) for b in cache["blocks"]]
+def batch_stats(params: dict, rows, cfg: EncoderConfig, xp, chunk: int = 64) -> list:
+    """Per-block BatchNorm (mean, var) of T' on a batch of patch rows (n, P, C*p*p).
+
+    Computed block by block over chunks of images, so no more than a chunk's activations are held.
+    """
+    n, P, _ = rows.shape
+    h = [xp.maximum(rows[s:s + chunk].reshape(-1, rows.shape[2]) @ params["W0"].T + params["b0"], 0)
+         for s in range(0, n, chunk)]
+    out = []
+    for i in range(cfg.depth):
+        u = [a @ params[f"W{i + 1}"].T + params[f"b{i + 1}"] for a in h]
+        mean = sum(a.sum(axis=0) for a in u) / (n * P)
+        var = sum(((a - mean) ** 2).sum(axis=0) for a in u) / (n * P)
+        out.append((mean, var))
+        inv = 1.0 / xp.sqrt(var + BN_EPS)
+        h = [xp.maximum((a - mean) * inv, 0) for a in u]
+    return out
+
+
+def _revive_dead_units(params: dict, opt: Adam, z0, rows, rng: np.random.Generator, xp) -> int:
+    """Re-draw first-layer units that are off for every patch of the step, centred on the data.
+
+    A unit whose ReLU is off everywhere gets no gradient and never comes back; without BatchNorm
+    after it (neuracrypt-2) Adam's early steps can switch many off. Returns how many were re-drawn.
+    """
+    dead = to_numpy((z0 > 0).sum(axis=0) == 0)
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return 0
+    fan_in = params["W0"].shape[1]
+    bound = 1.0 / np.sqrt(fan_in)
+    w = xp.asarray(rng.uniform(-bound, bound, (n_dead, fan_in)).astype(np.float32))
+    sample = rows[xp.asarray(rng.choice(rows.shape[0], min(16, rows.shape[0]), replace=False))].reshape(-1, fan_in)
+    units = xp.asarray(np.flatnonzero(dead))
+    params["W0"][units] = w
+    params["b0"][units] = -xp.median(sample @ w.T, axis=0)
+    for state in (opt.m, opt.v):
+        state["W0"][units] = 0
+        state["b0"][units] = 0
+    return n_dead
 
 
 def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig, xp,
@@ -137,23 +178,42 @@ def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg:
     rng = np.random.default_rng([cfg.seed, 0xE7])
     params = params_from_key(random_key(family, rng.integers(2**63)), xp)
     rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)  # (n, P, C*p*p)
+    # Centre each first-layer unit on the data: a random bias can leave units that are off for
+    # every patch, and a dead unit never recovers (neuracrypt-2 lost all of them this way).
+    sample = rows[xp.asarray(rng.choice(len(images), min(64, len(images)), replace=False))].reshape(-1, rows.shape[2])
+    params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = xp.asarray(targets, dtype=xp.float32)
-    delta = cfg.huber * float(targets.std())
+    # Errors are measured in units of each output's spread across images. The positional
+    # embedding makes most of an output's value the same for every image; a loss in raw units
+    # would spend the fit on that common part and learn the image content, which matching and
+    # Challenge 2 need, last.
+    scale = 1.0 / (targets.std(axis=0) + 1e-3 * float(targets.std()))  # (P, D)
+    delta = cfg.huber
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     opt = Adam(params, xp, lr=cfg.lr, ema=0.0)
     losses = []
-    for step in range(cfg.steps):
+    for step in range(cfg.steps + cfg.polish_steps):
         idx = members[rng.integers(len(members))]
-        if len(idx) > cfg.images_per_step:
+        polish = step >= cfg.steps
+        # A few images' BatchNorm statistics differ from those of Alice's whole batch by sampling
+        # noise, which limits how close the fit can get; polishing steps use whole batches.
+        if not polish and len(idx) > cfg.images_per_step:
             idx = rng.choice(idx, cfg.images_per_step, replace=False)
         idx = xp.asarray(idx)
         y, cache = forward(params, rows[idx], family, xp)
-        loss, dy = huber_loss(y, targets[idx], delta, xp)
-        lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))  # cosine decay
+        loss, dz = huber_loss(y * scale, targets[idx] * scale, delta, xp)
+        dy = dz * scale
+        if polish:
+            lr = cfg.polish_lr
+        else:  # warm-up, then cosine decay
+            lr = cfg.lr * min(1.0, (step + 1) / 20) * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
         opt.step(params, backward(params, cache, dy, family, xp), lr=lr)
+        if step % 10 == 0 and not polish:
+            _revive_dead_units(params, opt, cache["z0"], rows, rng, xp)
         losses.append(loss)
         if progress is not None:
             progress(1)
+    params = refit_mixer(params, images, targets, groups, family, xp)
     return params, losses
 
 
@@ -177,3 +237,34 @@ def mean_batch_stats(params: dict, images, groups: np.ndarray, family: EncoderCo
         st = batch_stats(params, rows, family, xp)
         acc = st if acc is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(acc, st)]
     return [(m / len(ids), v / len(ids)) for m, v in acc]
+
+
+def refit_mixer(params: dict, images, targets, groups: np.ndarray, family: EncoderConfig, xp,
+                ridge: float = 1e-4) -> dict:
+    """Refit the last Linear layer of T' by ridge least squares on all matched pairs.
+
+    Given the layers below, the output is linear in the mixer's weights, so its best value is a
+    regression of the targets on T''s penultimate features (BatchNorm with each of Alice's
+    batches' own statistics). Squared error here is fine: the pairs are matched by then.
+    """
+    if family.depth == -1:
+        return params
+    d = family.hidden
+    gram = xp.zeros((d + 1, d + 1), dtype=xp.float64)
+    cross = xp.zeros((d + 1, d), dtype=xp.float64)
+    count = 0
+    for g in np.unique(groups):
+        idx = xp.asarray(np.flatnonzero(groups == g))
+        rows = patchify(xp.asarray(images[idx], dtype=xp.float32), family.patch)
+        _, cache = forward(params, rows, family, xp)
+        feats = cache["g"].astype(xp.float64)
+        feats = xp.concatenate([feats, xp.ones((feats.shape[0], 1), dtype=xp.float64)], axis=1)
+        y = targets[idx].reshape(feats.shape[0], -1).astype(xp.float64)
+        gram += feats.T @ feats
+        cross += feats.T @ y
+        count += feats.shape[0]
+    sol = xp.linalg.solve(gram + ridge * count * xp.eye(d + 1), cross)  # (D+1, D)
+    out = dict(params)
+    out["Wm"] = sol[:-1].T.astype(xp.float32).copy()
+    out["bm"] = sol[-1].astype(xp.float32).copy()
+    return out

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .alignment import align_rows, apply_order
-from .assignment import match_encodings
+from .assignment import match_encodings, match_margins
 from .backend import to_numpy
 from .boosting import boost, known_perm_scores
 from .challenge import Game
@@ -77,27 +77,48 @@ class AttackResult:
         return {game.ids[int(a)]: f for f, a in zip(game.files, self.matching)}
 
 
-def _fingerprint(game: Game, cfg: AttackConfig) -> str:
-    h = hashlib.sha256(json.dumps(cfg.to_json(), sort_keys=True).encode())
-    h.update(json.dumps(game.config.to_json(), sort_keys=True).encode())
+def _game_fingerprint(game: Game) -> str:
+    h = hashlib.sha256(json.dumps(game.config.to_json(), sort_keys=True).encode())
     h.update("\n".join(game.ids).encode() + b"|" + "\n".join(game.files).encode())
     for a in (game.originals, game.encodings):
         h.update(np.ascontiguousarray(a[:: max(1, len(a) // 64)]).tobytes())
     return h.hexdigest()[:16]
 
 
-class _Store:
-    """Finished stages on disk (``work_dir``), keyed by a fingerprint of the game and config."""
+# The configuration fields each stage depends on (its own and every earlier stage's).
+_STAGE_FIELDS = {"align": ("seed", "align_iterations"), "psim": ("psim",), "first": ("candidates",),
+                 "boost": ("boost_rounds",), "extract": ("extract",), "final": ()}
 
-    def __init__(self, work_dir, fingerprint: str):
-        self.dir = Path(work_dir) / fingerprint if work_dir else None
+
+def _stage_keys(cfg: AttackConfig) -> dict:
+    """A short hash per stage of the configuration that stage's result depends on."""
+    d, keys, fields = cfg.to_json(), {}, []
+    for name in STAGES:
+        fields += _STAGE_FIELDS[name]
+        keys[name] = hashlib.sha256(json.dumps({f: d[f] for f in fields}, sort_keys=True).encode()).hexdigest()[:10]
+    return keys
+
+
+class _Store:
+    """Finished stages on disk: ``work_dir/<game fingerprint>/<stage>-<config hash>.npz``.
+
+    A stage is reused only when the game and every configuration field it depends on match, so
+    changing, say, the extraction steps re-runs extraction but resumes everything before it.
+    """
+
+    def __init__(self, work_dir, game: Game, cfg: AttackConfig):
+        self.dir = Path(work_dir) / _game_fingerprint(game) if work_dir else None
+        self.keys = _stage_keys(cfg)
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
 
+    def _path(self, name: str) -> Path:
+        return self.dir / f"{name}-{self.keys[name]}.npz"
+
     def load(self, name: str):
-        if self.dir is None or not (self.dir / f"{name}.npz").exists():
+        if self.dir is None or not self._path(name).exists():
             return None
-        with np.load(self.dir / f"{name}.npz", allow_pickle=False) as z:
+        with np.load(self._path(name), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != "_meta"}
             meta = json.loads(str(z["_meta"]))
         return arrays, meta
@@ -107,7 +128,7 @@ class _Store:
             return
         from .fileio import atomic_path
 
-        with atomic_path(self.dir / f"{name}.npz") as tmp:
+        with atomic_path(self._path(name)) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, _meta=np.array(json.dumps(meta)), **{k: to_numpy(v) for k, v in arrays.items()})
 
@@ -116,7 +137,7 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
                on_stage=None) -> AttackResult:
     """Run every stage on ``game``; ``on_stage(StageResult)`` is called as each one finishes."""
     fam = game.config
-    store = _Store(work_dir, _fingerprint(game, cfg))
+    store = _Store(work_dir, game, cfg)
     stages = []
     originals = xp.asarray(game.originals)
     encodings = xp.asarray(game.encodings)
@@ -240,7 +261,16 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
         tgt = targets.reshape(n_enc, -1)
         score = 2 * (pred @ tgt.T) - (pred * pred).sum(axis=1)[:, None]  # -|a-b|^2 up to a per-column constant
         m = match_encodings(score)
-        return m, StageResult("final", 0, m)
+        # T' should separate images far better than p-sim; if it does not (a poor fit), keep
+        # boosting's matching rather than make things worse. Decided on margins alone.
+        t_margin = float(np.median(match_margins(score, m, xp)))
+        p_score = known_perm_scores(patch_emb, row_emb, pi, xp)
+        p_margin = float(np.median(match_margins(p_score, m_boost, xp)))
+        info = {"median_margin_extracted": t_margin, "median_margin_psim": p_margin,
+                "used": "extracted encoder" if t_margin >= p_margin else "boosting (T' margins smaller)"}
+        if t_margin < p_margin:
+            m = m_boost
+        return m, StageResult("final", 0, m, info)
 
     final = stage("final", do_final, lambda m: ({}, {}), lambda a, meta: a["matching"])
     return AttackResult(stages, order, pi, final, key_from_params(params, fam))

@@ -1,8 +1,14 @@
 """Shared test helpers: an independent float64 NeuraCrypt encoder written from DESIGN.md §2."""
-import types
+import os
 
-import numpy as np
-import pytest
+# The tests run many small matrix products; one BLAS thread per process avoids threads fighting
+# over the cores (set before NumPy is first imported).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 BN_EPS = 1e-5
 

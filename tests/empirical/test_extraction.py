@@ -1,0 +1,275 @@
+"""Model extraction (paper §2.3.1): T' forward/backward against finite differences, and fitting."""
+import numpy as np
+import pytest
+
+from empirical.data import bundled_images
+from empirical.encoder import encode, encode_batch, patchify, preset, random_key
+from empirical.extraction import (
+    ExtractConfig, backward, batch_stats, encode_each, fit_encoder, forward, huber_loss, key_from_params,
+    mean_batch_stats, params_from_key,
+)
+
+DEPTHS = [-1, 0, 1, 2]
+
+
+def family(depth, **kw):
+    return preset("neuracrypt-7", **{**dict(image_size=8, patch=4, hidden=5, depth=depth), **kw})
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12))
+
+
+def close(g, fd) -> bool:
+    """Relative error below 1e-5, or both zero to rounding (a pre-BatchNorm bias has no gradient)."""
+    return rel_err(g, fd) < 1e-5 or float(np.abs(g - fd).max()) < 1e-8
+
+
+def f64_params(fam, seed):
+    return {k: v.astype(np.float64) for k, v in params_from_key(random_key(fam, seed), np).items()}
+
+
+def ref_huber(r, delta) -> float:
+    """Mean Huber loss written out: quadratic (scaled by 1/delta) inside |r| <= delta, linear outside."""
+    a = np.abs(r)
+    return float(np.mean(np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta)))
+
+
+def fd_grads(loss, params, eps=1e-6):
+    out = {}
+    for name, a in params.items():
+        g = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            old = a[i]
+            a[i] = old + eps
+            up = loss()
+            a[i] = old - eps
+            down = loss()
+            a[i] = old
+            g[i] = (up - down) / (2 * eps)
+        out[name] = g
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_backward_matches_finite_differences(depth, seed):
+    """Huber loss on T' with BatchNorm on batch statistics, everything in float64."""
+    fam = family(depth)
+    params = f64_params(fam, seed)
+    rng = np.random.default_rng([seed, 7])
+    rows = patchify(rng.random((3, 1, 8, 8)), 4)  # (3, 4, 16) float64
+    y0, _ = forward(params, rows, fam, np)
+    target = y0 + rng.standard_normal(y0.shape) * y0.std()
+    delta = 0.3 * float(y0.std())  # some residuals in each regime of the Huber loss
+
+    def loss():
+        return ref_huber(forward(params, rows, fam, np)[0] - target, delta)
+
+    y, cache = forward(params, rows, fam, np)
+    assert y.dtype == np.float64 and y.shape == (3, 4, 5)
+    value, dy = huber_loss(y, target, delta, np)
+    r = np.abs(y - target)
+    assert (r < delta).any() and (r > delta).any()
+    assert value == pytest.approx(loss(), rel=1e-12)
+    grads = backward(params, cache, dy, fam, np)
+    assert set(grads) == set(params)
+    fd = fd_grads(loss, params)
+    for k in params:
+        assert grads[k].shape == params[k].shape, k
+        assert close(grads[k], fd[k]), (k, rel_err(grads[k], fd[k]))
+    for i in range(max(depth, 0)):  # a bias right before BatchNorm is cancelled by the mean
+        assert np.abs(grads[f"b{i + 1}"]).max() < 1e-9
+    assert np.abs(grads["W0"]).max() > 1e-4
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_backward_for_a_linear_loss(depth):
+    """A second loss, sum(w * y): backward is checked without going through huber_loss."""
+    fam = family(depth)
+    params = f64_params(fam, 3)
+    rng = np.random.default_rng(11)
+    rows = patchify(rng.random((4, 1, 8, 8)), 4)
+    w = rng.standard_normal((4, 4, 5))
+    _, cache = forward(params, rows, fam, np)
+    grads = backward(params, cache, w, fam, np)
+    fd = fd_grads(lambda: float((w * forward(params, rows, fam, np)[0]).sum()), params)
+    for k in params:
+        assert close(grads[k], fd[k]), k
+    if depth >= 1:  # BatchNorm on batch statistics: image 0's output depends on image 1's pixels
+        other = rows.copy()
+        other[1] += 0.5
+        assert not np.allclose(forward(params, rows, fam, np)[0][0], forward(params, other, fam, np)[0][0])
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_backward_with_frozen_batchnorm_statistics(depth):
+    """With ``bn_stats`` given, BatchNorm is a fixed affine map; the gradient must treat it so."""
+    fam = family(depth)
+    params = f64_params(fam, 4)
+    rng = np.random.default_rng(12)
+    rows = patchify(rng.random((3, 1, 8, 8)), 4)
+    other = patchify(rng.random((5, 1, 8, 8)), 4)
+    stats = [(m.copy(), v.copy()) for m, v in batch_stats(params, other, fam, np)]  # constants under FD
+    w = rng.standard_normal((3, 4, 5))
+    _, cache = forward(params, rows, fam, np, bn_stats=stats)
+    grads = backward(params, cache, w, fam, np)
+    fd = fd_grads(lambda: float((w * forward(params, rows, fam, np, bn_stats=stats)[0]).sum()), params)
+    for k in params:
+        assert close(grads[k], fd[k]), (k, rel_err(grads[k], fd[k]))
+    assert np.abs(grads["b1"]).max() > 1e-6  # frozen statistics do not cancel the bias
+
+
+def test_huber_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    y, t = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
+    delta = 0.5
+    value, grad = huber_loss(y, t, delta, np)
+    assert value == pytest.approx(ref_huber(y - t, delta), rel=1e-12)
+    fd = fd_grads(lambda: ref_huber(y - t, delta), {"y": y})["y"]
+    assert rel_err(grad, fd) < 1e-6
+    # L1-like far from zero: the gradient is bounded by 1 / size whatever the residual
+    _, g = huber_loss(np.array([100.0, -100.0, 0.0, 0.01]), np.zeros(4), 0.1, np)
+    np.testing.assert_allclose(g, [0.25, -0.25, 0.0, 0.025])
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_forward_is_the_encoder(depth):
+    """T' with Alice's weights is Alice's encoder (batch statistics of the batch encoded)."""
+    fam = family(depth, image_size=16, hidden=8)
+    key = random_key(fam, 5)
+    x = np.random.default_rng(1).random((6, 1, 16, 16)).astype(np.float32)
+    y, _ = forward(params_from_key(key, np), patchify(x, 4), fam, np)
+    np.testing.assert_allclose(y, encode_batch(x, key, np), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_key_params_round_trip(depth):
+    fam = family(depth, image_size=16, hidden=8)
+    key = random_key(fam, 9)
+    params = params_from_key(key, np)
+    expected = {"W0", "b0"} | {f"{w}{i + 1}" for i in range(max(depth, 0)) for w in "Wb"}
+    if depth >= 0:
+        expected |= {"pos", "Wm", "bm"}
+    assert set(params) == expected and all(v.dtype == np.float32 for v in params.values())
+    back = key_from_params(params, fam)
+    assert back.config == fam
+    np.testing.assert_array_equal(back.conv_w, key.conv_w)
+    np.testing.assert_array_equal(back.conv_b, key.conv_b)
+    assert len(back.block_w) == len(key.block_w) == max(depth, 0)
+    for a, b in zip(back.block_w + back.block_b, key.block_w + key.block_b):
+        np.testing.assert_array_equal(a, b)
+    for g, beta in zip(back.bn_w, back.bn_b):  # the family's BatchNorm affine: weight 1, bias 0
+        np.testing.assert_array_equal(g, 1)
+        np.testing.assert_array_equal(beta, 0)
+    if depth >= 0:
+        for a, b in [(back.pos, key.pos), (back.mix_w, key.mix_w), (back.mix_b, key.mix_b)]:
+            np.testing.assert_array_equal(a, b)
+    else:
+        assert back.pos is None and back.mix_w is None
+    again = params_from_key(back, np)
+    assert set(again) == set(params)
+    for k in params:
+        np.testing.assert_array_equal(again[k], params[k])
+    # params_from_key copies: training T' must not write into the key it started from
+    params["W0"] += 1
+    assert not np.array_equal(params["W0"].reshape(key.conv_w.shape), key.conv_w)
+
+
+# --- BatchNorm statistics and encoding one by one ----------------------------------------------
+
+def test_bn_stats_reproduce_batch_mode():
+    fam = family(2, image_size=16, hidden=8)
+    params = params_from_key(random_key(fam, 2), np)
+    rows = patchify(np.random.default_rng(3).random((10, 1, 16, 16)).astype(np.float32), 4)
+    stats = batch_stats(params, rows, fam, np)
+    assert len(stats) == 2 and stats[0][0].shape == (8,)
+    batch, _ = forward(params, rows, fam, np)
+    frozen, _ = forward(params, rows, fam, np, bn_stats=stats)
+    np.testing.assert_allclose(frozen, batch, rtol=1e-5, atol=1e-5)
+    # frozen statistics make each image's output its own business
+    alone, _ = forward(params, rows[:1], fam, np, bn_stats=stats)
+    np.testing.assert_allclose(alone[0], batch[0], rtol=1e-5, atol=1e-5)
+
+
+def test_encode_each_with_mean_batch_stats_approximates_batch_mode():
+    fam = family(2, image_size=32, patch=8, hidden=16, bn_batch=40)
+    key = random_key(fam, 4)
+    imgs = bundled_images(120, 32, seed=1, patch=8)
+    groups = np.arange(120) // 40
+    params = params_from_key(key, np)
+    batch_mode, _ = encode(imgs, key, np, shuffle=False)  # Alice's way: three BatchNorm batches
+    # one group: the mean statistics are that group's own, so encoding one by one is exact
+    one = encode_each(params, imgs[:40], fam, mean_batch_stats(params, imgs[:40], groups[:40], fam, np), np, chunk=7)
+    np.testing.assert_allclose(one, batch_mode[:40], rtol=1e-4, atol=1e-4)
+    # three groups: close, though not equal, to each group's own statistics
+    each = encode_each(params, imgs, fam, mean_batch_stats(params, imgs, groups, fam, np), np)
+    assert each.shape == batch_mode.shape
+    err = np.abs(each - batch_mode).mean() / np.abs(batch_mode).mean()
+    assert 0 < err < 0.15  # measured 0.064
+    # statistics of one image alone would be far off: the averaging matters
+    solo = encode_each(params, imgs, fam, batch_stats(params, patchify(imgs[:1], 8), fam, np), np)
+    assert np.abs(solo - batch_mode).mean() / np.abs(batch_mode).mean() > 5 * err
+
+
+def test_mean_batch_stats_is_none_without_batchnorm():
+    for depth in (-1, 0):
+        fam = family(depth, image_size=16, hidden=8)
+        params = params_from_key(random_key(fam, 0), np)
+        imgs = np.random.default_rng(0).random((5, 1, 16, 16)).astype(np.float32)
+        assert mean_batch_stats(params, imgs, np.zeros(5, int), fam, np) is None
+        np.testing.assert_allclose(encode_each(params, imgs, fam, None, np),
+                                   forward(params, patchify(imgs, 4), fam, np)[0], rtol=1e-6)
+
+
+# --- fitting T' to pairs from a known encoder ---------------------------------------------------
+
+N_FIT = 128
+
+
+@pytest.fixture(scope="module")
+def fits():
+    """fit_encoder on pairs from a known encoder at 128 px (64 patches), hidden 64; one fit per depth."""
+    imgs = bundled_images(N_FIT, 128, seed=0, patch=16)
+    groups = np.arange(N_FIT) // (N_FIT // 2)  # two BatchNorm batches
+    done = {}
+
+    def fit(depth):
+        if depth not in done:
+            fam = preset("neuracrypt-7", image_size=128, patch=16, hidden=64, bn_batch=N_FIT // 2, depth=depth)
+            key = random_key(fam, 101)
+            targets, _ = encode(imgs, key, np, shuffle=False)
+            calls = []
+            params, losses = fit_encoder(imgs, targets, groups, fam, ExtractConfig(steps=60, images_per_step=16),
+                                         np, progress=calls.append)
+            assert len(losses) == 60 and sum(calls) == 60
+            pred = encode_each(params, imgs, fam, mean_batch_stats(params, imgs, groups, fam, np), np)
+            a, b = pred.reshape(N_FIT, -1).astype(np.float64), targets.reshape(N_FIT, -1).astype(np.float64)
+            d2 = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]  # T'(x_i) vs T(x_j)
+            done[depth] = losses, float(np.mean(d2.argmin(axis=0) == np.arange(N_FIT)))
+        return done[depth]
+
+    return fit
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_fit_encoder_drives_the_loss_down(fits, depth):
+    losses, _ = fits(depth)
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:5])  # measured 0.50 -> 0.25 (depth 0), 0.68 -> 0.39 (1)
+
+
+def test_fitted_encoder_tells_images_apart_depth_1(fits):
+    """T'(x) is nearest to T(x) among all T(x'): what the final matching relies on."""
+    _, nn_share = fits(1)
+    assert nn_share >= 0.5  # measured 0.89 (chance 1/128)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "known limitation: at depth 0 (neuracrypt-2) the image content is a small part of each output "
+    "next to the positional embedding, and a short fit of T' does not yet separate images; the "
+    "pipeline's final stage then keeps boosting's matching (see test_pipeline)"))
+def test_fitted_encoder_tells_images_apart_depth_0(fits):
+    _, nn_share = fits(0)
+    assert nn_share >= 0.5

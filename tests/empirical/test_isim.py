@@ -1,0 +1,138 @@
+"""Image similarity i-sim, its sliced pre-score, and the first matching (paper §2.1.2-§2.1.3)."""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from empirical.assignment import assignment_value
+from empirical.isim import first_matching, isim_candidates, isim_pair, sliced_prescore, top_candidates
+
+
+def unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def emb(rng, n, p, e):
+    return unit(rng.standard_normal((n, p, e))).astype(np.float32)
+
+
+def brute_isim(a, b) -> float:
+    """Best one-to-one pairing of the rows of a (P, E) with the rows of b (P, E), over all P! orders."""
+    sim = a.astype(np.float64) @ b.astype(np.float64).T
+    p = len(a)
+    return max(float(sim[np.arange(p), list(perm)].sum()) for perm in itertools.permutations(range(p)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_o=st.integers(1, 6), n=st.integers(1, 6), p=st.integers(1, 6),
+       e=st.integers(1, 4))
+def test_sliced_prescore_is_the_per_axis_assignment_value(seed, n_o, n, p, e):
+    """Per axis, sorting both sides gives the best pairing (rearrangement inequality)."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((n_o, p, e)).astype(np.float32), rng.standard_normal((n, p, e)).astype(np.float32)
+    exact = np.zeros((n_o, n))
+    for i in range(n_o):
+        for k in range(n):
+            exact[i, k] = sum(assignment_value(np.outer(a[i, :, x], b[k, :, x]).astype(np.float64))
+                              for x in range(e))
+    got = sliced_prescore(a, b, np, chunk=4)
+    assert got.shape == (n_o, n)
+    # the package centres each encoding's column; compare on the uncentred quantity's centring
+    np.testing.assert_allclose(got, exact - exact.mean(axis=0, keepdims=True), atol=1e-4 * (1 + np.abs(exact).max()))
+
+
+def test_sliced_prescore_e1_equals_exact_isim_and_bounds_it_otherwise():
+    rng = np.random.default_rng(0)
+    a, b = emb(rng, 5, 6, 1), emb(rng, 4, 6, 1)
+    centred = sliced_prescore(a, b, np)
+    exact = np.array([[isim_pair(a[i], b[k], np) for k in range(4)] for i in range(5)])
+    np.testing.assert_allclose(centred, exact - exact.mean(0), atol=1e-5)
+    # with E > 1, summing each axis's own optimum can only exceed the joint optimum
+    a, b = emb(rng, 5, 6, 3), emb(rng, 4, 6, 3)
+    pre = sliced_prescore(a, b, np)
+    exact = np.array([[isim_pair(a[i], b[k], np) for k in range(4)] for i in range(5)])
+    sa, sb = np.sort(a, axis=1).reshape(5, -1), np.sort(b, axis=1).reshape(4, -1)
+    uncentred = sa @ sb.T  # recomputed here, not taken from the package
+    np.testing.assert_allclose(pre, uncentred - uncentred.mean(0), atol=1e-5)
+    assert (uncentred >= exact - 1e-5).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), p=st.integers(1, 5), e=st.integers(1, 4))
+def test_isim_pair_equals_brute_force(seed, p, e):
+    rng = np.random.default_rng(seed)
+    a, b = emb(rng, 1, p, e)[0], emb(rng, 1, p, e)[0]
+    assert isim_pair(a, b, np) == pytest.approx(brute_isim(a, b), abs=1e-5)
+    # invariant to the order of the encoding's rows, as the shuffle requires
+    assert isim_pair(a, b[rng.permutation(p)], np) == pytest.approx(isim_pair(a, b, np), abs=1e-5)
+
+
+def test_isim_candidates_equal_isim_pair():
+    rng = np.random.default_rng(1)
+    a, b = emb(rng, 6, 5, 3), emb(rng, 8, 5, 3)
+    cand = np.array([rng.permutation(8)[:3] for _ in range(6)])
+    calls = []
+    vals = isim_candidates(a, b, cand, np, progress=calls.append)
+    assert vals.shape == (6, 3) and sum(calls) == 6
+    for i in range(6):
+        for j in range(3):
+            assert vals[i, j] == pytest.approx(brute_isim(a[i], b[cand[i, j]]), abs=1e-5)
+
+
+def test_top_candidates_are_the_k_best():
+    rng = np.random.default_rng(2)
+    pre = rng.standard_normal((7, 10)).astype(np.float32)
+    cand = top_candidates(pre, 3, np)
+    assert cand.shape == (7, 3)
+    for i in range(7):
+        assert set(cand[i].tolist()) == set(np.argsort(-pre[i])[:3].tolist())
+    assert top_candidates(pre, 50, np).shape == (7, 10)  # k is clipped to the number of encodings
+
+
+def test_true_pair_ranks_high_when_rows_are_noisy_copies():
+    """The pre-screen's purpose: a shuffled noisy copy of an original lands among its candidates."""
+    rng = np.random.default_rng(3)
+    n, p, e = 60, 16, 8
+    a = emb(rng, n, p, e)
+    perm = np.argsort(rng.random((n, p)), axis=1)
+    b = unit(np.take_along_axis(a, perm[:, :, None], axis=1) + 0.3 * rng.standard_normal((n, p, e))).astype(np.float32)
+    cand = top_candidates(sliced_prescore(a, b, np), 5, np)
+    assert np.mean([k in cand[k] for k in range(n)]) > 0.9
+
+
+def brute_first_matching(values, cand, n_enc):
+    """Best injective map encoding -> original: most candidate pairs first, then the highest value."""
+    n_orig = values.shape[0]
+    val = {(int(cand[i, j]), i): float(values[i, j]) for i in range(n_orig) for j in range(cand.shape[1])}
+    best = None
+    for m in itertools.permutations(range(n_orig), n_enc):
+        used = [val[(k, a)] for k, a in enumerate(m) if (k, a) in val]
+        key = (len(used), round(sum(used), 9))
+        best = key if best is None or key > best else best
+    return best
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_enc=st.integers(1, 5), decoys=st.integers(0, 2), k=st.integers(1, 3))
+def test_first_matching_uses_the_candidates(seed, n_enc, decoys, k):
+    rng = np.random.default_rng(seed)
+    n_orig = n_enc + decoys
+    k = min(k, n_enc)
+    cand = np.array([rng.permutation(n_enc)[:k] for _ in range(n_orig)])
+    values = rng.standard_normal((n_orig, k)) * 5
+    m = first_matching(values, cand, n_enc)
+    assert m.shape == (n_enc,) and len(set(m.tolist())) == n_enc and m.max() < n_orig
+    val = {(int(cand[i, j]), i): values[i, j] for i in range(n_orig) for j in range(k)}
+    used = [val[(e, a)] for e, a in enumerate(m) if (e, a) in val]
+    assert (len(used), round(sum(used), 9)) == pytest.approx(brute_first_matching(values, cand, n_enc))
+
+
+def test_first_matching_prefers_candidates_and_still_places_everyone():
+    # rows: originals; each lists two candidate encodings. Encoding 2 is nobody's candidate.
+    values = np.array([[1.0, 0.5], [2.0, 0.1], [0.3, 0.2], [0.4, 0.6]])
+    cand = np.array([[1, 3], [0, 1], [3, 1], [1, 3]])
+    m = first_matching(values, cand, 4)
+    # encoding 0 has one candidate original (1); then 1 <- 0 (1.0) and 3 <- 3 (0.6) beat 0.4 + 0.5
+    np.testing.assert_array_equal(m, [1, 0, 2, 3])  # encoding 2 takes the original left over
