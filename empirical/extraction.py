@@ -24,7 +24,7 @@ class ExtractConfig:
     steps: int = 400
     images_per_step: int = 64  # images of one BatchNorm batch used in a step
     lr: float = 2e-3
-    huber: float = 0.5  # threshold of the robust loss, in units of each output's spread across images
+    huber: float = 0.05  # threshold of the robust loss, in units of the targets' std
     polish_steps: int = 0  # then steps on whole BatchNorm batches (statistics exactly Alice's)
     polish_lr: float = 3e-4
     seed: int = 0
@@ -183,12 +183,7 @@ def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg:
     sample = rows[xp.asarray(rng.choice(len(images), min(64, len(images)), replace=False))].reshape(-1, rows.shape[2])
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = xp.asarray(targets, dtype=xp.float32)
-    # Errors are measured in units of each output's spread across images. The positional
-    # embedding makes most of an output's value the same for every image; a loss in raw units
-    # would spend the fit on that common part and learn the image content, which matching and
-    # Challenge 2 need, last.
-    scale = 1.0 / (targets.std(axis=0) + 1e-3 * float(targets.std()))  # (P, D)
-    delta = cfg.huber
+    delta = cfg.huber * float(targets.std())
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     opt = Adam(params, xp, lr=cfg.lr, ema=0.0)
     losses = []
@@ -201,8 +196,7 @@ def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg:
             idx = rng.choice(idx, cfg.images_per_step, replace=False)
         idx = xp.asarray(idx)
         y, cache = forward(params, rows[idx], family, xp)
-        loss, dz = huber_loss(y * scale, targets[idx] * scale, delta, xp)
-        dy = dz * scale
+        loss, dy = huber_loss(y, targets[idx], delta, xp)
         if polish:
             lr = cfg.polish_lr
         else:  # warm-up, then cosine decay
@@ -245,26 +239,28 @@ def refit_mixer(params: dict, images, targets, groups: np.ndarray, family: Encod
 
     Given the layers below, the output is linear in the mixer's weights, so its best value is a
     regression of the targets on T''s penultimate features (BatchNorm with each of Alice's
-    batches' own statistics). Squared error here is fine: the pairs are matched by then.
+    batches' own statistics). For the linear family the whole encoder is that one layer, and the
+    regression recovers it outright.
     """
-    if family.depth == -1:
-        return params
     d = family.hidden
-    gram = xp.zeros((d + 1, d + 1), dtype=xp.float64)
-    cross = xp.zeros((d + 1, d), dtype=xp.float64)
+    n_in = family.patch_dim if family.depth == -1 else d
+    gram = xp.zeros((n_in + 1, n_in + 1), dtype=xp.float64)
+    cross = xp.zeros((n_in + 1, d), dtype=xp.float64)
     count = 0
     for g in np.unique(groups):
         idx = xp.asarray(np.flatnonzero(groups == g))
         rows = patchify(xp.asarray(images[idx], dtype=xp.float32), family.patch)
         _, cache = forward(params, rows, family, xp)
-        feats = cache["g"].astype(xp.float64)
+        # The last linear layer's input: the mixer's features, or the raw patches for the linear family.
+        feats = (cache["x"] if family.depth == -1 else cache["g"]).astype(xp.float64)
         feats = xp.concatenate([feats, xp.ones((feats.shape[0], 1), dtype=xp.float64)], axis=1)
         y = targets[idx].reshape(feats.shape[0], -1).astype(xp.float64)
         gram += feats.T @ feats
         cross += feats.T @ y
         count += feats.shape[0]
-    sol = xp.linalg.solve(gram + ridge * count * xp.eye(d + 1), cross)  # (D+1, D)
+    sol = xp.linalg.solve(gram + ridge * count * xp.eye(gram.shape[0]), cross)  # (features+1, D)
     out = dict(params)
-    out["Wm"] = sol[:-1].T.astype(xp.float32).copy()
-    out["bm"] = sol[-1].astype(xp.float32).copy()
+    w, b = ("W0", "b0") if family.depth == -1 else ("Wm", "bm")
+    out[w] = sol[:-1].T.astype(xp.float32).copy()
+    out[b] = sol[-1].astype(xp.float32).copy()
     return out
