@@ -1,0 +1,240 @@
+"""``paper.md`` from ``paper_template.md``: every ``{{name}}`` is a number or phrase computed from the data.
+
+``{{table:NAME}}`` includes ``tables/NAME.md`` (drawn first by ``python -m paper``). Numbers are
+never typed into the template: :func:`context` formats them from the JSON files, and
+:func:`paper.freshness.numbers_not_in_data` checks the result.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .style import pct
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([\w:.\-]+)\s*\}\}")
+
+
+def _n(x) -> str:
+    return f"{x:,}"
+
+
+def _f(x, digits=1) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def _seconds_hours(seconds, hours) -> str:
+    """``"5,400.0 s (1.5 h)"``; the hours only when there are enough of them to matter."""
+    return f"{_f(seconds)} s" + (f" ({_f(hours)} h)" if hours is not None and hours >= 0.1 else "")
+
+
+def _by_preset(rows) -> dict:
+    return {r["preset"]: r for r in rows}
+
+
+def _quick_banner(data, names) -> str:
+    quick = [n for n in names if n in data and data.quick(n)]
+    if not quick:
+        return ""
+    return ("> **These are quick-run data** (`python -m simulations all --quick`: smoke-test sizes, "
+            "few training steps). They show that the pipeline runs, not the results; the committed write-up "
+            "comes from the full run. Quick files: " + ", ".join(f"`{n}.json`" for n in quick) + ".\n")
+
+
+def context(data) -> dict:
+    """Every placeholder's text, from the data files."""
+    c = {}
+    t1 = data["table1"]
+    rows = t1["results"]["rows"]
+    by = _by_preset(rows)
+    fam = t1["config"]["family"]
+    att = t1["config"]["attack"]
+    paper = t1["results"]["paper_reported"]
+    c.update(image_size=_n(fam["image_size"]), patch=_n(fam["patch"]), patches=_n(fam["patches"]),
+             hidden=_n(fam["hidden"]), t1_n=_n(t1["config"]["n"]), seed=_n(t1["seed"]),
+             psim_steps=_n(att["psim"]["steps"]), psim_encoders=_n(att["psim"]["n_encoders"]),
+             psim_images=_n(att["psim"]["images_per_encoder"]), extract_steps=_n(att["extract"]["steps"]),
+             candidates=_n(att["candidates"]), boost_rounds_max=_n(att["boost_rounds"]),
+             t1_variants=_n(len(rows)), t1_full=_n(t1["results"]["summary"]["variants_at_100_percent"]),
+             t1_lowest=pct(t1["results"]["summary"]["lowest_final_share"]),
+             t1_lowest_variant=t1["results"]["summary"]["lowest_final_variant"],
+             t1_minutes=_f(t1["results"]["summary"]["total_attack_minutes"]))
+    cs = paper["challenge_scale"]
+    c.update(ch_image_size=_n(cs["image_size"]), ch_patch=_n(cs["patch"]), ch_patches=_n(cs["patches"]),
+             ch_hidden=_n(cs["hidden"]))
+    imagenet = [r for r in paper["rows"] if r["dataset"] == "ImageNet"]
+    chex = [r for r in paper["rows"] if r["dataset"] != "ImageNet"]
+    c.update(paper_imagenet_rows=_n(len(imagenet)), paper_imagenet_n=_n(imagenet[0]["n"]),
+             paper_chexpert_rows=_n(len(chex)), paper_chexpert_n=_n(chex[0]["n"]),
+             paper_percent=f"{imagenet[0]['percent_correct']}%")
+    for key, name in (("lin", "linear"), ("nc2ns", "neuracrypt-2-noshuffle"), ("nc2", "neuracrypt-2"),
+                      ("nc7", "neuracrypt-7"), ("nc47", "neuracrypt-47")):
+        r = by[name]
+        c[f"{key}_first"], c[f"{key}_boost"], c[f"{key}_final"] = (pct(r["share_first"]), pct(r["share_boost"]),
+                                                                  pct(r["share_final"]))
+        c[f"{key}_matched"] = _n(r["matched_final"])
+        c[f"{key}_psim"] = pct(r["psim_balanced_accuracy"])
+        c[f"{key}_seconds"] = _f(r["attack_seconds"])
+        c[f"{key}_rounds"] = _n(r["boost_rounds"])
+        c[f"{key}_local"] = pct(r["local_perm_share"])
+        c[f"{key}_global"] = pct(r["global_perm_share"])
+        c[f"{key}_used"] = r.get("final_used") or "n/a"
+        c2 = r.get("challenge2") or {}
+        c[f"{key}_c2"] = pct(c2.get("share"))
+        c[f"{key}_c2_n"] = _n(c2["n"]) if c2 else "n/a"
+
+    st = data["stages"]["results"]
+    shares = [s for s in st["stages"] if s["share_matched"] is not None]
+    boosts = [s for s in shares if s["stage"].startswith("boost")]
+    c.update(st_n=_n(st["n"]), st_chance=pct(st["chance"], 2), st_first=pct(st["first_share"]),
+             st_final=pct(st["final_share"]), st_rounds=_n(len(boosts)),
+             st_round1=pct(boosts[0]["share_matched"]) if boosts else "n/a",
+             st_boost_last=pct(boosts[-1]["share_matched"]) if boosts else "n/a",
+             st_factor=_f(st["boost_factor"]) if st["boost_factor"] else "n/a",
+             st_cand=pct(next((s.get("true_among_candidates") for s in st["stages"] if s["stage"] == "first"), None)))
+
+    ps = data["psim"]["results"]
+    first, chance = st["first_share"], st["chance"]
+    c["st_first_verdict"] = (f"well above chance ({c['st_chance']}) but far from a break, like the paper's own first "
+                             "matching (§2.1.3: \"more than a few percent\")" if first >= 3 * chance else
+                             f"hardly better than chance ({c['st_chance']})")
+    c["st_boost_verdict"] = ("boosting turns that into a near-complete break" if boosts and
+                             boosts[-1]["share_matched"] >= 0.9 else "here boosting does not take off")
+    c.update(psim_acc=pct(ps["balanced_accuracy"]), psim_auc=_f(ps["auc"], 3))
+
+    sc = data["scaling"]["results"]
+    srows = sc["rows"]
+    pp = sc["per_pair"]
+    c.update(sc_ns=", ".join(_n(r["n"]) for r in srows), sc_n_max=_n(sc["largest_n"]),
+             sc_attack_max=_f(srows[-1]["attack_seconds"]), sc_isim_max=_f(srows[-1]["isim_seconds"]),
+             sc_pairs_max=_n(srows[-1]["pairs"]),
+             sc_perpair_time=_seconds_hours(srows[-1]["per_pair_isim_seconds"], sc["largest_n_per_pair_hours"]),
+             sc_speedup_max=_f(sc["largest_n_isim_speedup"], 0), sc_exp_attack=_f(sc["exponent_attack"], 2),
+             sc_exp_isim=_f(sc["exponent_isim"], 2), sc_ms_pair=_f(pp["ms_per_pair_used"], 3),
+             sc_pair_size=_n(pp["assignment_size"]), sc_pair_source=pp["source"],
+             sc_final_min=pct(min(r["share_final"] for r in srows)))
+    exp = sc["exponent_attack"]
+    c["sc_exp_note"] = ("below one because p-sim training and model extraction do not grow with N"
+                        if exp is not None and exp < 1 else
+                        "p-sim training and model extraction do not grow with N, the matching stages do")
+    sp_max = sc["largest_n_isim_speedup"]
+    c["sc_speedup_phrase"] = (f"{_f(sp_max, 0)} times faster" if sp_max and sp_max >= 1 else
+                              "no faster at this small size")
+
+    sp = data["speedup"]["results"]
+    if sp.get("available"):
+        s = sp["summary"]
+        c.update(sp_n=_n(s["n"]), sp_image_size=_n(s["image_size"]), sp_patches=_n(s["patches"]), sp_k=_n(s["k"]),
+                 sp_speedup=_f(s["speedup"], 0), sp_speedup_cpu=_f(s["speedup_cpu_time"], 0),
+                 sp_project=_f(s["project_seconds"]), sp_original=_f(s["original_seconds"], 0),
+                 sp_original_time=_seconds_hours(s["original_seconds"], s["original_hours"]),
+                 sp_ms_pair=_f(s["original_ms_per_pair"], 2),
+                 sp_pairs=_n(s["original_pairs"]),
+                 sp_source=(f"`{sp['source']}`" if sp.get("source_kind", "file") == "file" else
+                            f"`{sp['source']}`, run by `python -m simulations speedup` as no benchmark result "
+                            "was there"),
+                 sp_how="extrapolated from a random sample of " + _n(s["original_sampled_pairs"]) + " pairs"
+                 if s["original_extrapolated"] else "run on every pair")
+    else:
+        for k in ("sp_n", "sp_image_size", "sp_patches", "sp_k", "sp_speedup", "sp_speedup_cpu", "sp_project",
+                  "sp_original", "sp_original_time", "sp_ms_pair", "sp_pairs", "sp_source", "sp_how"):
+            c[k] = "n/a"
+
+    c.update(_theory_context(data))
+
+    if "run_all" in data:
+        ra = data["run_all"]
+        m = ra["machine"]
+        c["run_sentence"] = (f"The data behind this file come from a {'quick' if ra['quick'] else 'full'} run, "
+                             f"`{ra['command']}`, which took {_f(ra['total_minutes'])} minutes on {_n(m['cpus'])} "
+                             f"CPU cores ({m['cpu']}) and finished on {ra['date'][:10]}. The machine was shared with "
+                             f"other jobs (load average {_f(m['loadavg'][0])} when it finished), so the times are "
+                             "noisy; each data file records its machine and load.")
+    else:
+        c["run_sentence"] = ("The experiments behind this file were run one at a time (there is no `run_all.json`), "
+                             "so no total run time is recorded; each data file records its own seconds, machine "
+                             "and load.")
+    c["quick_banner"] = _quick_banner(data, ["table1", "stages", "psim", "examples", "scaling", "speedup",
+                                             "run_all", "theory_cia", "theory_predictor", "theory_counterexample"])
+    return c
+
+
+def _gf2_name(name: str) -> str:
+    from .figures_theory import _encoder_label
+
+    return _encoder_label(name)
+
+
+def _theory_context(data) -> dict:
+    from fractions import Fraction
+
+    c = {}
+    cia = data["theory_cia"]["results"]
+    ideal = [r for r in cia["exhaustive"] if r["encoder"] == "ideal"]
+    shift = [r for r in cia["exhaustive"] if r["encoder"] == "cyclic_shift"]
+    c.update(cia_ideal_max=str(max(Fraction(r["max_cia_advantage"]) for r in ideal)),
+             cia_ideal_domain=_n(max(r["domain_size"] for r in ideal)),
+             cia_ideal_games=_n(max(ideal, key=lambda r: r["domain_size"])["games"]),
+             cia_shift_max=str(max(Fraction(r["max_cia_advantage"]) for r in shift)) if shift else "n/a")
+    mc = cia["ideal_monte_carlo"]
+    c.update(cia_mc_adv=_f(mc["advantage"], 3), cia_mc_low=_f(mc["low"], 3), cia_mc_high=_f(mc["high"], 3),
+             cia_mc_domain=_n(mc["domain_size"]), cia_mc_trials=_n(mc["trials"]))
+    tn = cia["tiny_neuracrypt"]
+    c.update(tn_side=_n(tn["config"]["side"]), tn_nia=_f(tn["nia_energy_threshold"]["advantage"], 3),
+             tn_cia=_f(tn["cia_nearby_query"]["advantage"], 3))
+    aff = [r for r in cia["leaky_exact"] if r["adversary"] == "affine_relation_cia"]
+    aff_nia = [r for r in cia["leaky_exact"] if r["adversary"] == "best_nia_any_pair"]
+    c.update(gf2_cia=aff[0]["exact_advantage"] if aff else "n/a",
+             gf2_nia=aff_nia[0]["exact_advantage"] if aff_nia else "n/a",
+             gf2_name=_gf2_name(aff[0]["encoder"]) if aff else "n/a")
+
+    pr = data["theory_predictor"]
+    rows = [r for r in pr["results"]["rows"] if r["test_distribution"] == "uniform" and r["target_eps"] is not None]
+    eps_max = max(r["target_eps"] for r in rows)
+    k_max = max(r["votes"] for r in rows)
+    worst = [r for r in rows if r["target_eps"] == eps_max and r["votes"] == k_max]
+    ones = [r for r in rows if r["target_eps"] == eps_max and r["votes"] == 1]
+    bounded = [r for r in pr["results"]["rows"] if r["hoeffding_bound"] is not None]
+    viol = sum(r["exact_error"] > r["hoeffding_bound"] + 1e-12 for r in bounded)
+    c.update(pr_eps=_f(eps_max, 2), pr_k=_n(k_max),
+             pr_err_k=pct(max(r["exact_error"] for r in worst)),
+             pr_err_1=pct(max(r["exact_error"] for r in ones)),
+             pr_bound_k=pct(max((r["hoeffding_bound"] for r in worst if r["hoeffding_bound"] is not None),
+                                default=None)),
+             pr_bound_held=("The exact error never exceeds the bound wherever the bound applies (every class's "
+                            "realised error below one half)." if viol == 0 else
+             "In some measured settings the exact error exceeds the bound (see `theory_predictor.json`)."),
+             pr_settings=", ".join(sorted({r["setting"] for r in rows})))
+
+    ce = data["theory_counterexample"]
+    rows = ce["results"]["rows"]
+    big = max(r["m_over_n"] for r in rows)
+    t_max = max(r["targets"] for r in rows)
+    at = [r for r in rows if r["m_over_n"] == big and r["targets"] == t_max and r["strategy"] == "leak_constant"][0]
+    small = [r for r in rows if r["m_over_n"] == min(x["m_over_n"] for x in rows) and r["targets"] == t_max
+             and r["strategy"] == "leak_constant"][0]
+    c.update(ce_n=_n(ce["config"]["n"]), ce_big=_n(big), ce_targets=_n(t_max), ce_exact_big=_f(at["exact_score"], 3),
+             ce_chance=_f(at["chance"], 3), ce_small=_n(small["m_over_n"]), ce_exact_small=_f(small["exact_score"], 3),
+             ce_mc_big=_f(at["mc_score"], 3))
+    return c
+
+
+def render(template: str, ctx: dict, tables_dir: Path) -> str:
+    def sub(m):
+        key = m.group(1)
+        if key.startswith("table:"):
+            return (tables_dir / f"{key[6:]}.md").read_text().rstrip("\n")
+        if key not in ctx:
+            raise KeyError(f"paper_template.md uses {{{{{key}}}}}, which paper.write.context does not provide")
+        return str(ctx[key])
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def write_paper(data, path) -> Path:
+    """Render ``paper_template.md`` with the data's numbers into ``path`` (tables from beside it)."""
+    from .outputs import TEMPLATE
+
+    path = Path(path)
+    text = render(TEMPLATE.read_text(), context(data), path.parent / "tables")
+    path.write_text(text)
+    return path

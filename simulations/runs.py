@@ -1,0 +1,191 @@
+"""One attack run on a game built in memory from the bundled images, scored after it returns.
+
+The attack (:func:`empirical.pipeline.run_attack`) sees only Bob's :class:`~empirical.challenge.Game`;
+Alice's secrets are used afterwards, through :mod:`empirical.evaluate`, to say how much each
+stage got right. Runs are memoised per process (:class:`RunCache`), so ``python -m simulations all``
+attacks the reference game once and draws Table 1's row, the per-stage shares, p-sim's ROC and
+the example images from that same run.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .common import TOTAL_DEPTH, Settings
+
+
+@dataclass
+class Run:
+    """A finished attack: the game, Alice's secrets (for scoring only), the result and its scores."""
+
+    preset: str
+    n: int
+    seed: int
+    game: object
+    secrets: object
+    result: object
+    data_seconds: float
+    stages: list  # scored stages, see :func:`score_stages`
+    summary: dict = field(default_factory=dict)
+    truth: np.ndarray | None = None
+
+
+def attack_config(settings: Settings, seed: int):
+    """The attack's configuration at this sweep's size (every field explicit and seeded)."""
+    from empirical.extraction import ExtractConfig
+    from empirical.pipeline import AttackConfig
+    from empirical.psim import PsimConfig
+
+    psim = replace(PsimConfig(), steps=settings.psim_steps, n_encoders=settings.psim_encoders,
+                   images_per_encoder=settings.psim_images)
+    extract = replace(ExtractConfig(), steps=settings.extract_steps, seed=seed)
+    return AttackConfig(seed=seed, psim=psim, extract=extract, candidates=settings.candidates)
+
+
+def score_stages(result, game, secrets) -> list:
+    """Per-stage records: name, seconds, share matched (matching stages) and what else was right.
+
+    Boosting contributes one record per round (``boost 1``, ``boost 2``, ...); its seconds are on
+    the last round, which is the stage's result.
+    """
+    from empirical.evaluate import global_perm_share, local_perm_share, share_matched, true_matching
+
+    truth = true_matching(game, secrets)
+    out, common = [], None
+    for st in result.stages:
+        rec = {"stage": st.name, "seconds": float(st.seconds), "share_matched": None}
+        if st.info.get("resumed"):
+            rec["resumed"] = True
+        if st.name == "align":
+            if st.info.get("skipped"):
+                rec["skipped"] = st.info["skipped"]
+            elif secrets.perms is not None:
+                rec["local_perm_share"], common = local_perm_share(result.order, secrets.perms)
+        elif st.name == "psim":
+            rec.update({k: st.info[k] for k in ("balanced_accuracy", "auc") if k in st.info})
+        elif st.name == "first":
+            rec["share_matched"] = share_matched(st.matching, truth)
+            if "candidates" in st.arrays:
+                cand = st.arrays["candidates"]
+                rec["true_among_candidates"] = float(np.mean([k in set(cand[a]) for k, a in enumerate(truth)]))
+        elif st.name == "boost":
+            hist = list(st.arrays.get("history", [])) or [st.matching]
+            for i, m in enumerate(hist[:-1]):
+                out.append({"stage": f"boost {i + 1}", "seconds": None, "share_matched": share_matched(m, truth)})
+            rec["stage"] = f"boost {len(hist)}"
+            rec["share_matched"] = share_matched(st.matching, truth)
+            rec["rounds"] = int(st.info.get("rounds", len(hist)))
+            if common is not None and result.pi is not None:
+                rec["global_perm_share"] = global_perm_share(result.pi, common)
+        elif st.name == "extract":
+            rec.update({k: st.info[k] for k in ("loss_first", "loss_last") if k in st.info})
+        elif st.name == "final":
+            rec["share_matched"] = share_matched(st.matching, truth)
+            rec.update({k: st.info[k] for k in ("used", "median_margin_extracted", "median_margin_psim")
+                        if k in st.info})
+        out.append(rec)
+    return out
+
+
+def _summary(run: Run, settings: Settings) -> dict:
+    """Table 1's row of one run."""
+    by = {s["stage"]: s for s in run.stages}
+    boosts = [s for s in run.stages if s["stage"].startswith("boost")]
+    fam = run.game.config
+    return {
+        "preset": run.preset, "depth": fam.depth, "total_depth": TOTAL_DEPTH.get(run.preset), "shuffle": fam.shuffle,
+        "n": run.n, "image_size": fam.image_size, "patch": fam.patch, "patches": fam.n_patches, "hidden": fam.hidden,
+        "share_first": by["first"]["share_matched"],
+        "share_boost": boosts[-1]["share_matched"] if boosts else None,
+        "boost_rounds": len(boosts),
+        "share_final": by["final"]["share_matched"],
+        "final_used": by["final"].get("used"),
+        "matched_final": int(round(by["final"]["share_matched"] * run.n)),
+        "psim_balanced_accuracy": by["psim"].get("balanced_accuracy"),
+        "local_perm_share": by["align"].get("local_perm_share"),
+        "global_perm_share": boosts[-1].get("global_perm_share") if boosts else None,
+        "attack_seconds": float(sum(s["seconds"] or 0.0 for s in run.stages)),
+        "attack_minutes": float(sum(s["seconds"] or 0.0 for s in run.stages)) / 60,
+        "data_seconds": run.data_seconds,
+        "stage_seconds": {s["stage"].split(" ")[0]: s["seconds"] for s in run.stages if s["seconds"] is not None},
+        "resumed": any(s.get("resumed") for s in run.stages),
+    }
+
+
+class RunCache:
+    """Attack runs of this process, keyed by (variant, N, seed); images shared across variants.
+
+    ``work_dir`` (optional) is handed to :func:`run_attack`, which then keeps finished stages on
+    disk and resumes them in a later process; resumed stages keep their first run's seconds and
+    are flagged ``"resumed"``.
+    """
+
+    def __init__(self, settings: Settings, work_dir=None, log=None):
+        self.settings = settings
+        self.work_dir = work_dir
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._runs: dict = {}
+        self._images: dict = {}
+
+    def xp(self):
+        from empirical.backend import get_backend
+
+        return get_backend(self.settings.backend)
+
+    def images(self, n: int, seed: int) -> np.ndarray:
+        from empirical.data import bundled_images
+
+        key = (n, seed)
+        if key not in self._images:
+            s = self.settings
+            self._images[key] = bundled_images(n, s.image_size, seed, s.patch)
+        return self._images[key]
+
+    def run(self, preset: str, n: int, seed: int) -> Run:
+        key = (preset, n, seed)
+        if key not in self._runs:
+            self._runs[key] = self._attack(preset, n, seed)
+        return self._runs[key]
+
+    def _attack(self, preset: str, n: int, seed: int) -> Run:
+        from empirical.challenge import game_in_memory
+        from empirical.encoder import preset as family
+        from empirical.evaluate import true_matching
+        from empirical.pipeline import run_attack
+
+        s = self.settings
+        fam = family(preset, image_size=s.image_size, patch=s.patch, hidden=s.hidden)
+        t0 = time.perf_counter()
+        imgs = self.images(n, seed)
+        game, secrets = game_in_memory(imgs, [f"{i:06d}.png" for i in range(n)], fam, n, seed=seed)
+        t_data = time.perf_counter() - t0
+        self.log(f"  {preset}, N = {n}: game ready in {t_data:.1f} s; attacking")
+
+        def on_stage(st):
+            self.log(f"    {st.name:8s} {st.seconds:8.1f} s")
+
+        result = run_attack(game, attack_config(s, seed), self.xp(), quiet=True, work_dir=self.work_dir,
+                            on_stage=on_stage)
+        run = Run(preset, n, seed, game, secrets, result, t_data, score_stages(result, game, secrets))
+        run.truth = true_matching(game, secrets)
+        run.summary = _summary(run, s)
+        self.log(f"  {preset}, N = {n}: {run.summary['share_final']:.1%} matched, "
+                 f"attack {run.summary['attack_seconds']:.1f} s")
+        return run
+
+    def challenge2(self, run: Run, seed: int) -> dict | None:
+        """T''s Challenge 2 score on fresh bundled images (none of them in the game)."""
+        from empirical.data import bundled_images
+        from empirical.evaluate import challenge2_score
+
+        s = self.settings
+        if s.fresh_images <= 0 or run.result.encoder is None:
+            return None
+        t0 = time.perf_counter()
+        imgs = bundled_images(s.fresh_images, s.image_size, seed + 10_000, s.patch)
+        out = challenge2_score(run.secrets.key, run.result.encoder, imgs, self.xp(), seed=seed)
+        out["seconds"] = time.perf_counter() - t0
+        return out

@@ -1,0 +1,155 @@
+"""simulations: every experiment writes one self-describing JSON; the attack ones score each stage."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulations import external
+from simulations.__main__ import EXPERIMENTS, build_parser, main, run
+from simulations.common import VARIANTS, Settings
+
+FIXTURE = Path(__file__).resolve().parents[1] / "paper" / "fixtures" / "data"
+ENVELOPE = {"experiment", "quick", "seed", "config", "machine", "date", "seconds", "results"}
+
+# A benchmark result with the keys benchmarks/speedup.py writes (the ones simulations reads).
+BENCH = {
+    "benchmark": "speedup", "date": "2026-01-01T00:00:00+00:00", "machine": {"cpus": 2},
+    "settings": {"n": 100, "preset": "neuracrypt-7", "image_size": 256, "patch": 16, "patches_per_image": 256,
+                 "hidden": 256, "psim_steps": 300, "seed": 0, "backend": "numpy"},
+    "project": [{"k": 30, "total_seconds": 2.0, "total_cpu_seconds": 3.0, "exact_assignments": 3000}],
+    "original": {"all_pairs": 10000, "seconds_per_pair": 0.004, "extrapolated_seconds": 40.0, "extrapolated": True,
+                 "sampled_pairs": 500},
+    "speedup": 20.0, "speedup_cpu_time": 13.3, "share_matched_project": 0.05, "share_matched_original": None,
+    "printed": "left out of the copy",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The attack experiments at test-fixture size, into a temporary folder."""
+    out = tmp_path_factory.mktemp("data")
+    written = run(["table1", "stages", "psim", "examples", "scaling"], Settings.make(tiny=True), out, seed=0,
+                  log=lambda msg: None)
+    return out, written
+
+
+def _load(out, name):
+    return json.loads((Path(out) / f"{name}.json").read_text())
+
+
+def test_parser_offers_every_experiment_and_all():
+    ap = build_parser()
+    for name in [*EXPERIMENTS, "all"]:
+        assert ap.parse_args([name]).experiments == [name]
+    args = ap.parse_args(["table1", "psim", "--quick", "--out", "x"])
+    assert args.quick and args.experiments == ["table1", "psim"] and args.out == Path("x")
+
+
+def test_quick_settings_are_smaller_than_full():
+    full, quick = Settings.make(), Settings.make(quick=True)
+    assert quick.quick and not full.quick
+    assert quick.table1_n < full.table1_n and quick.psim_steps < full.psim_steps
+    assert quick.extract_steps < full.extract_steps and max(quick.scaling_n) < max(full.scaling_n)
+
+
+def test_cli_speedup_reads_the_benchmark_result(tmp_path, monkeypatch):
+    bench = tmp_path / "cpu_speedup.json"
+    bench.write_text(json.dumps(BENCH))
+    monkeypatch.setattr(external, "BENCH_RESULT", bench)
+    monkeypatch.setattr(external, "REPO", tmp_path)
+    assert main(["speedup", "--quick", "--out", str(tmp_path / "out")]) == 0
+    d = _load(tmp_path / "out", "speedup")
+    assert ENVELOPE <= d.keys() and d["quick"] is True and d["experiment"] == "speedup"
+    assert d["results"]["available"] and d["results"]["source"] == "cpu_speedup.json"
+    s = d["results"]["summary"]
+    assert s["speedup"] == 20.0 and s["original_hours"] == pytest.approx(40 / 3600) and s["patches"] == 256
+    assert "printed" not in d["results"]["benchmark"]
+
+
+def test_speedup_without_benchmark_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(external, "BENCH_RESULT", tmp_path / "none.json")
+    monkeypatch.setattr(external, "BENCH_SCRIPT", tmp_path / "none.py")
+    assert main(["speedup", "--quick", "--out", str(tmp_path)]) == 0
+    assert _load(tmp_path, "speedup")["results"]["available"] is False
+
+
+def test_attack_experiments_write_self_describing_json(tiny):
+    out, written = tiny
+    assert set(written) == {"table1", "stages", "psim", "examples", "scaling"}
+    for name in written:
+        d = _load(out, name)
+        assert ENVELOPE <= d.keys() and d["experiment"] == name and d["quick"] is True and d["seed"] == 0
+        assert d["machine"]["cpus"] and d["config"]["settings"]["tiny"] is True
+
+
+def test_table1_has_a_row_per_variant_with_shares_per_stage(tiny):
+    rows = _load(tiny[0], "table1")["results"]["rows"]
+    assert [r["preset"] for r in rows] == list(VARIANTS)
+    for r in rows:
+        for key in ("share_first", "share_boost", "share_final", "psim_balanced_accuracy"):
+            assert 0.0 <= r[key] <= 1.0
+        assert r["matched_final"] == round(r["share_final"] * r["n"]) and r["attack_seconds"] > 0
+        assert [s["stage"].split()[0] for s in r["stages"]][0] == "align"
+        assert r["stages"][-1]["stage"] == "final" and r["challenge2"]["n"] == 10
+    assert rows[0]["total_depth"] == 1 and rows[-1]["total_depth"] == 47
+
+
+def test_stages_psim_examples_come_from_the_reference_run(tiny):
+    out = tiny[0]
+    t1 = {r["preset"]: r for r in _load(out, "table1")["results"]["rows"]}["neuracrypt-7"]
+    st = _load(out, "stages")["results"]
+    assert st["final_share"] == t1["share_final"] and st["first_share"] == t1["share_first"]
+    boosts = [s for s in st["stages"] if s["stage"].startswith("boost")]
+    assert len(boosts) == t1["boost_rounds"] >= 1
+    ps = _load(out, "psim")["results"]
+    assert ps["balanced_accuracy"] == t1["psim_balanced_accuracy"]
+    assert len(ps["roc_fpr"]) == len(ps["roc_tpr"]) > 10
+    ex = _load(out, "examples")["results"]
+    with np.load(Path(out) / ex["arrays"]) as z:
+        assert z["original"].shape == z["first_match"].shape == z["final_match"].shape == (2, 32, 32)
+        assert z["original"].dtype == np.uint8 and z["encoding"].shape == (2, 16, 32)
+    assert len(ex["items"]) == 2 and all(isinstance(i["final_correct"], bool) for i in ex["items"])
+
+
+def test_scaling_rows_and_per_pair_extrapolation(tiny):
+    r = _load(tiny[0], "scaling")["results"]
+    assert [x["n"] for x in r["rows"]] == [20, 40]
+    pp = r["per_pair"]
+    assert pp["extrapolated"] and pp["seconds_per_pair"] > 0 and pp["assignment_size"] == 16
+    for x in r["rows"]:
+        assert x["pairs"] == x["n"] ** 2
+        assert x["per_pair_isim_seconds"] == pytest.approx(pp["seconds_per_pair_used"] * x["n"] ** 2)
+
+
+def _keys(obj, prefix=""):
+    """Dotted key paths of dicts (list items merged), for comparing the shape of two JSON files."""
+    out = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.add(prefix + k)
+            out |= _keys(v, prefix + k + ".")
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= _keys(v, prefix + "[].")
+    return out
+
+
+@pytest.mark.parametrize("name", ["table1", "stages", "psim", "examples", "scaling"])
+def test_paper_fixture_has_the_shape_simulations_writes_now(tiny, name):
+    """tests/paper's committed fixture must follow the current schema (regenerate it otherwise:
+    python -m simulations all --tiny --out tests/paper/fixtures/data)."""
+    now = _keys({k: v for k, v in _load(tiny[0], name).items() if k != "machine"})
+    fixture = _keys({k: v for k, v in _load(FIXTURE, name).items() if k != "machine"})
+    assert now == fixture
+
+
+def test_scaling_takes_the_per_pair_time_from_a_matching_benchmark(tmp_path, monkeypatch):
+    from simulations import experiments
+
+    bench = tmp_path / "cpu_speedup.json"
+    bench.write_text(json.dumps(BENCH))
+    monkeypatch.setattr(experiments, "BENCH_SPEEDUP", bench)
+    monkeypatch.setattr(experiments, "REPO", tmp_path)
+    assert experiments._bench_per_pair(256) == (0.004, "cpu_speedup.json")
+    assert experiments._bench_per_pair(64) is None  # another assignment size: measured instead
