@@ -9,6 +9,11 @@ import types  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Timing deadlines make property tests fail on a busy machine for reasons unrelated to the code.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 BN_EPS = 1e-5
 
