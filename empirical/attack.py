@@ -1,7 +1,7 @@
 """``python -m empirical.attack``: break a NeuraCrypt game and show what each stage achieved.
 
 With no arguments: draw N bundled real images, encode them with a fresh secret key (NeuraCrypt-7,
-128 x 128 px, patch 16, hidden 256: a size whose whole attack runs in about a minute on 2 CPU
+128 x 128 px, patch 16, hidden 256: a size whose whole run takes a minute or two on 2 CPU
 cores), run every stage of the attack, then score each stage against Alice's answer key and
 print a table. ``--game DIR`` attacks a game on disk instead, reading only GAME/, and writes a
 submission ``{id: "<k>.npy"}``.
