@@ -58,7 +58,8 @@ def machine(xp=None) -> dict:
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
             "cpus": os.cpu_count(), "memory_gib": _mem_total_gib(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "loadavg_at_start": list(os.getloadavg()), "git": _git()}
+            "scipy": scipy.__version__, "loadavg_at_start": list(os.getloadavg()), "git": _git(),
+            "package_dir": str(package_dir()), "package_sources_sha": package_fingerprint()}
     if xp is not None and xp.__name__.startswith("cupy"):
         props = xp.cuda.runtime.getDeviceProperties(0)
         name = props["name"]
@@ -68,12 +69,19 @@ def machine(xp=None) -> dict:
     return info
 
 
+def package_dir() -> Path:
+    """Folder of the ``empirical`` package this process imports (the checkout, or a snapshot on PYTHONPATH)."""
+    import empirical
+
+    return Path(empirical.__file__).resolve().parent
+
+
 def package_fingerprint() -> str:
-    """Short hash of the package's sources as this process read them (others may be editing them)."""
+    """Short hash of the imported package's sources (others may be editing the checkout meanwhile)."""
     import hashlib
 
     h = hashlib.sha256()
-    for f in sorted((REPO / "empirical").glob("*.py")):
+    for f in sorted(package_dir().glob("*.py")):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:12]
 

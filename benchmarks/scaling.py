@@ -62,7 +62,8 @@ def settings(args) -> dict:
             "backend": args.backend, "seed": args.seed,
             "candidates": args.candidates if args.candidates is not None else AttackConfig.candidates,
             "psim_steps": args.psim_steps if args.psim_steps is not None else PsimConfig.steps,
-            "extract_steps": args.extract_steps if args.extract_steps is not None else ExtractConfig.steps}
+            "extract_steps": args.extract_steps if args.extract_steps is not None else ExtractConfig.steps,
+            "package_sources_sha": package_fingerprint()}
 
 
 # --- one N, in its own process ----------------------------------------------------------------
@@ -126,15 +127,18 @@ def run_one(n: int, s: dict) -> dict:
     if backend_name(xp) == "cupy":
         gpu = _GpuPeak(xp)
         gpu.hook.__enter__()
+    data_cpu = _cpu_seconds()
+    stage_cpu = []  # process CPU time at the end of each stage: robust to other jobs' load
     t1 = time.perf_counter()
-    result = run_attack(game, cfg, xp, quiet=True)
+    result = run_attack(game, cfg, xp, quiet=True, on_stage=lambda st: stage_cpu.append(_cpu_seconds()))
     t_attack = time.perf_counter() - t1
     if gpu is not None:
         gpu.hook.__exit__(None, None, None)
     truth = true_matching(game, secrets)
     stages = []
-    for st in result.stages:
-        row = {"stage": st.name, "seconds": st.seconds}
+    for i, st in enumerate(result.stages):
+        row = {"stage": st.name, "seconds": st.seconds,
+               "cpu_seconds": stage_cpu[i] - (stage_cpu[i - 1] if i else data_cpu)}
         if st.matching is not None:
             row["share_matched"] = share_matched(st.matching, truth)
         if st.name == "psim":
@@ -147,6 +151,7 @@ def run_one(n: int, s: dict) -> dict:
             row["rounds"] = st.info.get("rounds")
         stages.append(row)
     out = {"n": n, "data_seconds": t_data, "attack_seconds": t_attack, "total_seconds": t_data + t_attack,
+           "data_cpu_seconds": data_cpu, "attack_cpu_seconds": _cpu_seconds() - data_cpu,
            "final_share_matched": share_matched(result.matching, truth), "stages": stages,
            "peak_rss_bytes_after_data": rss_data, "peak_rss_bytes": peak_rss_bytes(),
            "peak_rss_gib": gib(peak_rss_bytes()), "loadavg_at_end": list(os.getloadavg()),
@@ -199,29 +204,40 @@ def _fits(runs: list) -> dict:
     if ok:
         for i, st in enumerate(ok[0]["stages"]):
             fit["stage_seconds_exponent"][st["stage"]] = fit_exponent(ns, [r["stages"][i]["seconds"] for r in ok])
+    if ok and all("attack_cpu_seconds" in r for r in ok):
+        fit["attack_cpu_seconds_exponent"] = fit_exponent(ns, [r["attack_cpu_seconds"] for r in ok])
+        fit["stage_cpu_seconds_exponent"] = {
+            st["stage"]: fit_exponent(ns, [r["stages"][i]["cpu_seconds"] for r in ok])
+            for i, st in enumerate(ok[0]["stages"])}
+        fit["n_dependent_cpu_seconds_exponent"] = fit_exponent(
+            ns, [sum(st["cpu_seconds"] for st in r["stages"] if st["stage"] in N_DEPENDENT) for r in ok])
     fit["n_used"] = ns
     return fit
 
 
 def _table(runs: list, fit: dict) -> str:
-    lines = [f"{'N':>6s} {'data s':>8s} {'attack s':>9s} {'total s':>8s} {'CPU s':>8s} {'peak RSS':>9s} "
+    lines = [f"{'N':>6s} {'data s':>8s} {'attack s':>9s} {'total s':>8s} {'att.CPU':>8s} {'peak RSS':>9s} "
              f"{'first':>7s} {'final':>7s}  slowest stage"]
     for r in sorted(runs, key=lambda r: r["n"]):
         if "error" in r:
             lines.append(f"{r['n']:6d}  failed: {r['error']}")
             continue
         first = next((s.get("share_matched") for s in r["stages"] if s["stage"] == "first"), None)
-        slow = max(r["stages"], key=lambda s: s["seconds"])
-        cpu = f"{r['process_cpu_seconds']:8.1f}" if "process_cpu_seconds" in r else f"{'-':>8s}"
+        slow = max(r["stages"], key=lambda s: s.get("cpu_seconds", s["seconds"]))
+        cpu = f"{r['attack_cpu_seconds']:8.1f}" if "attack_cpu_seconds" in r else f"{'-':>8s}"
         lines.append(f"{r['n']:6d} {r['data_seconds']:8.1f} {r['attack_seconds']:9.1f} {r['total_seconds']:8.1f} {cpu} "
                      f"{r['peak_rss_gib']:7.2f}Gi {first:7.1%} {r['final_share_matched']:7.1%}  "
-                     f"{slow['stage']} {slow['seconds']:.1f} s")
+                     f"{slow['stage']} {slow['seconds']:.1f} s ({slow.get('cpu_seconds', float('nan')):.1f} s CPU)")
     e = fit["attack_seconds_exponent"]
     if e is not None:
         lines.append(f"fitted exponent (log-log least squares, N = {fit['n_used']}): attack time ~ N^{e:.2f}, "
                      f"total ~ N^{fit['total_seconds_exponent']:.2f}, peak RSS ~ N^{fit['peak_rss_exponent']:.2f}")
-        if fit.get("process_cpu_seconds_exponent") is not None:
-            lines.append(f"process CPU time (data + attack, all threads) ~ N^{fit['process_cpu_seconds_exponent']:.2f}")
+        if fit.get("attack_cpu_seconds_exponent") is not None:
+            lines.append(f"CPU time (all threads; robust to other jobs' load): attack ~ "
+                         f"N^{fit['attack_cpu_seconds_exponent']:.2f}, stages that grow with N ~ "
+                         f"N^{fit['n_dependent_cpu_seconds_exponent']:.2f}; per stage: "
+                         + ", ".join(f"{k} N^{v:.2f}" for k, v in fit["stage_cpu_seconds_exponent"].items()
+                                     if v is not None))
         if fit["n_dependent_seconds_exponent"] is not None:
             lines.append(f"stages that grow with N ({', '.join(N_DEPENDENT)}) together: "
                          f"~ N^{fit['n_dependent_seconds_exponent']:.2f}")
@@ -243,13 +259,6 @@ def main(argv=None) -> int:
     except BackendError as e:
         print(f"skipped: {e}", file=sys.stderr)
         return 0
-    previous = []
-    if args.merge and args.json and Path(args.json).exists():
-        old = json.loads(Path(args.json).read_text())
-        if old.get("settings") == s:
-            previous = [r for r in old["runs"] if r["n"] not in args.n_list]
-        else:
-            print(f"note: {args.json} was made with other settings; not merging", file=sys.stderr)
     started = now_utc()
     mach = machine(xp)
     runs = []
@@ -262,6 +271,13 @@ def main(argv=None) -> int:
         else:
             print(f"  {r['total_seconds']:.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB, "
                   f"final share {r['final_share_matched']:.1%}", file=sys.stderr, flush=True)
+    previous = []
+    if args.merge and args.json and Path(args.json).exists():  # read now: another invocation may have just written it
+        old = json.loads(Path(args.json).read_text())
+        if old.get("settings") == s:
+            previous = [r for r in old["runs"] if r["n"] not in args.n_list]
+        else:
+            print(f"note: {args.json} was made with other settings (or package sources); not merging", file=sys.stderr)
     all_runs = sorted(previous + runs, key=lambda r: r["n"])
     fit = _fits(all_runs)
     print(_table(all_runs, fit))
