@@ -202,7 +202,7 @@ def part_agree(args, xp) -> dict:
     from empirical.encoder import encode, preset, random_key
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig, encode_each, fit_encoder, mean_batch_stats
-    from empirical.isim import first_matching, isim_candidates, sliced_prescore, top_candidates
+    from empirical.isim import balance, first_matching, isim_candidates, sliced_prescore, top_candidates
     from empirical.pipeline import AttackConfig, run_attack
     from empirical.psim import PsimConfig, patch_features, row_features, train_psim, training_pairs
 
@@ -258,6 +258,8 @@ def part_agree(args, xp) -> dict:
     # i-sim and the first matching
     pre_h, pre_d = sliced_prescore(pe_h, re_h, np), sliced_prescore(pe_d, re_d, xp)
     check("first", "sliced pre-score", _rel(pre_h, h(pre_d)), "rel_diff", 1e-4)
+    pre_h, pre_d = balance(pre_h, np), balance(pre_d, xp)
+    check("first", "balanced pre-score", _rel(pre_h, h(pre_d)), "rel_diff", 1e-3)
     k = 10
     cand_h, cand_d = top_candidates(pre_h, k, np), top_candidates(pre_d, k, xp)
     same_sets = np.mean([set(a) == set(b) for a, b in zip(cand_h, cand_d)])

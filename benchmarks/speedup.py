@@ -3,7 +3,8 @@
 One game, one set of p-sim embeddings, both methods timed in the same run:
 
 (a) this project (``empirical.isim``): a sliced pre-score of all N x N pairs as one dense
-    product (``sliced_prescore``), the ``k`` best encodings per original (``top_candidates``),
+    product (``sliced_prescore``), balanced by Sinkhorn's iteration (``balance``), the ``k`` best
+    encodings per original (``top_candidates``),
     an exact P x P assignment only for those N*k pairs (``isim_candidates``), and the first
     matching over the candidate values (``first_matching``);
 (b) the original attack: the exact P x P assignment (``scipy.optimize.linear_sum_assignment`` on
@@ -23,7 +24,7 @@ depend on its quality; the shares matched do, and are reported for what they are
 Usage::
 
     python benchmarks/speedup.py                          # N = 2000, k = AttackConfig.candidates
-    python benchmarks/speedup.py --n 2000 --extra-candidates 15 --json benchmarks/results/cpu_speedup.json
+    python benchmarks/speedup.py --n 2000 --json benchmarks/results/cpu_speedup.json
     python benchmarks/speedup.py --n 300 --full           # both methods in full, with shares
 """
 from __future__ import annotations
@@ -115,12 +116,12 @@ def embeddings(args, xp):
 
 def project_stage(patch_emb, row_emb, k: int, xp, prescore=None) -> dict:
     """This project's stage, timed piece by piece. ``prescore`` = (matrix, Clock) to reuse one."""
-    from empirical.isim import first_matching, isim_candidates, sliced_prescore, top_candidates
+    from empirical.isim import balance, first_matching, isim_candidates, sliced_prescore, top_candidates
 
     n = row_emb.shape[0]
     if prescore is None:
         with Clock() as c_pre:
-            pre = sliced_prescore(patch_emb, row_emb, xp)
+            pre = balance(sliced_prescore(patch_emb, row_emb, xp), xp)
     else:
         pre, c_pre = prescore
     with Clock() as c_top:
@@ -261,7 +262,7 @@ def main(argv=None) -> int:
     ]
     for r in runs:
         lines.append(
-            f"this project, k = {r['k']}: sliced pre-score {r['prescore_seconds']:.1f} s"
+            f"this project, k = {r['k']}: balanced sliced pre-score {r['prescore_seconds']:.1f} s"
             f"{' (reused)' if r.get('prescore_reused_from_first_run') else ''} + top-k {r['top_candidates_seconds']:.2f} s"
             f" + exact i-sim on candidates {r['isim_seconds']:.1f} s + first matching {r['first_matching_seconds']:.1f} s"
             f" = {r['total_seconds']:.1f} s wall ({r['total_cpu_seconds']:.1f} s CPU)")

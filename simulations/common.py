@@ -33,7 +33,7 @@ class Settings:
     psim_encoders: int = 10
     psim_images: int = 256
     extract_steps: int = 400
-    candidates: int = 30
+    candidates: int = 15  # AttackConfig.candidates
     fresh_images: int = 500  # fresh images T' is scored on (Challenge 2)
     pair_samples: int = 2000  # pairs timed for the per-pair assignment method
     examples: int = 4
