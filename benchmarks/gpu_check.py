@@ -379,7 +379,8 @@ def challenge_child(spec: dict) -> int:
             cfg = AttackConfig(seed=spec["seed"], candidates=spec["candidates"] or AttackConfig.candidates,
                                psim=replace(PsimConfig(), steps=spec["psim_steps"] or PsimConfig.steps),
                                extract=replace(ExtractConfig(seed=spec["seed"]),
-                                               steps=spec["extract_steps"] or ExtractConfig.steps))
+                                               steps=spec["extract_steps"] or ExtractConfig.steps,
+                                               refine_steps=spec.get("refine_steps") or ExtractConfig.refine_steps))
             rec["attack_config"] = cfg.to_json()
             rec["status"] = "attacking"
             save()
@@ -418,7 +419,8 @@ def challenge_plan(args) -> dict:
         scale["hidden"] = args.hidden
     return {"n_list": n_list, "scale": scale, "size": scale.get("image_size", 256),
             "psim_steps": args.psim_steps or (200 if args.small else None),
-            "extract_steps": args.extract_steps or (50 if args.small else None)}
+            "extract_steps": args.extract_steps or (50 if args.small else None),
+            "refine_steps": 50 if args.small else None}
 
 
 def draw_child(spec: dict) -> int:
@@ -462,7 +464,7 @@ def part_challenge(args, xp_name: str, tmp_dir: Path, record, drawing) -> dict:
             spec = {"variant": variant, "n": n, "backend": xp_name, "seed": args.seed, "images": str(img_path),
                     "record": str(tmp_dir / f"run_{variant}_{n}.json"), "scale": plan["scale"],
                     "candidates": args.candidates, "psim_steps": plan["psim_steps"],
-                    "extract_steps": plan["extract_steps"]}
+                    "extract_steps": plan["extract_steps"], "refine_steps": plan["refine_steps"]}
             limit = _budget(args, args.run_timeout)
             if args.deadline is not None and limit < 30:
                 res["runs"].append({"variant": variant, "n": n, "status": "not started (deadline)", "stages": []})

@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--candidates", type=int, default=AttackConfig.candidates,
                     help="encodings per original that get an exact i-sim (default %(default)s)")
     ap.add_argument("--psim-steps", type=int, default=PsimConfig.steps, help="p-sim training steps")
-    ap.add_argument("--extract-steps", type=int, default=ExtractConfig.steps, help="model extraction steps")
+    ap.add_argument("--extract-steps", type=int, default=ExtractConfig.steps,
+                    help="model extraction: robust-loss steps on boosting's matching (default %(default)s)")
+    ap.add_argument("--refine-steps", type=int, default=ExtractConfig.refine_steps,
+                    help="model extraction: squared-loss steps on T''s own matching (default %(default)s)")
     ap.add_argument("--fresh", type=int, default=500, help="fresh images to score T' on (0 to skip; needs the key)")
     ap.add_argument("--work-dir", help="keep each finished stage here and resume from it")
     ap.add_argument("--save-encoder", help="write the extracted T' here (.npz, state-dict layout)")
@@ -114,8 +117,13 @@ def _rows(result, game, secrets, t_data: float, fresh: dict | None) -> list:
                 note += f"; global permutation right {global_perm_share(result.pi, common):.1%}"
             rows.append((f"boosting round {len(hist)}", share(st.matching), st.seconds, note))
         elif st.name == "extract":
-            rows.append(("model extraction", None, st.seconds,
-                         f"robust loss {st.info['loss_first']:.3f} -> {st.info['loss_last']:.3f}"))
+            note = f"robust loss {st.info['loss_first']:.3f} -> {st.info['loss_last']:.3f}"
+            if st.matching is not None:
+                note += "; matched by the first fit of T', then refitted on that matching"
+            elif "refined_on" in st.info:
+                note += f"; {st.info['refined_on']}"
+            rows.append(("model extraction", share(st.matching) if st.matching is not None else None,
+                         st.seconds, note))
         elif st.name == "final":
             rows.append(("final matching", share(st.matching), st.seconds, ""))
     if fresh is not None:
@@ -165,7 +173,8 @@ def _run(args) -> int:
         game = restrict_to_path_list(game)
     cfg = AttackConfig(seed=args.seed, candidates=args.candidates,
                        psim=replace(PsimConfig(), steps=args.psim_steps),
-                       extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps))
+                       extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps,
+                                       refine_steps=args.refine_steps))
     if not args.quiet:
         print(f"attacking {len(game.files)} encodings of {len(game.ids)} originals "
               f"({game.config.image_size}px, patch {game.config.patch}, hidden {game.config.hidden}, "

@@ -7,6 +7,15 @@ BatchNorm affine stays at weight 1, bias 0 as in the family) and is fitted by Ad
 loss (Huber with a small threshold, i.e. L1 away from zero) so the few wrongly matched pairs
 cannot pull it far. Each step uses images from one of Alice's BatchNorm batches (known from the
 file numbering), so T' sees the same batch statistics as T did. Gradients are written by hand.
+
+The patch pixels are strongly correlated (neighbouring pixels of natural images), so the first
+layer's loss is badly conditioned in pixel coordinates and Adam, a per-coordinate method, moves
+slowly along the low-variance pixel directions that still matter for the output. T' is therefore
+trained on whitened patches (PCA whitening, with a floor on the eigenvalues) and its first layer
+is mapped back to pixels afterwards; the function T' computes is unchanged by this.
+
+:func:`refine_encoder` continues a fit on a cleaner matching (the one T' itself finds) with a
+plain squared loss, which is what the nearest-neighbour use of T' measures.
 """
 from __future__ import annotations
 
@@ -21,12 +30,15 @@ from .mlp import Adam
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    steps: int = 400
+    steps: int = 250  # robust-loss steps of fit_encoder
     images_per_step: int = 64  # images of one BatchNorm batch used in a step
     lr: float = 2e-3
     huber: float = 0.05  # threshold of the robust loss, in units of the targets' std
-    polish_steps: int = 0  # then steps on whole BatchNorm batches (statistics exactly Alice's)
-    polish_lr: float = 3e-4
+    whiten: float = 1e-3  # eigenvalue floor of fit_encoder's patch whitening, relative to the largest (0: off)
+    refine_whiten: float = 1e-3  # the same for refine_encoder
+    refine_steps: int = 450  # squared-loss steps of refine_encoder
+    refine_lr: float = 4e-3
+    refine_images_per_step: int = 64
     seed: int = 0
 
 
@@ -169,6 +181,69 @@ def _revive_dead_units(params: dict, opt: Adam, z0, rows, rng: np.random.Generat
     return n_dead
 
 
+def patch_whitening(rows, eps: float, xp) -> tuple:
+    """``(mu, Z)`` such that ``(x - mu) @ Z`` has (about) identity covariance over patch rows ``x``.
+
+    Eigenvalues below ``eps`` times the largest are floored there, so directions the patches hardly
+    use (pixel noise) are not blown up. ``eps = 0`` gives the identity (no whitening).
+    """
+    flat = rows.reshape(-1, rows.shape[-1])
+    mu = flat.mean(axis=0).astype(xp.float64)
+    if eps <= 0:
+        return mu * 0, xp.eye(flat.shape[1], dtype=xp.float64)
+    sub = flat[:: max(1, flat.shape[0] // 16384)].astype(xp.float64) - mu
+    s, u = xp.linalg.eigh(sub.T @ sub / sub.shape[0])
+    s = xp.maximum(s, 0)
+    return mu, u / xp.sqrt(s + eps * float(s.max()))
+
+
+def _to_white(params: dict, mu, z, xp) -> dict:
+    """Parameters acting on whitened patches, for T' given in pixel coordinates."""
+    out = dict(params)
+    w0 = params["W0"].astype(xp.float64)
+    out["W0"] = (w0 @ xp.linalg.inv(z).T).astype(xp.float32)  # W0 x = W0 Z^-T ((x - mu) Z) + W0 mu
+    out["b0"] = (params["b0"] + w0 @ mu).astype(xp.float32)
+    return out
+
+
+def _from_white(params: dict, mu, z, xp) -> dict:
+    """Parameters in pixel coordinates, for T' trained on whitened patches."""
+    out = dict(params)
+    w0 = params["W0"].astype(xp.float64) @ z.T  # (D, C*p*p)
+    out["W0"] = w0.astype(xp.float32)
+    out["b0"] = (params["b0"] - w0 @ mu).astype(xp.float32)
+    return out
+
+
+def _whitened_rows(images, family: EncoderConfig, mu, z, xp):
+    rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)  # (n, P, C*p*p)
+    flat = (rows.reshape(-1, rows.shape[2]).astype(xp.float64) - mu) @ z
+    return flat.astype(xp.float32).reshape(rows.shape)
+
+
+def _adam(params: dict, rows, targets, groups: np.ndarray, family: EncoderConfig, steps: int, lr: float,
+          images_per_step: int, loss_fn, rng: np.random.Generator, xp, revive: bool, progress) -> list:
+    """Adam steps on ``params`` (in place), each on images of one BatchNorm batch; returns the losses."""
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    opt = Adam(params, xp, lr=lr, ema=0.0)
+    losses = []
+    for step in range(steps):
+        idx = members[rng.integers(len(members))]
+        if len(idx) > images_per_step:
+            idx = rng.choice(idx, images_per_step, replace=False)
+        idx = xp.asarray(idx)
+        y, cache = forward(params, rows[idx], family, xp)
+        loss, dy = loss_fn(y, targets[idx])
+        f = min(1.0, (step + 1) / 20) * 0.5 * (1 + np.cos(np.pi * step / steps))  # warm-up, cosine decay
+        opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
+        if revive and step % 10 == 0:
+            _revive_dead_units(params, opt, cache["z0"], rows, rng, xp)
+        losses.append(loss)
+        if progress is not None:
+            progress(1)
+    return losses
+
+
 def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig, xp,
                 progress=None) -> tuple:
     """Fit T' to ``targets`` (n, P, D): the rows of the encoding matched to each image, in position order.
@@ -177,38 +252,47 @@ def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg:
     """
     rng = np.random.default_rng([cfg.seed, 0xE7])
     params = params_from_key(random_key(family, rng.integers(2**63)), xp)
-    rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)  # (n, P, C*p*p)
+    raw = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
+    mu, z = patch_whitening(raw, cfg.whiten, xp)
+    rows = _whitened_rows(images, family, mu, z, xp)  # (n, P, C*p*p)
     # Centre each first-layer unit on the data: a random bias can leave units that are off for
     # every patch, and a dead unit never recovers (neuracrypt-2 lost all of them this way).
     sample = rows[xp.asarray(rng.choice(len(images), min(64, len(images)), replace=False))].reshape(-1, rows.shape[2])
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = xp.asarray(targets, dtype=xp.float32)
     delta = cfg.huber * float(targets.std())
-    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    opt = Adam(params, xp, lr=cfg.lr, ema=0.0)
-    losses = []
-    for step in range(cfg.steps + cfg.polish_steps):
-        idx = members[rng.integers(len(members))]
-        polish = step >= cfg.steps
-        # A few images' BatchNorm statistics differ from those of Alice's whole batch by sampling
-        # noise, which limits how close the fit can get; polishing steps use whole batches.
-        if not polish and len(idx) > cfg.images_per_step:
-            idx = rng.choice(idx, cfg.images_per_step, replace=False)
-        idx = xp.asarray(idx)
-        y, cache = forward(params, rows[idx], family, xp)
-        loss, dy = huber_loss(y, targets[idx], delta, xp)
-        if polish:
-            lr = cfg.polish_lr
-        else:  # warm-up, then cosine decay
-            lr = cfg.lr * min(1.0, (step + 1) / 20) * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
-        opt.step(params, backward(params, cache, dy, family, xp), lr=lr)
-        if step % 10 == 0 and not polish:
-            _revive_dead_units(params, opt, cache["z0"], rows, rng, xp)
-        losses.append(loss)
-        if progress is not None:
-            progress(1)
-    params = refit_mixer(params, images, targets, groups, family, xp)
+    losses = _adam(params, rows, targets, groups, family, cfg.steps, cfg.lr, cfg.images_per_step,
+                   lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress)
+    params = refit_mixer(_from_white(params, mu, z, xp), images, targets, groups, family, xp)
     return params, losses
+
+
+def squared_loss(y, target, xp):
+    """Mean squared error and its gradient with respect to ``y``."""
+    r = y - target
+    return float((r * r).mean()), 2 * r / r.size
+
+
+def refine_encoder(params: dict, images, targets, groups: np.ndarray, family: EncoderConfig,
+                   cfg: ExtractConfig, xp, progress=None) -> tuple:
+    """Continue fitting T' (warm start from ``params``) with a squared loss; ``(params, losses)``.
+
+    Meant for pairs that are all (or nearly all) right, such as the matching T' itself gives:
+    without outliers to resist, the squared loss fits the mean, which is what a distance between
+    encodings compares. The last layer is refitted by least squares at the end, as in
+    :func:`fit_encoder`.
+    """
+    if family.depth == -1 or cfg.refine_steps <= 0:  # the linear family is already solved exactly
+        return refit_mixer(params, images, xp.asarray(targets, dtype=xp.float32), groups, family, xp), []
+    rng = np.random.default_rng([cfg.seed, 0xE8])
+    raw = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
+    mu, z = patch_whitening(raw, cfg.refine_whiten, xp)
+    rows = _whitened_rows(images, family, mu, z, xp)
+    work = {k: v.copy() for k, v in _to_white(params, mu, z, xp).items()}
+    targets = xp.asarray(targets, dtype=xp.float32)
+    losses = _adam(work, rows, targets, groups, family, cfg.refine_steps, cfg.refine_lr, cfg.refine_images_per_step,
+                   lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress)
+    return refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp), losses
 
 
 def encode_each(params: dict, images, family: EncoderConfig, bn_stats, xp, chunk: int = 512):

@@ -13,7 +13,7 @@ the positional embedding's offset and makes p-sim markedly sharper. Then:
 2. ``psim``     train p-sim on the attacker's own encoders (§2.1.1)
 3. ``first``    i-sim on pre-screened candidates, first matching (§2.1.2-§2.1.3)
 4. ``boost``    global permutation and re-matching, iterated (§2.2.2-§2.2.3)
-5. ``extract``  fit T' to the matched pairs (§2.3.1)
+5. ``extract``  fit T' to the matched pairs (§2.3.1); match with it, refit on its own matching
 6. ``final``    encode every original with T', match by distance (§2.3.2)
 
 With ``work_dir`` set, each finished stage is saved there and a later run with the same game and
@@ -34,7 +34,7 @@ from .assignment import match_encodings, match_margins
 from .backend import to_numpy
 from .boosting import boost, known_perm_scores
 from .challenge import Game
-from .extraction import ExtractConfig, encode_each, fit_encoder, key_from_params, mean_batch_stats
+from .extraction import ExtractConfig, encode_each, fit_encoder, key_from_params, mean_batch_stats, refine_encoder
 from .isim import balance, first_matching, isim_candidates, sliced_prescore, top_candidates
 from .progress import progress_bar
 from .psim import PsimConfig, PsimModel, evaluate_psim, patch_features, row_features, training_pairs, train_psim
@@ -71,6 +71,8 @@ class AttackResult:
     pi: np.ndarray | None  # (P,) original position j -> slot pi[j]
     matching: np.ndarray  # final (N,) encoding -> original index
     encoder: object = None  # the extracted T' as an EncoderKey
+    patch_emb: object = None  # (N_o, P, E) p-sim embeddings of the original patches (xp array)
+    row_emb: object = None  # (N, P, E) p-sim embeddings of the aligned encoded rows (xp array)
 
     def submission(self, game: Game) -> dict:
         """``{id: "<k>.npy"}`` for every encoding file."""
@@ -91,7 +93,7 @@ _STAGE_FIELDS = {"align": ("seed", "align_iterations"), "psim": ("psim",), "firs
 
 
 # Bumped when a stage's method changes, so results saved by an older method are not reused.
-_STAGE_VERSIONS = {"align": 1, "psim": 1, "first": 2, "boost": 1, "extract": 1, "final": 1}
+_STAGE_VERSIONS = {"align": 1, "psim": 1, "first": 2, "boost": 1, "extract": 2, "final": 2}
 
 
 def _stage_keys(cfg: AttackConfig) -> dict:
@@ -140,8 +142,14 @@ class _Store:
 
 
 def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=None,
-               on_stage=None) -> AttackResult:
-    """Run every stage on ``game``; ``on_stage(StageResult)`` is called as each one finishes."""
+               on_stage=None, stop_after: str | None = None) -> AttackResult:
+    """Run every stage on ``game``; ``on_stage(StageResult)`` is called as each one finishes.
+
+    ``stop_after`` (``"first"`` or ``"boost"``) ends the run after that stage; the result then
+    holds the matching found so far, and ``encoder`` (and, before boosting, ``pi``) stay None.
+    """
+    if stop_after not in (None, "first", "boost"):
+        raise ValueError(f"stop_after must be None, 'first' or 'boost', not {stop_after!r}")
     fam = game.config
     store = _Store(work_dir, game, cfg)
     stages = []
@@ -230,6 +238,8 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
         return m, StageResult("first", 0, m, info, {"candidates": cand})
 
     matching = stage("first", do_first, lambda m: ({}, {}), lambda a, meta: a["matching"])
+    if stop_after == "first":
+        return AttackResult(stages, order, None, matching, None, patch_emb, row_emb)
 
     # 4. global permutation and re-matching -----------------------------------------------------
     def do_boost():
@@ -246,33 +256,70 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
 
     m_boost, pi = stage("boost", do_boost, lambda v: ({"pi": v[1]}, {}),
                         lambda a, meta: (a["matching"], a["pi"]))
+    if stop_after == "boost":
+        return AttackResult(stages, order, pi, m_boost, None, patch_emb, row_emb)
 
     # 5. model extraction -----------------------------------------------------------------------
     targets = aligned[:, xp.asarray(pi), :]  # (N, P, D): encoding rows in the original's position order
     groups = game.bn_groups
+    psim_margin = []  # computed once, when first needed
 
-    def do_extract():
-        with progress_bar(cfg.extract.steps, "model extraction", quiet) as bar:
-            params, losses = fit_encoder(originals[xp.asarray(m_boost)], targets, groups, fam, cfg.extract, xp,
-                                         progress=bar)
-        info = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
-        return params, StageResult("extract", 0, info=info)
+    def encoder_matching(params, m_stats):
+        """Match every original to an encoding by T''s distance; ``(matching, median margin)``.
 
-    params = stage("extract", do_extract, lambda p: ({f"p.{k}": v for k, v in p.items()}, {}),
-                   lambda a, meta: {k[2:]: xp.asarray(v) for k, v in a.items() if k.startswith("p.")})
-
-    # 6. final matching -------------------------------------------------------------------------
-    def do_final():
-        stats = mean_batch_stats(params, originals[xp.asarray(m_boost)], groups, fam, xp)
+        Each original is encoded on its own with BatchNorm statistics averaged over Alice's
+        batches, these filled with the originals of ``m_stats``.
+        """
+        stats = mean_batch_stats(params, originals[xp.asarray(m_stats)], groups, fam, xp)
         pred = encode_each(params, originals, fam, stats, xp).reshape(n_orig, -1)  # (N_o, P*D)
         tgt = targets.reshape(n_enc, -1)
         score = 2 * (pred @ tgt.T) - (pred * pred).sum(axis=1)[:, None]  # -|a-b|^2 up to a per-column constant
         m = match_encodings(score)
+        return m, float(np.median(match_margins(score, m, xp)))
+
+    def boosting_margin() -> float:
+        if not psim_margin:
+            p_score = known_perm_scores(patch_emb, row_emb, pi, xp)
+            psim_margin.append(float(np.median(match_margins(p_score, m_boost, xp))))
+        return psim_margin[0]
+
+    def do_extract():
+        ec = cfg.extract
+        refine = fam.depth >= 0 and ec.refine_steps > 0
+        with progress_bar(ec.steps + (ec.refine_steps if refine else 0), "model extraction", quiet) as bar:
+            params, losses = fit_encoder(originals[xp.asarray(m_boost)], targets, groups, fam, ec, xp,
+                                         progress=bar)
+            info = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
+            m_fit = m_boost
+            if refine:
+                # T' already separates images far better than p-sim, so its own matching is
+                # cleaner than boosting's; a second, squared-loss fit on it (outliers gone) brings
+                # T' closer to T. If T' is the weaker of the two (a poor fit), its matching is
+                # not trusted and T' is left as it is.
+                m_t, t_margin = encoder_matching(params, m_boost)
+                info.update(refine_margin_extracted=t_margin, refine_margin_psim=boosting_margin())
+                if t_margin >= boosting_margin():
+                    m_fit = m_t
+                    params, r_losses = refine_encoder(params, originals[xp.asarray(m_fit)], targets, groups, fam,
+                                                      ec, xp, progress=bar)
+                    info.update(refine_loss_first=r_losses[0], refine_loss_last=float(np.mean(r_losses[-20:])),
+                                refined_on="extracted encoder's matching")
+                else:
+                    info["refined_on"] = "not refined (T' margins smaller)"
+        # The stage's matching is T''s own (first fit) when it was trusted for the refit.
+        return (params, m_fit), StageResult("extract", 0, m_fit if refine and m_fit is not m_boost else None, info)
+
+    params, m_fit = stage(
+        "extract", do_extract,
+        lambda v: ({**{f"p.{k}": a for k, a in v[0].items()}, "fit_matching": v[1]}, {}),
+        lambda a, meta: ({k[2:]: xp.asarray(v) for k, v in a.items() if k.startswith("p.")}, a["fit_matching"]))
+
+    # 6. final matching -------------------------------------------------------------------------
+    def do_final():
+        m, t_margin = encoder_matching(params, m_fit)
         # T' should separate images far better than p-sim; if it does not (a poor fit), keep
         # boosting's matching rather than make things worse. Decided on margins alone.
-        t_margin = float(np.median(match_margins(score, m, xp)))
-        p_score = known_perm_scores(patch_emb, row_emb, pi, xp)
-        p_margin = float(np.median(match_margins(p_score, m_boost, xp)))
+        p_margin = boosting_margin()
         info = {"median_margin_extracted": t_margin, "median_margin_psim": p_margin,
                 "used": "extracted encoder" if t_margin >= p_margin else "boosting (T' margins smaller)"}
         if t_margin < p_margin:
@@ -280,6 +327,6 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
         return m, StageResult("final", 0, m, info)
 
     final = stage("final", do_final, lambda m: ({}, {}), lambda a, meta: a["matching"])
-    return AttackResult(stages, order, pi, final, key_from_params(params, fam))
+    return AttackResult(stages, order, pi, final, key_from_params(params, fam), patch_emb, row_emb)
 
 

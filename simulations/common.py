@@ -32,7 +32,8 @@ class Settings:
     psim_steps: int = 1500
     psim_encoders: int = 10
     psim_images: int = 256
-    extract_steps: int = 400
+    extract_steps: int = 250  # ExtractConfig.steps
+    refine_steps: int = 450  # ExtractConfig.refine_steps
     candidates: int = 15  # AttackConfig.candidates
     fresh_images: int = 500  # fresh images T' is scored on (Challenge 2)
     pair_samples: int = 2000  # pairs timed for the per-pair assignment method
@@ -46,12 +47,12 @@ class Settings:
         ``tiny`` the sizes of the tests' fixtures (seconds; the numbers mean nothing)."""
         if tiny:
             return cls(quick=True, tiny=True, image_size=32, patch=8, hidden=32, table1_n=40, scaling_n=(20, 40),
-                       psim_steps=5, psim_encoders=2, psim_images=20, extract_steps=2, fresh_images=10,
+                       psim_steps=5, psim_encoders=2, psim_images=20, extract_steps=2, refine_steps=2, fresh_images=10,
                        pair_samples=10, examples=2, backend=backend)
         if not quick:
             return cls(quick=False, backend=backend)
         return cls(quick=True, hidden=128, table1_n=150, scaling_n=(75, 150, 300), psim_steps=100,
-                   psim_encoders=3, psim_images=96, extract_steps=10, fresh_images=64, pair_samples=300,
+                   psim_encoders=3, psim_images=96, extract_steps=10, refine_steps=10, fresh_images=64, pair_samples=300,
                    backend=backend)
 
     def to_json(self) -> dict:

@@ -41,7 +41,7 @@ def attack_config(settings: Settings, seed: int):
 
     psim = replace(PsimConfig(), steps=settings.psim_steps, n_encoders=settings.psim_encoders,
                    images_per_encoder=settings.psim_images)
-    extract = replace(ExtractConfig(), steps=settings.extract_steps, seed=seed)
+    extract = replace(ExtractConfig(), steps=settings.extract_steps, refine_steps=settings.refine_steps, seed=seed)
     return AttackConfig(seed=seed, psim=psim, extract=extract, candidates=settings.candidates)
 
 

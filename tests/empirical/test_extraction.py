@@ -273,3 +273,49 @@ def test_fitted_encoder_tells_images_apart_depth_1(fits):
 def test_fitted_encoder_tells_images_apart_depth_0(fits):
     _, nn_share = fits(0)
     assert nn_share >= 0.5
+
+
+# --- patch whitening and the squared-loss refinement ------------------------------------------
+
+@pytest.mark.parametrize("eps", [0.0, 1e-3, 3e-2])
+def test_whitened_parameters_compute_the_same_function(eps):
+    """T' on whitened patches with mapped weights equals T' on raw pixels; and back again."""
+    from empirical.extraction import _from_white, _to_white, _whitened_rows, patch_whitening
+
+    fam = family(2, image_size=32, patch=8, hidden=16)
+    imgs = bundled_images(12, 32, seed=2, patch=8)
+    params = params_from_key(random_key(fam, 6), np)
+    raw = patchify(imgs, 8)
+    mu, z = patch_whitening(raw, eps, np)
+    white = _whitened_rows(imgs, fam, mu, z, np)
+    if eps > 0:  # unit variance along the directions above the floor
+        cov = np.cov(white.reshape(-1, white.shape[2]).T)
+        assert np.abs(np.diag(cov)).max() < 1.05
+    y_raw, _ = forward(params, raw, fam, np)
+    y_white, _ = forward(_to_white(params, mu, z, np), white, fam, np)
+    np.testing.assert_allclose(y_white, y_raw, rtol=1e-3, atol=1e-3)
+    back = _from_white(_to_white(params, mu, z, np), mu, z, np)
+    np.testing.assert_allclose(forward(back, raw, fam, np)[0], y_raw, rtol=1e-3, atol=1e-3)
+
+
+def test_refine_encoder_lowers_the_squared_error():
+    from dataclasses import replace
+
+    from empirical.extraction import refine_encoder
+
+    fam = preset("neuracrypt-7", image_size=64, patch=16, hidden=32, bn_batch=32, depth=1)
+    imgs = bundled_images(64, 64, seed=3, patch=16)
+    groups = np.arange(64) // 32
+    targets, _ = encode(imgs, random_key(fam, 7), np, shuffle=False)
+    cfg = ExtractConfig(steps=30, images_per_step=16, refine_steps=30)
+    params, _ = fit_encoder(imgs, targets, groups, fam, cfg, np)
+
+    def mse(p):
+        return float(np.mean([((forward(p, patchify(imgs[groups == g], 16), fam, np)[0] - targets[groups == g]) ** 2)
+                              .mean() for g in (0, 1)]))
+
+    refined, losses = refine_encoder(params, imgs, targets, groups, fam, cfg, np)
+    assert len(losses) == 30 and np.isfinite(losses).all()
+    assert mse(refined) < mse(params)
+    _, none = refine_encoder(params, imgs, targets, groups, fam, replace(cfg, refine_steps=0), np)
+    assert none == []  # no steps: only the last layer's least-squares refit

@@ -25,7 +25,9 @@ N = 300
 CFG = AttackConfig(
     seed=1, candidates=10, boost_rounds=40,
     psim=PsimConfig(steps=500, batch=256, width=64, n_encoders=4, images_per_encoder=128),
-    extract=ExtractConfig(steps=60, images_per_step=16, seed=1),
+    # short fits whiten less (a floor of 3e-2): with few steps a stronger whitening fits worse
+    extract=ExtractConfig(steps=60, images_per_step=16, whiten=3e-2, refine_whiten=3e-2, refine_steps=60,
+                          refine_images_per_step=16, seed=1),
 )
 
 
@@ -138,6 +140,21 @@ def test_resume_after_losing_stages_and_an_interruption(game, full_run, tmp_path
         assert {k: v for k, v in s.info.items() if k != "resumed"} == full[s.name].info
     np.testing.assert_array_equal(resumed.stages[2].arrays["candidates"], full["first"].arrays["candidates"])
     np.testing.assert_array_equal(resumed.stages[3].arrays["history"], full["boost"].arrays["history"])
+
+
+def test_stop_after_boost_resumes_and_keeps_the_embeddings(game, full_run, tmp_path):
+    """``stop_after="boost"`` ends there (from saved stages here) with the same matching and pi."""
+    work = copy_work(full_run, tmp_path)
+    part = run_attack(game[0], CFG, np, quiet=True, work_dir=work, stop_after="boost")
+    assert [s.name for s in part.stages] == ["align", "psim", "first", "boost"]
+    assert part.encoder is None
+    np.testing.assert_array_equal(part.pi, full_run[1].pi)
+    np.testing.assert_array_equal(part.matching, full_run[1].stages[3].matching)
+    n, P = len(game[0].files), game[0].config.n_patches
+    assert part.patch_emb.shape[:2] == part.row_emb.shape[:2] == (n, P)
+    np.testing.assert_allclose(part.patch_emb, full_run[1].patch_emb)
+    with pytest.raises(ValueError):
+        run_attack(game[0], CFG, np, quiet=True, stop_after="extract")
 
 
 def test_a_different_game_does_not_resume(game, full_run, tmp_path):
