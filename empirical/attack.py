@@ -21,7 +21,7 @@ import numpy as np
 
 from .backend import BACKENDS, BackendError, backend_name, get_backend
 from .challenge import GameError, game_in_memory, load_secrets, read_game, write_submission
-from .encoder import PRESETS, preset, save_key
+from .encoder import CHALLENGE_SCALE, PRESETS, preset, save_key
 from .evaluate import challenge2_score, global_perm_share, local_perm_share, share_matched, true_matching
 from .extraction import ExtractConfig
 from .fileio import write_json
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-size", type=int, default=128, help="image side when no --game is given (default 128)")
     ap.add_argument("--patch", type=int, default=16, help="patch side when no --game is given (default 16)")
     ap.add_argument("--hidden", type=int, default=256, help="hidden width when no --game is given (default 256)")
+    ap.add_argument("--challenge-scale", action="store_true",
+                    help="the NeuraCrypt Challenge's geometry when no --game is given: 256 x 256 px, patch 16, "
+                         "hidden 2048 (overrides --image-size, --patch, --hidden; use with --backend cupy)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the game (no --game) and of the attack")
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help="array backend (default auto)")
     ap.add_argument("--candidates", type=int, default=AttackConfig.candidates,
@@ -163,7 +166,9 @@ def _run(args) -> int:
             raise ValueError("--n must be at least 2")
         from .data import bundled_images
 
-        fam = preset(args.preset, image_size=args.image_size, patch=args.patch, hidden=args.hidden)
+        size = CHALLENGE_SCALE if args.challenge_scale else \
+            dict(image_size=args.image_size, patch=args.patch, hidden=args.hidden)
+        fam = preset(args.preset, **size)
         imgs = bundled_images(args.n + args.extra, fam.image_size, args.seed, fam.patch)
         ids = [f"{i:06d}.png" for i in range(len(imgs))]
         game, secrets = game_in_memory(imgs, ids, fam, args.n, seed=args.seed)

@@ -191,6 +191,7 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
 
     order = stage("align", do_align, lambda o: ({"order": o}, {}), lambda a, m: a["order"])
     aligned = apply_order(encodings, order, xp)  # (N, P, D)
+    del encodings  # one (N, P, D) array on the device at a time: 31 GB at the challenge's scale
 
     # 2. p-sim ----------------------------------------------------------------------------------
     def do_psim():
@@ -261,6 +262,7 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
 
     # 5. model extraction -----------------------------------------------------------------------
     targets = aligned[:, xp.asarray(pi), :]  # (N, P, D): encoding rows in the original's position order
+    del aligned
     groups = game.bn_groups
     psim_margin = []  # computed once, when first needed
 
@@ -271,9 +273,12 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
         batches, these filled with the originals of ``m_stats``.
         """
         stats = mean_batch_stats(params, originals[xp.asarray(m_stats)], groups, fam, xp)
-        pred = encode_each(params, originals, fam, stats, xp).reshape(n_orig, -1)  # (N_o, P*D)
         tgt = targets.reshape(n_enc, -1)
-        score = 2 * (pred @ tgt.T) - (pred * pred).sum(axis=1)[:, None]  # -|a-b|^2 up to a per-column constant
+        score = xp.empty((n_orig, n_enc), dtype=xp.float32)
+        for s in range(0, n_orig, 512):  # T'(x) for 512 originals at a time, never all of them
+            pred = encode_each(params, originals[s:s + 512], fam, stats, xp).reshape(-1, tgt.shape[1])
+            score[s:s + 512] = 2 * (pred @ tgt.T) - (pred * pred).sum(axis=1)[:, None]  # -|a-b|^2 + per-column const
+        del pred
         m = match_encodings(score)
         return m, float(np.median(match_margins(score, m, xp)))
 

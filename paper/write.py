@@ -53,6 +53,7 @@ def context(data) -> dict:
              hidden=_n(fam["hidden"]), t1_n=_n(t1["config"]["n"]), seed=_n(t1["seed"]),
              psim_steps=_n(att["psim"]["steps"]), psim_encoders=_n(att["psim"]["n_encoders"]),
              psim_images=_n(att["psim"]["images_per_encoder"]), extract_steps=_n(att["extract"]["steps"]),
+             refine_steps=_n(att["extract"].get("refine_steps", 0)),
              candidates=_n(att["candidates"]), boost_rounds_max=_n(att["boost_rounds"]),
              t1_variants=_n(len(rows)), t1_full=_n(t1["results"]["summary"]["variants_at_100_percent"]),
              t1_lowest=pct(t1["results"]["summary"]["lowest_final_share"]),
