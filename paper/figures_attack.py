@@ -34,9 +34,11 @@ def fig_stages(data, path):
     for i, v in enumerate(vals):
         ax.text(i, max(v, floor) * 1.12, f"{v:.1f}%", ha="center", va="bottom", fontsize=9)
     ax.axhline(chance, color="k", ls=":", lw=1, label=f"chance: 1/N = {chance:.2g}%")
-    ax.legend(loc="upper right")
     ax.set_yscale("log")
-    ax.set_ylim(floor, 250)
+    # Headroom above 100% holds the bar labels, the legend and the note; no ticks there.
+    ax.set_ylim(floor, 100 * (100 / floor) ** 0.45)
+    ax.set_yticks([t for t in (0.01, 0.1, 1, 10, 100) if t >= floor])
+    ax.legend(loc="upper right")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
     ax.set_xticks(x)
     ax.set_xticklabels([_stage_label(s["stage"]) for s in st], fontsize=8.5)
