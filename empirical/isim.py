@@ -45,16 +45,18 @@ def balance(score, xp, tau: float = 0.05, iters: int = 50):
     """Log of the doubly stochastic matrix Sinkhorn's iteration makes of ``exp(score / t)``.
 
     ``t`` is ``tau`` times the standard deviation of ``score``; rows and columns are normalised in
-    turn, ``iters`` times each, in the log domain (no overflow for small ``t``). Works in place on
-    a float32 copy: peak memory is about twice that of ``score``.
+    turn, ``iters`` times each, in the log domain (no overflow for small ``t``). Columns (encodings)
+    sum to one; rows (originals) to N / N_o, which is one unless decoy originals make the score
+    rectangular. Works on a float32 copy: peak memory is about three times that of ``score``.
     """
     L = xp.asarray(score, dtype=xp.float32).copy()
     L -= L.max()
     L /= xp.float32(tau * float(score.std()) + 1e-30)
+    row_mass = float(np.log(L.shape[1] / L.shape[0]))
     for _ in range(iters):
-        for axis in (1, 0):
+        for axis, mass in ((1, row_mass), (0, 0.0)):
             m = L.max(axis=axis, keepdims=True)
-            L -= m + xp.log(xp.exp(L - m).sum(axis=axis, keepdims=True))
+            L -= m + xp.log(xp.exp(L - m).sum(axis=axis, keepdims=True)) - mass
     return L
 
 

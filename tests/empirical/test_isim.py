@@ -149,6 +149,15 @@ def test_balance_is_doubly_stochastic(seed, n, tau):
     assert np.allclose(w.sum(axis=1), 1, atol=2e-2)
 
 
+def test_balance_of_a_rectangular_score_spreads_the_columns_mass_over_the_rows():
+    """With decoy originals (more rows than columns) each column sums to one, each row to N / N_o."""
+    rng = np.random.default_rng(5)
+    score = rng.standard_normal((50, 40)).astype(np.float32)
+    w = np.exp(balance(score, np, tau=0.5, iters=300).astype(np.float64))
+    assert np.allclose(w.sum(axis=0), 1, atol=1e-3)
+    assert np.allclose(w.sum(axis=1), 40 / 50, atol=1e-2)
+
+
 def test_balance_removes_row_and_column_offsets():
     """Scores = true-pair signal + per-row and per-column offsets: the offsets dominate the raw
     top-k, the balanced top-k finds the true pairs."""
