@@ -6,7 +6,6 @@ their own folder (``python benchmarks/<script>.py`` puts that folder on ``sys.pa
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import resource
@@ -92,23 +91,10 @@ def peak_rss_bytes() -> int:
 
 
 def write_json(path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=_jsonable) + "\n")
-    tmp.replace(path)
+    """Atomic JSON with the keys in the order they were put in (the package's writer)."""
+    from empirical.fileio import write_json as _write
 
-
-def _jsonable(o):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+    _write(path, obj, sort_keys=False)
 
 
 def fit_exponent(ns, ys) -> float | None:
@@ -125,3 +111,42 @@ def fit_exponent(ns, ys) -> float | None:
 
 def gib(b) -> float:
     return round(b / 2**30, 3)
+
+
+class GpuMemory:
+    """Peak bytes in use in CuPy's memory pool (a memory hook); a no-op under NumPy."""
+
+    def __init__(self, xp):
+        self.xp, self.used, self.peak, self.hook = xp, 0, 0, None
+        if xp.__name__.startswith("cupy"):
+            from cupy.cuda import memory_hook
+
+            outer = self
+
+            class Hook(memory_hook.MemoryHook):
+                name = "peak_bytes"
+
+                def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+                    outer.used += mem_size
+                    outer.peak = max(outer.peak, outer.used)
+
+                def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+                    outer.used -= mem_size
+
+            self.hook = Hook()
+
+    def __enter__(self):
+        if self.hook is not None:
+            self.hook.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.hook is not None:
+            self.hook.__exit__(*exc)
+        return False
+
+    def info(self) -> dict:
+        if self.hook is None:
+            return {}
+        return {"gpu_peak_bytes": self.peak, "gpu_peak_gib": gib(self.peak), "gpu_in_use_gib": gib(self.used),
+                "gpu_pool_total_gib": gib(self.xp.get_default_memory_pool().total_bytes())}

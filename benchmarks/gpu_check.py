@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import REPO, gib, machine, now_utc, package_fingerprint, peak_rss_bytes, write_json  # noqa: E402
+from bench_common import (REPO, GpuMemory, gib, machine, now_utc, package_fingerprint, peak_rss_bytes,  # noqa: E402
+                          write_json)
 
 CHALLENGE_N = 14_643
 VARIANTS = ("neuracrypt-7", "neuracrypt-47")
@@ -106,45 +107,6 @@ def pick_backend(name: str):
 def sync(xp) -> None:
     if xp.__name__.startswith("cupy"):
         xp.cuda.Stream.null.synchronize()
-
-
-class GpuMemory:
-    """Peak bytes in use in CuPy's memory pool (a memory hook); a no-op under NumPy."""
-
-    def __init__(self, xp):
-        self.xp, self.used, self.peak, self.hook = xp, 0, 0, None
-        if xp.__name__.startswith("cupy"):
-            from cupy.cuda import memory_hook
-
-            outer = self
-
-            class Hook(memory_hook.MemoryHook):
-                name = "peak_bytes"
-
-                def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
-                    outer.used += mem_size
-                    outer.peak = max(outer.peak, outer.used)
-
-                def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
-                    outer.used -= mem_size
-
-            self.hook = Hook()
-
-    def __enter__(self):
-        if self.hook is not None:
-            self.hook.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.hook is not None:
-            self.hook.__exit__(*exc)
-        return False
-
-    def info(self) -> dict:
-        if self.hook is None:
-            return {}
-        return {"gpu_peak_bytes": self.peak, "gpu_peak_gib": gib(self.peak), "gpu_in_use_gib": gib(self.used),
-                "gpu_pool_total_gib": gib(self.xp.get_default_memory_pool().total_bytes())}
 
 
 # --- part 1: the CuPy tests ---------------------------------------------------------------------

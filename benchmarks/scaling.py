@@ -27,7 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import fit_exponent, gib, machine, now_utc, package_fingerprint, peak_rss_bytes, write_json  # noqa: E402
+from bench_common import (GpuMemory, fit_exponent, gib, machine, now_utc, package_fingerprint,  # noqa: E402
+                          peak_rss_bytes, write_json)
 
 DEFAULT_N = (250, 500, 1000, 2000, 4000)
 N_DEPENDENT = ("align", "first", "boost", "final")  # stages whose work grows with N
@@ -76,32 +77,10 @@ def _cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-class _GpuPeak:
-    """Peak bytes in use in CuPy's memory pool, tracked by a memory hook (GPU runs only)."""
-
-    def __init__(self, cp):
-        from cupy.cuda import memory_hook
-
-        outer = self
-
-        class Hook(memory_hook.MemoryHook):
-            name = "peak"
-
-            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
-                outer.used += mem_size
-                outer.peak = max(outer.peak, outer.used)
-
-            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
-                outer.used -= mem_size
-
-        self.used = self.peak = 0
-        self.hook = Hook()
-
-
 def run_one(n: int, s: dict) -> dict:
     import numpy as np
 
-    from empirical.backend import backend_name, get_backend
+    from empirical.backend import get_backend
     from empirical.challenge import game_in_memory
     from empirical.data import bundled_images
     from empirical.encoder import preset
@@ -123,17 +102,12 @@ def run_one(n: int, s: dict) -> dict:
     cfg = AttackConfig(seed=s["seed"], candidates=s["candidates"],
                        psim=replace(PsimConfig(), steps=s["psim_steps"]),
                        extract=replace(ExtractConfig(seed=s["seed"]), steps=s["extract_steps"]))
-    gpu = None
-    if backend_name(xp) == "cupy":
-        gpu = _GpuPeak(xp)
-        gpu.hook.__enter__()
     data_cpu = _cpu_seconds()
     stage_cpu = []  # process CPU time at the end of each stage: robust to other jobs' load
     t1 = time.perf_counter()
-    result = run_attack(game, cfg, xp, quiet=True, on_stage=lambda st: stage_cpu.append(_cpu_seconds()))
+    with GpuMemory(xp) as gpu:
+        result = run_attack(game, cfg, xp, quiet=True, on_stage=lambda st: stage_cpu.append(_cpu_seconds()))
     t_attack = time.perf_counter() - t1
-    if gpu is not None:
-        gpu.hook.__exit__(None, None, None)
     truth = true_matching(game, secrets)
     stages = []
     for i, st in enumerate(result.stages):
@@ -156,7 +130,7 @@ def run_one(n: int, s: dict) -> dict:
            "peak_rss_bytes_after_data": rss_data, "peak_rss_bytes": peak_rss_bytes(),
            "peak_rss_gib": gib(peak_rss_bytes()), "loadavg_at_end": list(os.getloadavg()),
            "package_sources_sha": source, "process_cpu_seconds": _cpu_seconds()}
-    if gpu is not None:
+    if gpu.hook is not None:
         out["gpu_peak_pool_bytes_in_use"] = gpu.peak
         out["gpu_peak_gib"] = gib(gpu.peak)
         out["gpu_pool_total_bytes"] = int(xp.get_default_memory_pool().total_bytes())

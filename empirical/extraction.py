@@ -215,10 +215,12 @@ def _from_white(params: dict, mu, z, xp) -> dict:
     return out
 
 
-def _whitened_rows(images, family: EncoderConfig, mu, z, xp):
-    rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)  # (n, P, C*p*p)
+def _whitened_patches(images, family: EncoderConfig, eps: float, xp) -> tuple:
+    """``(rows, mu, Z)``: the images' patch rows (n, P, C*p*p) whitened by :func:`patch_whitening`."""
+    rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
+    mu, z = patch_whitening(rows, eps, xp)
     flat = (rows.reshape(-1, rows.shape[2]).astype(xp.float64) - mu) @ z
-    return flat.astype(xp.float32).reshape(rows.shape)
+    return flat.astype(xp.float32).reshape(rows.shape), mu, z
 
 
 def _adam(params: dict, rows, targets, groups: np.ndarray, family: EncoderConfig, steps: int, lr: float,
@@ -252,9 +254,7 @@ def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg:
     """
     rng = np.random.default_rng([cfg.seed, 0xE7])
     params = params_from_key(random_key(family, rng.integers(2**63)), xp)
-    raw = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
-    mu, z = patch_whitening(raw, cfg.whiten, xp)
-    rows = _whitened_rows(images, family, mu, z, xp)  # (n, P, C*p*p)
+    rows, mu, z = _whitened_patches(images, family, cfg.whiten, xp)  # (n, P, C*p*p)
     # Centre each first-layer unit on the data: a random bias can leave units that are off for
     # every patch, and a dead unit never recovers (neuracrypt-2 lost all of them this way).
     sample = rows[xp.asarray(rng.choice(len(images), min(64, len(images)), replace=False))].reshape(-1, rows.shape[2])
@@ -285,9 +285,7 @@ def refine_encoder(params: dict, images, targets, groups: np.ndarray, family: En
     if family.depth == -1 or cfg.refine_steps <= 0:  # the linear family is already solved exactly
         return refit_mixer(params, images, xp.asarray(targets, dtype=xp.float32), groups, family, xp), []
     rng = np.random.default_rng([cfg.seed, 0xE8])
-    raw = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
-    mu, z = patch_whitening(raw, cfg.refine_whiten, xp)
-    rows = _whitened_rows(images, family, mu, z, xp)
+    rows, mu, z = _whitened_patches(images, family, cfg.refine_whiten, xp)
     work = {k: v.copy() for k, v in _to_white(params, mu, z, xp).items()}
     targets = xp.asarray(targets, dtype=xp.float32)
     losses = _adam(work, rows, targets, groups, family, cfg.refine_steps, cfg.refine_lr, cfg.refine_images_per_step,

@@ -28,10 +28,22 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
-def write_json(path, obj) -> None:
+def _jsonable(o):
+    """JSON for what ``json`` does not know: NumPy scalars and arrays, paths."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path, obj, sort_keys: bool = True) -> None:
+    """Write ``obj`` as indented JSON, atomically; NumPy values become plain numbers and lists."""
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
+            json.dump(obj, f, indent=1, sort_keys=sort_keys, default=_jsonable)
             f.write("\n")
 
 

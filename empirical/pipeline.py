@@ -21,6 +21,7 @@ configuration resumes after the last finished stage.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -264,7 +265,6 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
     targets = aligned[:, xp.asarray(pi), :]  # (N, P, D): encoding rows in the original's position order
     del aligned
     groups = game.bn_groups
-    psim_margin = []  # computed once, when first needed
 
     def encoder_matching(params, m_stats):
         """Match every original to an encoding by T''s distance; ``(matching, median margin)``.
@@ -282,11 +282,10 @@ def run_attack(game: Game, cfg: AttackConfig, xp, quiet: bool = False, work_dir=
         m = match_encodings(score)
         return m, float(np.median(match_margins(score, m, xp)))
 
+    @functools.cache  # computed once, when first needed
     def boosting_margin() -> float:
-        if not psim_margin:
-            p_score = known_perm_scores(patch_emb, row_emb, pi, xp)
-            psim_margin.append(float(np.median(match_margins(p_score, m_boost, xp))))
-        return psim_margin[0]
+        p_score = known_perm_scores(patch_emb, row_emb, pi, xp)
+        return float(np.median(match_margins(p_score, m_boost, xp)))
 
     def do_extract():
         ec = cfg.extract

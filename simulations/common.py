@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -82,28 +81,12 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _jsonable(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def write_json(path: Path, obj: dict) -> Path:
     """Write ``obj`` atomically (a half-written data file would break ``python -m paper``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
-    tmp.replace(path)
-    return path
+    from empirical.fileio import write_json as _write
+
+    _write(path, obj, sort_keys=False)
+    return Path(path)
 
 
 def record(name: str, settings: Settings, seed: int, config: dict, results: dict, seconds: float,

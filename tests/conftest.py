@@ -84,3 +84,28 @@ def helpers():
     """The helpers above, for tests that compare against the independent reference."""
     return types.SimpleNamespace(reference_encode=reference_encode, unshuffle=unshuffle,
                                  assert_close_f32=assert_close_f32)
+
+
+def _central_fd(f, arrays: dict, eps: float = 1e-6) -> dict:
+    """Central finite differences of the scalar ``f()`` for every entry of every array in ``arrays``
+    (changed in place and restored)."""
+    out = {}
+    for name, a in arrays.items():
+        g = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            old = a[i]
+            a[i] = old + eps
+            up = f()
+            a[i] = old - eps
+            down = f()
+            a[i] = old
+            g[i] = (up - down) / (2 * eps)
+        out[name] = g
+    return out
+
+
+@pytest.fixture(scope="session")
+def central_fd():
+    """:func:`_central_fd`, for the gradient checks (session-scoped, so property tests can use it)."""
+    return _central_fd
+

@@ -36,25 +36,9 @@ def ref_huber(r, delta) -> float:
     return float(np.mean(np.where(a <= delta, 0.5 * r * r / delta, a - 0.5 * delta)))
 
 
-def fd_grads(loss, params, eps=1e-6):
-    out = {}
-    for name, a in params.items():
-        g = np.zeros_like(a)
-        for i in np.ndindex(a.shape):
-            old = a[i]
-            a[i] = old + eps
-            up = loss()
-            a[i] = old - eps
-            down = loss()
-            a[i] = old
-            g[i] = (up - down) / (2 * eps)
-        out[name] = g
-    return out
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("depth", DEPTHS)
-def test_backward_matches_finite_differences(depth, seed):
+def test_backward_matches_finite_differences(depth, seed, central_fd):
     """Huber loss on T' with BatchNorm on batch statistics, everything in float64."""
     fam = family(depth)
     params = f64_params(fam, seed)
@@ -75,7 +59,7 @@ def test_backward_matches_finite_differences(depth, seed):
     assert value == pytest.approx(loss(), rel=1e-12)
     grads = backward(params, cache, dy, fam, np)
     assert set(grads) == set(params)
-    fd = fd_grads(loss, params)
+    fd = central_fd(loss, params)
     for k in params:
         assert grads[k].shape == params[k].shape, k
         assert close(grads[k], fd[k]), (k, rel_err(grads[k], fd[k]))
@@ -85,7 +69,7 @@ def test_backward_matches_finite_differences(depth, seed):
 
 
 @pytest.mark.parametrize("depth", DEPTHS)
-def test_backward_for_a_linear_loss(depth):
+def test_backward_for_a_linear_loss(depth, central_fd):
     """A second loss, sum(w * y): backward is checked without going through huber_loss."""
     fam = family(depth)
     params = f64_params(fam, 3)
@@ -94,7 +78,7 @@ def test_backward_for_a_linear_loss(depth):
     w = rng.standard_normal((4, 4, 5))
     _, cache = forward(params, rows, fam, np)
     grads = backward(params, cache, w, fam, np)
-    fd = fd_grads(lambda: float((w * forward(params, rows, fam, np)[0]).sum()), params)
+    fd = central_fd(lambda: float((w * forward(params, rows, fam, np)[0]).sum()), params)
     for k in params:
         assert close(grads[k], fd[k]), k
     if depth >= 1:  # BatchNorm on batch statistics: image 0's output depends on image 1's pixels
@@ -104,7 +88,7 @@ def test_backward_for_a_linear_loss(depth):
 
 
 @pytest.mark.parametrize("depth", [1, 2])
-def test_backward_with_frozen_batchnorm_statistics(depth):
+def test_backward_with_frozen_batchnorm_statistics(depth, central_fd):
     """With ``bn_stats`` given, BatchNorm is a fixed affine map; the gradient must treat it so."""
     fam = family(depth)
     params = f64_params(fam, 4)
@@ -115,19 +99,19 @@ def test_backward_with_frozen_batchnorm_statistics(depth):
     w = rng.standard_normal((3, 4, 5))
     _, cache = forward(params, rows, fam, np, bn_stats=stats)
     grads = backward(params, cache, w, fam, np)
-    fd = fd_grads(lambda: float((w * forward(params, rows, fam, np, bn_stats=stats)[0]).sum()), params)
+    fd = central_fd(lambda: float((w * forward(params, rows, fam, np, bn_stats=stats)[0]).sum()), params)
     for k in params:
         assert close(grads[k], fd[k]), (k, rel_err(grads[k], fd[k]))
     assert np.abs(grads["b1"]).max() > 1e-6  # frozen statistics do not cancel the bias
 
 
-def test_huber_gradient_matches_finite_differences():
+def test_huber_gradient_matches_finite_differences(central_fd):
     rng = np.random.default_rng(0)
     y, t = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
     delta = 0.5
     value, grad = huber_loss(y, t, delta, np)
     assert value == pytest.approx(ref_huber(y - t, delta), rel=1e-12)
-    fd = fd_grads(lambda: ref_huber(y - t, delta), {"y": y})["y"]
+    fd = central_fd(lambda: ref_huber(y - t, delta), {"y": y})["y"]
     assert rel_err(grad, fd) < 1e-6
     # L1-like far from zero: the gradient is bounded by 1 / size whatever the residual
     _, g = huber_loss(np.array([100.0, -100.0, 0.0, 0.01]), np.zeros(4), 0.1, np)
@@ -280,14 +264,13 @@ def test_fitted_encoder_tells_images_apart_depth_0(fits):
 @pytest.mark.parametrize("eps", [0.0, 1e-3, 3e-2])
 def test_whitened_parameters_compute_the_same_function(eps):
     """T' on whitened patches with mapped weights equals T' on raw pixels; and back again."""
-    from empirical.extraction import _from_white, _to_white, _whitened_rows, patch_whitening
+    from empirical.extraction import _from_white, _to_white, _whitened_patches
 
     fam = family(2, image_size=32, patch=8, hidden=16)
     imgs = bundled_images(12, 32, seed=2, patch=8)
     params = params_from_key(random_key(fam, 6), np)
     raw = patchify(imgs, 8)
-    mu, z = patch_whitening(raw, eps, np)
-    white = _whitened_rows(imgs, fam, mu, z, np)
+    white, mu, z = _whitened_patches(imgs, fam, eps, np)
     if eps > 0:  # unit variance along the directions above the floor
         cov = np.cov(white.reshape(-1, white.shape[2]).T)
         assert np.abs(np.diag(cov)).max() < 1.05

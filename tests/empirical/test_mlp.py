@@ -6,23 +6,6 @@ from hypothesis import strategies as st
 from empirical.mlp import Adam, init_mlp, mlp_backward, mlp_forward, n_layers
 
 
-def central_fd(f, arrays: dict, eps=1e-6) -> dict:
-    """Central finite differences of the scalar ``f()`` for every entry of every array in ``arrays``."""
-    out = {}
-    for name, a in arrays.items():
-        g = np.zeros_like(a)
-        for i in np.ndindex(a.shape):
-            old = a[i]
-            a[i] = old + eps
-            up = f()
-            a[i] = old - eps
-            down = f()
-            a[i] = old
-            g[i] = (up - down) / (2 * eps)
-        out[name] = g
-    return out
-
-
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12))
@@ -61,7 +44,7 @@ def test_forward_gives_unit_embeddings():
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 6),
        sizes=st.lists(st.integers(2, 6), min_size=2, max_size=4))
-def test_mlp_gradients_match_finite_differences(seed, batch, sizes):
+def test_mlp_gradients_match_finite_differences(central_fd, seed, batch, sizes):
     """Loss sum(w * emb) through every layer and the L2 normalisation, in float64."""
     params = f64_mlp(sizes, seed)
     rng = np.random.default_rng([seed, 2])

@@ -34,7 +34,7 @@ def reference_loss(f, g, log_t) -> float:
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), b=st.integers(1, 7), e=st.integers(1, 5),
        log_t=st.floats(0.0, float(np.log(10.0))))
-def test_contrastive_loss_value_and_gradients(seed, b, e, log_t):
+def test_contrastive_loss_value_and_gradients(central_fd, seed, b, e, log_t):
     # (up to t = 10: with t near 100 a diagonal probability can fall to ~1e-29, where the loss's
     # 1e-30 floor inside the log shifts the reported value; the gradients ignore that floor)
     rng = np.random.default_rng(seed)
@@ -44,22 +44,9 @@ def test_contrastive_loss_value_and_gradients(seed, b, e, log_t):
     assert d_f.shape == f.shape and d_g.shape == g.shape
 
     eps = 1e-6
-
-    def fd(a, fn):
-        out = np.zeros_like(a)
-        for i in np.ndindex(a.shape):
-            old = a[i]
-            a[i] = old + eps
-            up = fn()
-            a[i] = old - eps
-            down = fn()
-            a[i] = old
-            out[i] = (up - down) / (2 * eps)
-        return out
-
     # the loss as a function of f and g themselves (no normalisation in between)
-    fd_f = fd(f, lambda: reference_loss(f, g, log_t))
-    fd_g = fd(g, lambda: reference_loss(f, g, log_t))
+    fd = central_fd(lambda: reference_loss(f, g, log_t), {"f": f, "g": g}, eps)
+    fd_f, fd_g = fd["f"], fd["g"]
     fd_t = (reference_loss(f, g, log_t + eps) - reference_loss(f, g, log_t - eps)) / (2 * eps)
     assert rel_err(d_f, fd_f) < 1e-5 or np.abs(d_f - fd_f).max() < 1e-8
     assert rel_err(d_g, fd_g) < 1e-5 or np.abs(d_g - fd_g).max() < 1e-8
