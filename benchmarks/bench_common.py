@@ -101,7 +101,7 @@ def fit_exponent(ns, ys) -> float | None:
     """Least-squares slope of log(y) against log(n): y ~ c * n^slope."""
     import numpy as np
 
-    pts = [(n, y) for n, y in zip(ns, ys) if y and y > 0]
+    pts = [(n, y) for n, y in zip(ns, ys, strict=True) if y and y > 0]
     if len(pts) < 2:
         return None
     x = np.log([p[0] for p in pts])

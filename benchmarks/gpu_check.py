@@ -46,8 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (REPO, GpuMemory, gib, machine, now_utc, package_fingerprint, peak_rss_bytes,  # noqa: E402
-                          write_json)
+from bench_common import REPO, GpuMemory, gib, machine, now_utc, package_fingerprint, peak_rss_bytes, write_json
 
 CHALLENGE_N = 14_643
 VARIANTS = ("neuracrypt-7", "neuracrypt-47")
@@ -205,8 +204,8 @@ def part_agree(args, xp) -> dict:
     check("psim", "row moment features", _rel(rf_h, h(rf_d)), "rel_diff", 1e-3)
     pairs_h = training_pairs(imgs, fam, pc, args.seed, np)
     pairs_d = training_pairs(d(imgs), fam, pc, args.seed, xp)
-    check("psim", "training pairs", max(max(_rel(a, h(c)), _rel(b, h(e))) for (a, b), (c, e) in zip(pairs_h, pairs_d)),
-          "rel_diff", 1e-3)
+    pair_diff = max(max(_rel(a, h(c)), _rel(b, h(e))) for (a, b), (c, e) in zip(pairs_h, pairs_d, strict=True))
+    check("psim", "training pairs", pair_diff, "rel_diff", 1e-3)
     model_h, loss_h = train_psim(pairs_h, pc, args.seed, np)
     model_d, loss_d = train_psim([(d(a), d(b)) for a, b in pairs_h], pc, args.seed, xp)
     check("psim", f"training loss, {pc.steps} steps", _rel(loss_h, loss_d), "rel_diff", 1e-2)
@@ -224,7 +223,7 @@ def part_agree(args, xp) -> dict:
     check("first", "balanced pre-score", _rel(pre_h, h(pre_d)), "rel_diff", 1e-3)
     k = 10
     cand_h, cand_d = top_candidates(pre_h, k, np), top_candidates(pre_d, k, xp)
-    same_sets = np.mean([set(a) == set(b) for a, b in zip(cand_h, cand_d)])
+    same_sets = np.mean([set(a) == set(b) for a, b in zip(cand_h, cand_d, strict=True)])
     check("first", "candidate sets", float(same_sets), "share_equal", 0.98)
     val_h, val_d = isim_candidates(pe_h, re_h, cand_h, np), isim_candidates(pe_d, re_d, cand_h, xp)
     check("first", "exact i-sim on candidates", _rel(val_h, val_d), "rel_diff", 1e-4)
@@ -247,8 +246,8 @@ def part_agree(args, xp) -> dict:
     par_d = {q: d(v) for q, v in par_h.items()}
     st_h = mean_batch_stats(par_h, imgs[b_h], groups, fam, np)
     st_d = mean_batch_stats(par_d, d(imgs)[d(b_h)], groups, fam, xp)
-    check("final", "mean BatchNorm statistics", max(_rel(a[i], h(b[i])) for a, b in zip(st_h, st_d) for i in (0, 1)),
-          "rel_diff", 1e-3)
+    stat_diff = max(_rel(a[i], h(b[i])) for a, b in zip(st_h, st_d, strict=True) for i in (0, 1))
+    check("final", "mean BatchNorm statistics", stat_diff, "rel_diff", 1e-3)
     y_h = encode_each(par_h, imgs, fam, st_h, np)
     y_d = encode_each(par_d, d(imgs), fam, st_h and [(d(a), d(b)) for a, b in st_h], xp)
     check("final", "T'(x) of every original", _rel(y_h, h(y_d)), "rel_diff", 1e-3)
@@ -265,7 +264,7 @@ def part_agree(args, xp) -> dict:
     res_h = run_attack(game, cfg, np, quiet=True)
     res_d = run_attack(game, cfg, xp, quiet=True)
     e2e = []
-    for a, b in zip(res_h.stages, res_d.stages):
+    for a, b in zip(res_h.stages, res_d.stages, strict=True):
         row = {"stage": a.name, "numpy_seconds": a.seconds, "device_seconds": b.seconds}
         if a.matching is not None:
             row.update(numpy_share=share_matched(a.matching, truth), device_share=share_matched(b.matching, truth),
@@ -469,9 +468,10 @@ def _table(report: dict) -> str:
             lines.append(f"agreement  FAILED to run: {a['error'][:200]}")
         else:
             bad = [c for c in a["checks"] if not c["ok"]]
-            lines.append(f"agreement  {'ok' if a['ok'] else 'FAILED'}  {len(a['checks']) - len(bad)}/{len(a['checks'])} "
-                         f"stage outputs within limits" + (f"; failed: {', '.join(c['stage'] + ' ' + c['output'] for c in bad)}"
-                                                          if bad else ""))
+            failed = ", ".join(c["stage"] + " " + c["output"] for c in bad)
+            n_ok, n_all = len(a["checks"]) - len(bad), len(a["checks"])
+            lines.append(f"agreement  {'ok' if a['ok'] else 'FAILED'}  {n_ok}/{n_all} "
+                         f"stage outputs within limits" + (f"; failed: {failed}" if bad else ""))
     c = report.get("challenge")
     if c:
         if "error" in c:
@@ -479,7 +479,8 @@ def _table(report: dict) -> str:
         else:
             lines.append(f"challenge  {c['images']['n']:,} images drawn in {c['images_seconds']:.0f} s (CPU, in the "
                          f"background; waited {c['images_waited_seconds']:.0f} s for them)")
-            lines.append(f"  {'variant':14s} {'N':>6s} {'status':>10s} {'final':>7s} {'total s':>8s} {'GPU peak':>9s}  stages (s)")
+            lines.append(f"  {'variant':14s} {'N':>6s} {'status':>10s} {'final':>7s} {'total s':>8s} "
+                         f"{'GPU peak':>9s}  stages (s)")
             for r in c["runs"]:
                 share = f"{r['final_share_matched']:.1%}" if "final_share_matched" in r else "-"
                 tot = f"{r['total_seconds']:.0f}" if "total_seconds" in r else "-"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import machine, now_utc, write_json  # noqa: E402
+from bench_common import machine, now_utc, write_json
 
 
 def main(argv=None) -> int:

@@ -27,8 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (GpuMemory, fit_exponent, gib, machine, now_utc, package_fingerprint,  # noqa: E402
-                          peak_rss_bytes, write_json)
+from bench_common import GpuMemory, fit_exponent, gib, machine, now_utc, package_fingerprint, peak_rss_bytes, write_json
 
 DEFAULT_N = (250, 500, 1000, 2000, 4000)
 N_DEPENDENT = ("align", "first", "boost", "final")  # stages whose work grows with N

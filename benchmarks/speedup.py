@@ -40,7 +40,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import machine, now_utc, peak_rss_bytes, gib, write_json  # noqa: E402
+from bench_common import gib, machine, now_utc, peak_rss_bytes, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,8 +263,10 @@ def main(argv=None) -> int:
     for r in runs:
         lines.append(
             f"this project, k = {r['k']}: balanced sliced pre-score {r['prescore_seconds']:.1f} s"
-            f"{' (reused)' if r.get('prescore_reused_from_first_run') else ''} + top-k {r['top_candidates_seconds']:.2f} s"
-            f" + exact i-sim on candidates {r['isim_seconds']:.1f} s + first matching {r['first_matching_seconds']:.1f} s"
+            f"{' (reused)' if r.get('prescore_reused_from_first_run') else ''}"
+            f" + top-k {r['top_candidates_seconds']:.2f} s"
+            f" + exact i-sim on candidates {r['isim_seconds']:.1f} s"
+            f" + first matching {r['first_matching_seconds']:.1f} s"
             f" = {r['total_seconds']:.1f} s wall ({r['total_cpu_seconds']:.1f} s CPU)")
         lines.append(
             f"    exact assignments: {r['exact_assignments']:,} of size {P}x{P} "

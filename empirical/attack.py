@@ -15,7 +15,6 @@ import platform
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 

@@ -14,7 +14,7 @@ class BackendError(RuntimeError):
 
 def _cupy_with_gpu():
     try:
-        import cupy  # noqa: F401
+        import cupy
     except Exception:  # ImportError, or a CUDA library that fails to load
         return None
     try:

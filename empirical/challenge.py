@@ -116,7 +116,7 @@ def make_game(out, images: np.ndarray, ids: list, config: EncoderConfig, n_encod
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write_json(tmp / "encoder.json", config.to_json())
-        for img_id, img in zip(ids, images):
+        for img_id, img in zip(ids, images, strict=True):
             write_png16(tmp / ORIG_DIR / img_id, img[0])
         for k in range(n_encoded):
             write_npy(tmp / ENC_DIR / f"{k}.npy", enc[k].astype(np.float32))
@@ -227,7 +227,7 @@ def read_game(game_dir, progress=None) -> Game:
     if len(files) != len(path_list):
         raise GameError(f"{len(files)} encodings but the path list names {len(path_list)} ids")
     shape = (cfg.n_patches, cfg.hidden)
-    encodings = np.empty((len(files),) + shape, np.float32)
+    encodings = np.empty((len(files), *shape), np.float32)
     for k, name in enumerate(files):
         try:
             a = np.load(enc_dir / name, allow_pickle=False)

@@ -55,7 +55,7 @@ class EncoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "EncoderConfig":
+    def from_json(cls, d: dict) -> EncoderConfig:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -97,7 +97,7 @@ class EncoderKey:
     mix_w: np.ndarray | None  # (D, D)  (out, in)
     mix_b: np.ndarray | None  # (D,)
 
-    def to(self, xp) -> "EncoderKey":
+    def to(self, xp) -> EncoderKey:
         """The same key with its arrays on ``xp``'s device."""
         conv = lambda a: None if a is None else xp.asarray(a)  # noqa: E731
         return replace(
@@ -167,7 +167,7 @@ def encode_batch(x, key: EncoderKey, xp):
     if cfg.depth == -1:
         return h
     h = xp.maximum(h, 0)
-    for w, b, g, beta in zip(key.block_w, key.block_b, key.bn_w, key.bn_b):
+    for w, b, g, beta in zip(key.block_w, key.block_b, key.bn_w, key.bn_b, strict=True):
         h = h @ w.T + b
         h = xp.maximum(batchnorm(h, g, beta, xp), 0)
     h = xp.maximum(h + key.pos, 0)
@@ -218,7 +218,7 @@ def state_dict(key: EncoderKey) -> dict:
     cfg = key.config
     d = cfg.hidden
     sd = {"image_encoder.0.weight": to_numpy(key.conv_w), "image_encoder.0.bias": to_numpy(key.conv_b)}
-    for i, (w, b, g, beta) in enumerate(zip(key.block_w, key.block_b, key.bn_w, key.bn_b)):
+    for i, (w, b, g, beta) in enumerate(zip(key.block_w, key.block_b, key.bn_w, key.bn_b, strict=True)):
         sd[f"image_encoder.{2 + 3 * i}.weight"] = to_numpy(w).reshape(d, d, 1, 1)
         sd[f"image_encoder.{2 + 3 * i}.bias"] = to_numpy(b)
         sd[f"image_encoder.{3 + 3 * i}.weight"] = to_numpy(g)

@@ -55,5 +55,5 @@ def challenge2_score(true_key: EncoderKey, est_key: EncoderKey, images, xp=np, s
     b = to_numpy(e.mean(axis=1)).astype(np.float64)
     d2 = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None, :]  # (n, n): T'(x_i) vs T(x_j)
     hits = d2.argmin(axis=1) == np.arange(len(a))
-    return {"share": float(hits.mean()), "n": int(len(a)),
+    return {"share": float(hits.mean()), "n": len(a),
             "relative_error": float(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))}

@@ -46,7 +46,7 @@ def params_from_key(key: EncoderKey, xp) -> dict:
     """Trainable parameters of T' as a dict of ``xp`` arrays."""
     cfg = key.config
     p = {"W0": key.conv_w.reshape(cfg.hidden, -1), "b0": key.conv_b}
-    for i, (w, b) in enumerate(zip(key.block_w, key.block_b)):
+    for i, (w, b) in enumerate(zip(key.block_w, key.block_b, strict=True)):
         p[f"W{i + 1}"], p[f"b{i + 1}"] = w, b
     if cfg.depth >= 0:
         p["pos"], p["Wm"], p["bm"] = key.pos, key.mix_w, key.mix_b
@@ -311,7 +311,7 @@ def mean_batch_stats(params: dict, images, groups: np.ndarray, family: EncoderCo
     for g in ids:
         rows = patchify(xp.asarray(images[np.flatnonzero(groups == g)], dtype=xp.float32), family.patch)
         st = batch_stats(params, rows, family, xp)
-        acc = st if acc is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(acc, st)]
+        acc = st if acc is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(acc, st, strict=True)]
     return [(m / len(ids), v / len(ids)) for m, v in acc]
 
 

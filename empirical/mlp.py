@@ -5,13 +5,15 @@ backward pass needs, and the tests check every gradient against central finite d
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
 def init_mlp(sizes, rng: np.random.Generator, xp=np) -> dict:
     """Weights of Linear-ReLU-...-Linear with layer sizes ``sizes``; He-uniform initialisation."""
     params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         bound = np.sqrt(6.0 / fan_in)
         params[f"W{i}"] = xp.asarray(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
         params[f"b{i}"] = xp.zeros(fan_out, dtype=xp.float32)

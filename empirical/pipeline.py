@@ -38,7 +38,7 @@ from .challenge import Game
 from .extraction import ExtractConfig, encode_each, fit_encoder, key_from_params, mean_batch_stats, refine_encoder
 from .isim import balance, first_matching, isim_candidates, sliced_prescore, top_candidates
 from .progress import progress_bar
-from .psim import PsimConfig, PsimModel, evaluate_psim, patch_features, row_features, training_pairs, train_psim
+from .psim import PsimConfig, PsimModel, evaluate_psim, patch_features, row_features, train_psim, training_pairs
 
 STAGES = ("align", "psim", "first", "boost", "extract", "final")
 
@@ -77,7 +77,7 @@ class AttackResult:
 
     def submission(self, game: Game) -> dict:
         """``{id: "<k>.npy"}`` for every encoding file."""
-        return {game.ids[int(a)]: f for f, a in zip(game.files, self.matching)}
+        return {game.ids[int(a)]: f for f, a in zip(game.files, self.matching, strict=True)}
 
 
 def _game_fingerprint(game: Game) -> str:

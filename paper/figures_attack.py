@@ -170,7 +170,7 @@ def fig_variants(data, path):
         vals = [100 * (row[k] or 0) for k, _ in keys]
         xs = x + (i - (len(rows) - 1) / 2) * w
         ax.bar(xs, vals, w, color=COLORS.get(row["preset"]), label=f"{row['preset']} (N = {row['n']:,})")
-        for xi, v in zip(xs, vals):
+        for xi, v in zip(xs, vals, strict=True):
             ax.text(xi, v + 1.5, f"{v:.0f}%" if v >= 10 or v == 0 else f"{v:.1f}%", ha="center", va="bottom",
                     fontsize=7, rotation=90)
     ax.set_xticks(x)

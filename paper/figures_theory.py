@@ -51,7 +51,7 @@ def fig_cia(data, path):
 
     bars = []
     mc = r["ideal_monte_carlo"]
-    bars.append(("ideal, |X| = %d\nall-queries adversary" % mc["domain_size"], mc["advantage"],
+    bars.append((f"ideal, |X| = {mc['domain_size']}\nall-queries adversary", mc["advantage"],
                  (mc["low"], mc["high"]), "CIA"))
     for row in r["leaky_exact"]:
         kind = "CIA" if "cia" in row["adversary"] else "NIA"
@@ -67,7 +67,7 @@ def fig_cia(data, path):
     y = np.arange(len(bars))[::-1]
     colors = ["tab:blue" if b[3] == "NIA" else "tab:red" for b in bars]
     ax2.barh(y, [b[1] for b in bars], color=colors, height=0.65)
-    for yi, b in zip(y, bars):
+    for yi, b in zip(y, bars, strict=True):
         if b[2] is not None:
             ax2.errorbar(b[1], yi, xerr=[[max(0, b[1] - b[2][0])], [max(0, b[2][1] - b[1])]], color="k",
                          capsize=3, lw=1)
@@ -93,9 +93,9 @@ def fig_predictor(data, path):
     fig, axes = plt.subplots(1, len(settings), figsize=(6.0 * len(settings), 4.6), squeeze=False)
     eps_all = sorted({r["target_eps"] for r in rows if r["target_eps"] is not None})
     cmap = plt.get_cmap("viridis")
-    for ax, setting in zip(axes[0], settings):
+    for ax, setting in zip(axes[0], settings, strict=True):
         sub = [r for r in rows if r["setting"] == setting and r["accepted"]]
-        for j, eps in enumerate([None] + eps_all):
+        for j, eps in enumerate([None, *eps_all]):
             pts = defaultdict(list)
             for r in sub:
                 if r["target_eps"] == eps:
@@ -142,7 +142,7 @@ def fig_counterexample(data, path):
     nrow = int(np.ceil(len(targets) / cols))
     fig, axes = plt.subplots(nrow, cols, figsize=(6.0 * cols, 3.9 * nrow), squeeze=False)
     n = d["config"]["n"]
-    for ax, t in zip(axes.ravel(), targets):
+    for ax, t in zip(axes.ravel(), targets, strict=True):
         sub = sorted((r for r in rows if r["targets"] == t), key=lambda r: r["m_over_n"])
         lc = [r for r in sub if r["strategy"] == "leak_constant"]
         mn = np.array([r["m_over_n"] for r in lc])

@@ -7,9 +7,9 @@ on disk (content, not modification times: a git checkout does not keep file time
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import figures_attack as fa
 from . import figures_theory as ft
@@ -53,11 +53,11 @@ def paper_output() -> Output:
     """``paper.md``: drawn from the data files and the template (and the tables it includes)."""
     from .write import write_paper
 
-    return Output("paper.md", PAPER_SOURCES, write_paper, THEORY + ("run_all.json",))
+    return Output("paper.md", PAPER_SOURCES, write_paper, (*THEORY, "run_all.json"))
 
 
 def all_outputs() -> tuple:
-    return OUTPUTS + (paper_output(),)
+    return (*OUTPUTS, paper_output())
 
 
 def source_hashes(output: Output, data_dir: Path, out_dir: Path) -> dict:

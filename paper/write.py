@@ -210,9 +210,9 @@ def _theory_context(data) -> dict:
     rows = ce["results"]["rows"]
     big = max(r["m_over_n"] for r in rows)
     t_max = max(r["targets"] for r in rows)
-    at = [r for r in rows if r["m_over_n"] == big and r["targets"] == t_max and r["strategy"] == "leak_constant"][0]
-    small = [r for r in rows if r["m_over_n"] == min(x["m_over_n"] for x in rows) and r["targets"] == t_max
-             and r["strategy"] == "leak_constant"][0]
+    at = next(r for r in rows if r["m_over_n"] == big and r["targets"] == t_max and r["strategy"] == "leak_constant")
+    small = next(r for r in rows if r["m_over_n"] == min(x["m_over_n"] for x in rows) and r["targets"] == t_max
+             and r["strategy"] == "leak_constant")
     c.update(ce_n=_n(ce["config"]["n"]), ce_big=_n(big), ce_targets=_n(t_max), ce_exact_big=_f(at["exact_score"], 3),
              ce_chance=_f(at["chance"], 3), ce_small=_n(small["m_over_n"]), ce_exact_small=_f(small["exact_score"], 3),
              ce_mc_big=_f(at["mc_score"], 3))

@@ -41,7 +41,7 @@ class Settings:
     tiny: bool = False  # test-fixture sizes: seconds in all, numbers meaningless
 
     @classmethod
-    def make(cls, quick: bool = False, backend: str = "numpy", tiny: bool = False) -> "Settings":
+    def make(cls, quick: bool = False, backend: str = "numpy", tiny: bool = False) -> Settings:
         """The full sweep; with ``quick`` the smoke-test sizes (minutes in all on 2 cores); with
         ``tiny`` the sizes of the tests' fixtures (seconds; the numbers mean nothing)."""
         if tiny:
@@ -51,8 +51,8 @@ class Settings:
         if not quick:
             return cls(quick=False, backend=backend)
         return cls(quick=True, hidden=128, table1_n=150, scaling_n=(75, 150, 300), psim_steps=100,
-                   psim_encoders=3, psim_images=96, extract_steps=10, refine_steps=10, fresh_images=64, pair_samples=300,
-                   backend=backend)
+                   psim_encoders=3, psim_images=96, extract_steps=10, refine_steps=10, fresh_images=64,
+                   pair_samples=300, backend=backend)
 
     def to_json(self) -> dict:
         d = asdict(self)

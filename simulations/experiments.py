@@ -159,7 +159,7 @@ def per_pair_timing(run, samples: int, seed: int) -> dict:
     a, b = rng.integers(len(pf), size=samples), rng.integers(len(rf), size=samples)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    for i, j in zip(a, b):
+    for i, j in zip(a, b, strict=True):
         linear_sum_assignment(pf[i] @ rf[j].T, maximize=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"samples": samples, "seconds_per_pair": wall / samples, "cpu_seconds_per_pair": cpu / samples,
@@ -167,7 +167,7 @@ def per_pair_timing(run, samples: int, seed: int) -> dict:
 
 
 def _slope(ns, ys) -> float | None:
-    pts = [(n, y) for n, y in zip(ns, ys) if y and y > 0]
+    pts = [(n, y) for n, y in zip(ns, ys, strict=True) if y and y > 0]
     if len(pts) < 2:
         return None
     x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])

@@ -103,7 +103,7 @@ def _summary(run: Run, settings: Settings) -> dict:
         "boost_rounds": len(boosts),
         "share_final": by["final"]["share_matched"],
         "final_used": by["final"].get("used"),
-        "matched_final": int(round(by["final"]["share_matched"] * run.n)),
+        "matched_final": round(by["final"]["share_matched"] * run.n),
         "psim_balanced_accuracy": by["psim"].get("balanced_accuracy"),
         "local_perm_share": by["align"].get("local_perm_share"),
         "global_perm_share": boosts[-1].get("global_perm_share") if boosts else None,

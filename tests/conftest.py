@@ -5,11 +5,11 @@ import os
 # over the cores (set before NumPy is first imported).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import types  # noqa: E402
+import types
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import settings  # noqa: E402
+import numpy as np
+import pytest
+from hypothesis import settings
 
 # Timing deadlines make property tests fail on a busy machine for reasons unrelated to the code.
 settings.register_profile("project", deadline=None)

@@ -17,8 +17,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import scipy
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     full = (CiaExperimentConfig(), PredictorExperimentConfig(), CounterexampleExperimentConfig())
-    configs = dict(zip(EXPERIMENTS, quick_configs() if args.quick else full))
+    configs = dict(zip(EXPERIMENTS, quick_configs() if args.quick else full, strict=True))
     runners = {"cia": run_cia, "predictor": run_predictor, "counterexample": run_counterexample}
     for offset, name in enumerate(EXPERIMENTS):
         if name not in args.only:

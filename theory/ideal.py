@@ -27,10 +27,10 @@ but not label-preserving, so it fails Definition 2 (2)).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from fractions import Fraction
-from typing import Callable, Sequence
+from functools import cached_property
 
 import numpy as np
 import sympy

@@ -19,8 +19,9 @@ Under the ideal encoder the encoded concept is ``c`` itself
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -134,6 +135,6 @@ class NoisyLearner:
         h = base.copy()
         for y in (0, 1):
             region = np.flatnonzero(base == y)
-            flips = rng.choice(region, size=int(round(self.eps * len(region))), replace=False)
+            flips = rng.choice(region, size=round(self.eps * len(region)), replace=False)
             h[flips] = 1 - y
         return h

@@ -28,9 +28,9 @@ two labelled examples.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 
@@ -187,6 +187,6 @@ def exact_error(per_vote: Sequence[Fraction], test_weights: Sequence[float], vot
     """
     if exact:
         cache = {e: majority_error_exact(votes, e) for e in set(per_vote)}
-        return sum((Fraction(w) * cache[e] for w, e in zip(test_weights, per_vote)), Fraction(0))
+        return sum((Fraction(w) * cache[e] for w, e in zip(test_weights, per_vote, strict=True)), Fraction(0))
     cache = {e: majority_error_float(votes, float(e)) for e in set(per_vote)}
-    return float(sum(float(w) * cache[e] for w, e in zip(test_weights, per_vote)))
+    return float(sum(float(w) * cache[e] for w, e in zip(test_weights, per_vote, strict=True)))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .checking import CheckResult, ProofConfig
 from .checks_appendix import (
@@ -79,7 +79,7 @@ CHECKS: tuple[Callable[[EncoderFactory, ProofConfig], CheckResult], ...] = (
 
 def run_checks(
     encoder_factory: EncoderFactory = IdealEncoder,
-    config: ProofConfig = ProofConfig(),
+    config: ProofConfig | None = None,
     checks: Sequence[Callable] = CHECKS,
 ) -> list[CheckResult]:
     """Run ``checks`` against the encoder built by ``encoder_factory``.
@@ -89,7 +89,7 @@ def run_checks(
     encoder_factory : callable
         Labels (a 0/1 tuple) to a :class:`theory.games.FiniteKeyedEncoding`
         whose codes are domain points; the ideal encoder by default.
-    config : ProofConfig
+    config : ProofConfig, optional
         Sizes and seed.
     checks : sequence of callable
         Subset of :data:`CHECKS`.
@@ -98,6 +98,7 @@ def run_checks(
     -------
     list of CheckResult
     """
+    config = ProofConfig() if config is None else config
     return [check(encoder_factory, config) for check in checks]
 
 

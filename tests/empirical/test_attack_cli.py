@@ -21,7 +21,8 @@ from empirical.backend import backend_name, get_backend
 from empirical.challenge import ENC_DIR, ORIG_DIR
 
 N, EXTRA = 40, 6
-SMALL = ["--psim-steps", "20", "--extract-steps", "5", "--refine-steps", "5", "--candidates", "5", "--backend", "numpy", "--quiet"]
+SMALL = ["--psim-steps", "20", "--extract-steps", "5", "--refine-steps", "5", "--candidates", "5",
+         "--backend", "numpy", "--quiet"]
 
 
 class SecretTouched(AssertionError):
@@ -198,7 +199,8 @@ def test_secret_key_adds_local_permutations_and_challenge_2(made, tmp_path, caps
 def test_default_run_builds_and_scores_its_own_game(tmp_path, capsys):
     out = tmp_path / "r.json"
     rc = attack.main(["--n", "30", "--extra", "4", "--image-size", "32", "--patch", "8", "--hidden", "16",
-                      "--psim-steps", "10", "--extract-steps", "3", "--refine-steps", "3", "--fresh", "0", "--backend", "numpy", "--quiet",
+                      "--psim-steps", "10", "--extract-steps", "3", "--refine-steps", "3", "--fresh", "0",
+                      "--backend", "numpy", "--quiet",
                       "--json", str(out)])
     capsys.readouterr()
     assert rc == 0
@@ -215,7 +217,7 @@ def test_default_run_builds_and_scores_its_own_game(tmp_path, capsys):
 # --- bad input and help ------------------------------------------------------------------------
 
 def _one_error_line(capsys, rc):
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert rc == 2
     assert "Traceback" not in err
     lines = err.strip().splitlines()

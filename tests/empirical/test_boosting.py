@@ -24,7 +24,7 @@ def synthetic(seed, n_orig=220, n=200, p=16, e=8, sigma=0.5, right=0.05):
     rows = np.empty((n, p, e), np.float32)
     rows[:, pi] = unit(patch[truth] + sigma * rng.standard_normal((n, p, e)))
     start = truth.copy()
-    wrong = rng.permutation(n)[: n - int(round(right * n))]
+    wrong = rng.permutation(n)[: n - round(right * n)]
     kept = np.setdiff1d(np.arange(n), wrong)
     others = np.setdiff1d(np.arange(n_orig), truth[kept])  # keeps the start one-to-one
     start[wrong] = rng.permutation(others)[: len(wrong)]
@@ -46,7 +46,7 @@ def test_estimate_global_perm_from_a_correct_matching(seed, p, e):
 
 
 def test_estimate_global_perm_tolerates_a_mostly_wrong_matching():
-    patch, rows, truth, pi, start = synthetic(1, right=0.3)
+    patch, rows, _truth, pi, start = synthetic(1, right=0.3)
     np.testing.assert_array_equal(estimate_global_perm(patch, rows, start, np), pi)
 
 

@@ -338,7 +338,7 @@ BROKEN = {
     "path list invalid": (_write(PATH_LIST, '["img0.png", '), "not valid JSON"),
     "path list dict": (_write(PATH_LIST, '{"img0.png": "0.npy"}'), "JSON list"),
     "path list numbers": (_write(PATH_LIST, "[0, 1, 2, 3, 4]"), "JSON list"),
-    "path list unknown id": (_edit_json(PATH_LIST, lambda ids: ids[:-1] + ["ghost.png"]), "no original.*ghost.png"),
+    "path list unknown id": (_edit_json(PATH_LIST, lambda ids: [*ids[:-1], "ghost.png"]), "no original.*ghost.png"),
     "path list duplicate": (_edit_json(PATH_LIST, lambda ids: ids[:-1] + ids[:1]), "more than once"),
     "no encodings": (_remove(ENC_DIR), "missing folder of encodings"),
     "empty encodings": (_empty_dir(ENC_DIR), "no .npy encodings"),
@@ -357,7 +357,7 @@ BROKEN = {
 
 def test_small_game_reads(small_game):
     g = read_game(small_game[0])
-    assert g.encodings.shape == (5,) + ENC_SHAPE and len(g.ids) == 6
+    assert g.encodings.shape == (5, *ENC_SHAPE) and len(g.ids) == 6
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))

@@ -142,7 +142,7 @@ def test_folder_lists_images_recursively(folder):
 def test_folder_pixel_values(folder):
     root, px = folder
     ids, imgs = load_folder(root, 32)
-    im = dict(zip(ids, imgs[:, 0]))
+    im = dict(zip(ids, imgs[:, 0], strict=True))
     np.testing.assert_allclose(im["a/gray8.png"], px["g8"] / 255.0, rtol=0, atol=1e-7)  # 8-bit: v / 255
     np.testing.assert_allclose(im["a/b/gray16.png"], px["g16"] / 65535.0, rtol=0, atol=1e-7)  # 16-bit: v / 65535
     np.testing.assert_allclose(im["photo.jpg"], 128 / 255, atol=2 / 255)
@@ -153,7 +153,7 @@ def test_folder_pixel_values(folder):
 def test_non_square_is_resized_on_the_short_side_then_centre_cropped(folder):
     root, _ = folder
     ids, imgs = load_folder(root, 32)
-    im = dict(zip(ids, imgs[:, 0]))
+    im = dict(zip(ids, imgs[:, 0], strict=True))
     wide, tall = im["wide.png"], im["tall.png"]
     for a in (wide, tall):
         np.testing.assert_allclose(a, np.tile(a[:1], (32, 1)), atol=1e-6)  # value still depends on column only

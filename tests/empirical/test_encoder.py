@@ -8,8 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from empirical.encoder import (
-    PRESETS, EncoderConfig, encode, encode_batch, key_from_state_dict, load_key, preset, random_key,
-    save_key, state_dict,
+    PRESETS,
+    EncoderConfig,
+    encode,
+    encode_batch,
+    key_from_state_dict,
+    load_key,
+    preset,
+    random_key,
+    save_key,
+    state_dict,
 )
 
 TINY = dict(image_size=32, patch=8, hidden=16)  # P = 16 patches of 64 pixels
@@ -204,7 +212,7 @@ def _first_in_two_batches(name):
 
 @pytest.mark.parametrize("name", BN_PRESETS)
 def test_same_image_in_two_batches_differs_with_batchnorm(name):
-    a, b, alone = _first_in_two_batches(name)
+    a, b, _alone = _first_in_two_batches(name)
     assert np.abs(a - b).max() > 1e-2 * max(1.0, np.abs(a).max())
 
 
@@ -347,7 +355,7 @@ def _write_npz(path, cfg, sd):
 def test_load_rejects_missing_weights(name, tmp_path):
     cfg = tiny(name)
     sd = state_dict(random_key(cfg, 0))
-    for missing in [k for k in sd if k.endswith("bias")][-2:] + ["image_encoder.0.weight"]:
+    for missing in [*[k for k in sd if k.endswith("bias")][-2:], "image_encoder.0.weight"]:
         path = tmp_path / f"missing-{missing}.npz"
         _write_npz(path, cfg, {k: v for k, v in sd.items() if k != missing})
         with pytest.raises(ValueError, match=f"missing weight '{missing}'"):

@@ -6,7 +6,11 @@ from empirical.challenge import Game, Secrets, game_in_memory
 from empirical.data import bundled_images
 from empirical.encoder import preset, random_key
 from empirical.evaluate import (
-    challenge2_score, global_perm_share, local_perm_share, share_matched, true_matching,
+    challenge2_score,
+    global_perm_share,
+    local_perm_share,
+    share_matched,
+    true_matching,
 )
 
 FAM = preset("neuracrypt-7", image_size=32, patch=8, hidden=8, bn_batch=4)

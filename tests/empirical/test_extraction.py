@@ -5,8 +5,16 @@ import pytest
 from empirical.data import bundled_images
 from empirical.encoder import encode, encode_batch, patchify, preset, random_key
 from empirical.extraction import (
-    ExtractConfig, backward, batch_stats, encode_each, fit_encoder, forward, huber_loss, key_from_params,
-    mean_batch_stats, params_from_key,
+    ExtractConfig,
+    backward,
+    batch_stats,
+    encode_each,
+    fit_encoder,
+    forward,
+    huber_loss,
+    key_from_params,
+    mean_batch_stats,
+    params_from_key,
 )
 
 DEPTHS = [-1, 0, 1, 2]
@@ -142,9 +150,9 @@ def test_key_params_round_trip(depth):
     np.testing.assert_array_equal(back.conv_w, key.conv_w)
     np.testing.assert_array_equal(back.conv_b, key.conv_b)
     assert len(back.block_w) == len(key.block_w) == max(depth, 0)
-    for a, b in zip(back.block_w + back.block_b, key.block_w + key.block_b):
+    for a, b in zip(back.block_w + back.block_b, key.block_w + key.block_b, strict=True):
         np.testing.assert_array_equal(a, b)
-    for g, beta in zip(back.bn_w, back.bn_b):  # the family's BatchNorm affine: weight 1, bias 0
+    for g, beta in zip(back.bn_w, back.bn_b, strict=True):  # the family's BatchNorm affine: weight 1, bias 0
         np.testing.assert_array_equal(g, 1)
         np.testing.assert_array_equal(beta, 0)
     if depth >= 0:

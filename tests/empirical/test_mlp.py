@@ -33,7 +33,7 @@ def test_init_shapes_dtype_and_bounds():
 def test_forward_gives_unit_embeddings():
     params = init_mlp([4, 8, 8, 6], np.random.default_rng(1), np)
     x = np.random.default_rng(2).standard_normal((10, 4)).astype(np.float32)
-    emb, (acts, norm) = mlp_forward(params, x, np)
+    emb, (acts, _norm) = mlp_forward(params, x, np)
     assert emb.shape == (10, 6)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     # the cache holds the input and one activation per layer; hidden ones are ReLU'd
@@ -118,7 +118,7 @@ def test_adam_trains_an_mlp_embedding():
 
     before = cosine()
     for _ in range(300):
-        emb, cache = mlp_forward(params, x, np)
+        _emb, cache = mlp_forward(params, x, np)
         opt.step(params, mlp_backward(params, cache, -target / len(x), np))  # loss = -mean cosine
     assert cosine() > before + 0.3
     assert cosine() > 0.8

@@ -71,7 +71,7 @@ def assert_same_result(a, b):
     assert set(pa) == set(pb)
     for k in pa:
         np.testing.assert_array_equal(pa[k], pb[k])
-    for sa, sb in zip(a.stages, b.stages):
+    for sa, sb in zip(a.stages, b.stages, strict=True):
         assert sa.name == sb.name
         if sa.matching is not None:
             np.testing.assert_array_equal(sa.matching, sb.matching)

@@ -8,7 +8,13 @@ import empirical.psim as psim_mod
 from empirical.encoder import patchify, preset
 from empirical.moments import moment_features
 from empirical.psim import (
-    LOG_T_RANGE, PsimConfig, contrastive_loss, evaluate_psim, patch_features, row_features, train_psim,
+    LOG_T_RANGE,
+    PsimConfig,
+    contrastive_loss,
+    evaluate_psim,
+    patch_features,
+    row_features,
+    train_psim,
     training_pairs,
 )
 
@@ -122,7 +128,7 @@ def test_training_pairs_are_aligned_patch_row_pairs(monkeypatch):
     assert len(pairs) == 3 and len(seen_keys) == 3 and len(seen_batches) == 3
     assert len({k.conv_w.tobytes() for k in seen_keys}) == 3  # a fresh encoder each time
     pf_all = patch_features(imgs, FAM, 5, np)
-    for (pf, rf), (x, enc) in zip(pairs, seen_batches):
+    for (pf, rf), (x, enc) in zip(pairs, seen_batches, strict=True):
         assert pf.shape == rf.shape == (7 * 16, 5)
         # the encoded images are 7 distinct given images, and pf holds their patch features in order
         which = [int(np.flatnonzero((imgs == xi).all(axis=(1, 2, 3)))[0]) for xi in x]

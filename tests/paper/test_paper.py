@@ -20,7 +20,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")
     data, out = root / "data", root / "out"
     shutil.copytree(FIXTURE, data)
-    written, skipped = build(data, out, log=lambda msg: None)
+    _written, skipped = build(data, out, log=lambda msg: None)
     assert not skipped, skipped
     return data, out
 
@@ -35,11 +35,11 @@ def copy(built, tmp_path):
 
 
 def test_every_output_is_written_once_and_nothing_else(built):
-    data, out = built
+    _data, out = built
     paths = [o.path for o in all_outputs()]
     assert len(paths) == len(set(paths))
     found = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert found == sorted(paths + [MANIFEST])
+    assert found == sorted([*paths, MANIFEST])
     for p in paths:
         if p.endswith(".png"):
             assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / p).stat().st_size > 10_000

@@ -90,7 +90,7 @@ def test_table1_has_a_row_per_variant_with_shares_per_stage(tiny):
         for key in ("share_first", "share_boost", "share_final", "psim_balanced_accuracy"):
             assert 0.0 <= r[key] <= 1.0
         assert r["matched_final"] == round(r["share_final"] * r["n"]) and r["attack_seconds"] > 0
-        assert [s["stage"].split()[0] for s in r["stages"]][0] == "align"
+        assert next(s["stage"].split()[0] for s in r["stages"]) == "align"
         assert r["stages"][-1]["stage"] == "final" and r["challenge2"]["n"] == 10
     assert rows[0]["total_depth"] == 1 and rows[-1]["total_depth"] == 47
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from theory import proofs
-from theory.ideal import CyclicShiftEncoder, IdealEncoder, RandomPermutationEncoder
-from theory.ideal import _PermutationEncoder
+from theory.ideal import CyclicShiftEncoder, IdealEncoder, RandomPermutationEncoder, _PermutationEncoder
 
 SMALL = proofs.ProofConfig(
     max_domain=4,
