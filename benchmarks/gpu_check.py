@@ -155,10 +155,10 @@ def _same(a, b) -> float:
 
 def part_agree(args, xp) -> dict:
     """Each stage on identical inputs with NumPy (reference) and ``xp``; then the whole attack on both."""
+    from empirical.alice import game_in_memory
     from empirical.alignment import align_rows, apply_order
     from empirical.backend import to_numpy
     from empirical.boosting import boost
-    from empirical.challenge import game_in_memory
     from empirical.data import bundled_images
     from empirical.encoder import encode, preset, random_key
     from empirical.evaluate import share_matched, true_matching
@@ -288,9 +288,9 @@ def alice_on_device(images: np.ndarray, ids: list, config, n_encoded: int, seed:
     NumPy path would make; the encodings come back to the host because the Game is host data.
     """
     from empirical.backend import to_numpy
-    from empirical.challenge import Game, Secrets
     from empirical.encoder import encode, random_key
     from empirical.fileio import quantize16
+    from empirical.game import Game, Secrets
 
     images = quantize16(images)
     rng = np.random.default_rng([seed, 0xA11CE])

@@ -43,11 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
+    from empirical.alice import game_in_memory
     from empirical.assignment import best_assignment, match_encodings
     from empirical.attack import restrict_to_path_list
     from empirical.backend import get_backend, to_numpy
     from empirical.boosting import boost, estimate_global_perm, known_perm_scores
-    from empirical.challenge import game_in_memory
     from empirical.data import bundled_images
     from empirical.encoder import preset
     from empirical.evaluate import global_perm_share, local_perm_share, share_matched, true_matching

@@ -79,8 +79,8 @@ def _cpu_seconds() -> float:
 def run_one(n: int, s: dict) -> dict:
     import numpy as np
 
+    from empirical.alice import game_in_memory
     from empirical.backend import get_backend
-    from empirical.challenge import game_in_memory
     from empirical.data import bundled_images
     from empirical.encoder import preset
     from empirical.evaluate import share_matched, true_matching

@@ -85,8 +85,8 @@ class Clock:
 
 def embeddings(args, xp):
     """Game, Alice's secrets, and the p-sim embeddings of every original patch and aligned row."""
+    from empirical.alice import game_in_memory
     from empirical.alignment import align_rows, apply_order
-    from empirical.challenge import game_in_memory
     from empirical.data import bundled_images
     from empirical.encoder import preset
     from empirical.pipeline import AttackConfig

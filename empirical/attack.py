@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
 
-import numpy as np
-
+from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
-from .challenge import GameError, game_in_memory, load_secrets, read_game, write_submission
 from .encoder import CHALLENGE_SCALE, PRESETS, preset, save_key
-from .evaluate import challenge2_score, global_perm_share, local_perm_share, share_matched, true_matching
+from .evaluate import challenge2_score, true_matching
 from .extraction import ExtractConfig
 from .fileio import write_json
+from .game import GameError, Secrets, load_secrets, read_answer_key, read_game, write_submission
+from .machine import machine_info, source_fingerprint
 from .pipeline import AttackConfig, run_attack
 from .psim import PsimConfig
+from .report import score_stages, table_rows
 
 
 def restrict_to_path_list(game):
@@ -76,64 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _machine(xp) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "backend": backend_name(xp)}
-    if backend_name(xp) == "cupy":
-        props = xp.cuda.runtime.getDeviceProperties(0)
-        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    return info
-
-
-def _rows(result, game, secrets, t_data: float, fresh: dict | None) -> list:
-    """Table rows (stage, share matched or None, seconds, note) for a finished attack."""
-    truth = true_matching(game, secrets) if secrets is not None else None
-    share = (lambda m: share_matched(m, truth)) if truth is not None else (lambda m: None)
-    rows = []
-    if t_data:
-        rows.append(("data", None, t_data, f"{len(game.files)} encodings of {len(game.ids)} originals"))
-    common = None
-    for st in result.stages:
-        if st.name == "align":
-            note = st.info.get("skipped", "")
-            if secrets is not None and secrets.perms is not None and not note:
-                right, common = local_perm_share(result.order, secrets.perms)
-                note = f"local permutations right (up to one common): {right:.1%}"
-            rows.append(("local permutations", None, st.seconds, note))
-        elif st.name == "psim":
-            rows.append(("p-sim training", None, st.seconds,
-                         f"balanced accuracy {st.info['balanced_accuracy']:.1%} (chance 50%), AUC {st.info['auc']:.3f}"))
-        elif st.name == "first":
-            note = st.info.get("method", "")
-            if truth is not None and "candidates" in st.arrays:
-                cand = st.arrays["candidates"]
-                inside = np.mean([k in set(cand[a]) for k, a in enumerate(truth)])
-                note += f"; true encoding among candidates {inside:.1%}"
-            rows.append(("i-sim + first matching", share(st.matching), st.seconds, note))
-        elif st.name == "boost":
-            hist = st.arrays.get("history", [])
-            for i, m in enumerate(hist[:-1]):
-                rows.append((f"boosting round {i + 1}", share(m), None, ""))
-            note = f"{st.info['rounds']} round(s)"
-            if common is not None and result.pi is not None:
-                note += f"; global permutation right {global_perm_share(result.pi, common):.1%}"
-            rows.append((f"boosting round {len(hist)}", share(st.matching), st.seconds, note))
-        elif st.name == "extract":
-            note = f"robust loss {st.info['loss_first']:.3f} -> {st.info['loss_last']:.3f}"
-            if st.matching is not None:
-                note += "; matched by the first fit of T', then refitted on that matching"
-            elif "refined_on" in st.info:
-                note += f"; {st.info['refined_on']}"
-            rows.append(("model extraction", share(st.matching) if st.matching is not None else None,
-                         st.seconds, note))
-        elif st.name == "final":
-            rows.append(("final matching", share(st.matching), st.seconds, ""))
-    if fresh is not None:
-        rows.append(("T' on fresh images", None, fresh["seconds"],
-                     f"nearest-neighbour score {fresh['share']:.1%} on {fresh['n']} images (Challenge 2)"))
-    return rows
-
-
 def _print_table(rows, total: float, out=None) -> None:
     out = out or sys.stdout
     print(f"{'stage':28s} {'matched':>8s} {'seconds':>8s}  note", file=out)
@@ -163,14 +104,10 @@ def _run(args) -> int:
     else:
         if args.n < 2:
             raise ValueError("--n must be at least 2")
-        from .data import bundled_images
-
         size = CHALLENGE_SCALE if args.challenge_scale else \
             dict(image_size=args.image_size, patch=args.patch, hidden=args.hidden)
         fam = preset(args.preset, **size)
-        imgs = bundled_images(args.n + args.extra, fam.image_size, args.seed, fam.patch)
-        ids = [f"{i:06d}.png" for i in range(len(imgs))]
-        game, secrets = game_in_memory(imgs, ids, fam, args.n, seed=args.seed)
+        game, secrets = bundled_game(fam, args.n, args.extra, seed=args.seed)
         t_data = time.perf_counter() - t_start
     n_in_game = len(game.ids)
     if not args.all_originals:
@@ -193,8 +130,6 @@ def _run(args) -> int:
         if args.answer_key:
             secrets = load_secrets(args.answer_key, args.secret_key) if args.secret_key else None
             if secrets is None:
-                from .challenge import Secrets, read_answer_key
-
                 secrets = Secrets(None, read_answer_key(args.answer_key), None)
     if args.save_encoder:
         save_key(args.save_encoder, result.encoder)
@@ -206,7 +141,13 @@ def _run(args) -> int:
         imgs = bundled_images(args.fresh, game.config.image_size, args.seed + 10_000, game.config.patch)
         fresh = challenge2_score(secrets.key, result.encoder, imgs, xp, seed=args.seed)
         fresh["seconds"] = time.perf_counter() - t0
-    rows = _rows(result, game, secrets, t_data, fresh)
+    records = score_stages(result, game, secrets)
+    rows = table_rows(records)
+    if t_data:
+        rows.insert(0, ("data", None, t_data, f"{len(game.files)} encodings of {len(game.ids)} originals"))
+    if fresh is not None:
+        rows.append(("T' on fresh images", None, fresh["seconds"],
+                     f"nearest-neighbour score {fresh['share']:.1%} on {fresh['n']} images (Challenge 2)"))
     print()
     _print_table(rows, t_attack)
     if args.game:
@@ -217,11 +158,14 @@ def _run(args) -> int:
                        "n_originals": len(game.ids), "n_originals_in_game": n_in_game,
                        "all_originals": args.all_originals, "game": args.game, "seed": args.seed},
             "stages": [{"stage": r[0], "share_matched": r[1], "seconds": r[2], "note": r[3]} for r in rows],
+            "stage_records": records,
             "psim": {k: v for k, v in result.stages[1].info.items()},
-            "final_share_matched": rows[-1][1] if fresh is None else rows[-2][1],
+            "final_share_matched": records[-1]["share_matched"],
             "fresh_images": fresh,
+            "data_seconds": t_data,
             "total_seconds": t_attack,
-            "machine": _machine(xp),
+            "machine": machine_info(xp),
+            "source_fingerprint": source_fingerprint(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         })
     if args.plots:

@@ -12,8 +12,8 @@ from collections import Counter
 import numpy as np
 
 from .backend import to_numpy
-from .challenge import Game, Secrets
 from .encoder import EncoderKey, encode
+from .game import Game, Secrets
 
 
 def true_matching(game: Game, secrets: Secrets) -> np.ndarray:

@@ -1,6 +1,6 @@
 """One attack run on a game built in memory from the bundled images, scored after it returns.
 
-The attack (:func:`empirical.pipeline.run_attack`) sees only Bob's :class:`~empirical.challenge.Game`;
+The attack (:func:`empirical.pipeline.run_attack`) sees only Bob's :class:`~empirical.game.Game`;
 Alice's secrets are used afterwards, through :mod:`empirical.evaluate`, to say how much each
 stage got right. Runs are memoised per process (:class:`RunCache`), so ``python -m simulations all``
 attacks the reference game once and draws Table 1's row, the per-stage shares, p-sim's ROC and
@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from empirical.report import score_stages
 
 from .common import TOTAL_DEPTH, Settings
 
@@ -43,51 +45,6 @@ def attack_config(settings: Settings, seed: int):
                    images_per_encoder=settings.psim_images)
     extract = replace(ExtractConfig(), steps=settings.extract_steps, refine_steps=settings.refine_steps, seed=seed)
     return AttackConfig(seed=seed, psim=psim, extract=extract, candidates=settings.candidates)
-
-
-def score_stages(result, game, secrets) -> list:
-    """Per-stage records: name, seconds, share matched (matching stages) and what else was right.
-
-    Boosting contributes one record per round (``boost 1``, ``boost 2``, ...); its seconds are on
-    the last round, which is the stage's result.
-    """
-    from empirical.evaluate import global_perm_share, local_perm_share, share_matched, true_matching
-
-    truth = true_matching(game, secrets)
-    out, common = [], None
-    for st in result.stages:
-        rec = {"stage": st.name, "seconds": float(st.seconds), "share_matched": None}
-        if st.info.get("resumed"):
-            rec["resumed"] = True
-        if st.name == "align":
-            if st.info.get("skipped"):
-                rec["skipped"] = st.info["skipped"]
-            elif secrets.perms is not None:
-                rec["local_perm_share"], common = local_perm_share(result.order, secrets.perms)
-        elif st.name == "psim":
-            rec.update({k: st.info[k] for k in ("balanced_accuracy", "auc") if k in st.info})
-        elif st.name == "first":
-            rec["share_matched"] = share_matched(st.matching, truth)
-            if "candidates" in st.arrays:
-                cand = st.arrays["candidates"]
-                rec["true_among_candidates"] = float(np.mean([k in set(cand[a]) for k, a in enumerate(truth)]))
-        elif st.name == "boost":
-            hist = list(st.arrays.get("history", [])) or [st.matching]
-            for i, m in enumerate(hist[:-1]):
-                out.append({"stage": f"boost {i + 1}", "seconds": None, "share_matched": share_matched(m, truth)})
-            rec["stage"] = f"boost {len(hist)}"
-            rec["share_matched"] = share_matched(st.matching, truth)
-            rec["rounds"] = int(st.info.get("rounds", len(hist)))
-            if common is not None and result.pi is not None:
-                rec["global_perm_share"] = global_perm_share(result.pi, common)
-        elif st.name == "extract":
-            rec.update({k: st.info[k] for k in ("loss_first", "loss_last") if k in st.info})
-        elif st.name == "final":
-            rec["share_matched"] = share_matched(st.matching, truth)
-            rec.update({k: st.info[k] for k in ("used", "median_margin_extracted", "median_margin_psim")
-                        if k in st.info})
-        out.append(rec)
-    return out
 
 
 def _summary(run: Run, settings: Settings) -> dict:
@@ -151,7 +108,7 @@ class RunCache:
         return self._runs[key]
 
     def _attack(self, preset: str, n: int, seed: int) -> Run:
-        from empirical.challenge import game_in_memory
+        from empirical.alice import game_in_memory
         from empirical.encoder import preset as family
         from empirical.evaluate import true_matching
         from empirical.pipeline import run_attack

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from empirical.alice import game_in_memory
 from empirical.alignment import align_rows, apply_order
-from empirical.challenge import game_in_memory
 from empirical.data import bundled_images
 from empirical.encoder import preset
 from empirical.evaluate import local_perm_share

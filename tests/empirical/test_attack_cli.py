@@ -17,8 +17,10 @@ import pytest
 import empirical.attack as attack
 import empirical.challenge as challenge
 import empirical.encoder as encoder
+import empirical.game as game_io
+import empirical.referee as referee
 from empirical.backend import backend_name, get_backend
-from empirical.challenge import ENC_DIR, ORIG_DIR
+from empirical.game import ENC_DIR, ORIG_DIR
 
 N, EXTRA = 40, 6
 SMALL = ["--psim-steps", "20", "--extract-steps", "5", "--refine-steps", "5", "--candidates", "5",
@@ -75,7 +77,8 @@ def _guard(monkeypatch, secret_paths, touched):
     monkeypatch.setattr(io, "open", wrap(io.open))  # pathlib's read_text/read_bytes/open
     monkeypatch.setattr(os, "open", wrap(os.open))
     monkeypatch.setattr(np, "load", wrap(np.load))
-    for mod, name in [(challenge, "load_secrets"), (challenge, "read_answer_key"), (attack, "load_secrets"),
+    for mod, name in [(game_io, "load_secrets"), (game_io, "read_answer_key"), (attack, "load_secrets"),
+                      (attack, "read_answer_key"),
                       (encoder, "load_key")]:
         monkeypatch.setattr(mod, name, refuse(f"{mod.__name__}.{name}"))
 
@@ -91,7 +94,7 @@ def test_guard_really_guards(made, monkeypatch):
     with pytest.raises(SecretTouched):
         np.load(made["perms"])
     with pytest.raises(SecretTouched):
-        challenge.load_secrets(made["answer"], made["key"])
+        game_io.load_secrets(made["answer"], made["key"])
     with pytest.raises(SecretTouched):
         encoder.load_key(made["key"])
     assert len(touched) == 5
@@ -139,9 +142,9 @@ def test_attack_report_agrees_with_the_referee(made, scored_run):
     """The table's final share is the referee's score of the submission (ids Alice encoded only)."""
     sub, report = scored_run
     answer = json.loads(made["answer"].read_text())
-    path_list = json.loads((made["game"] / challenge.PATH_LIST).read_text())  # public: the encoded ids
+    path_list = json.loads((made["game"] / game_io.PATH_LIST).read_text())  # public: the encoded ids
     assert set(path_list) == set(answer)
-    score = challenge.score_submission(answer, {i: f for i, f in sub.items() if i in set(path_list)})
+    score = referee.score_submission(answer, {i: f for i, f in sub.items() if i in set(path_list)})
     assert score["total"] == N
     assert report["final_share_matched"] == pytest.approx(score["share"])
     rows = {r["stage"]: r for r in report["stages"]}
@@ -193,7 +196,7 @@ def test_secret_key_adds_local_permutations_and_challenge_2(made, tmp_path, caps
     final = next(r for r in report["stages"] if r["stage"] == "final matching")
     assert report["final_share_matched"] == final["share_matched"]
     t_prime = encoder.load_key(enc)  # T' in the state-dict layout, of the game's family
-    assert t_prime.config == challenge.read_config(made["game"])
+    assert t_prime.config == game_io.read_config(made["game"])
 
 
 def test_default_run_builds_and_scores_its_own_game(tmp_path, capsys):

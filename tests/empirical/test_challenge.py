@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import empirical.challenge as ch
-from empirical.challenge import ENC_DIR, ORIG_DIR, PATH_LIST, GameError, main, make_game, read_game
+import empirical.alice as alice
+import empirical.game as ch
+import empirical.referee as referee
+from empirical.alice import make_game
+from empirical.challenge import main
 from empirical.encoder import encode, load_key, preset
+from empirical.game import ENC_DIR, ORIG_DIR, PATH_LIST, GameError, read_game
 
 N, EXTRA, SIZE, HIDDEN, BN_BATCH = 200, 10, 64, 128, 64
 GAME_ENTRIES = {"encoder.json", ORIG_DIR, ENC_DIR, PATH_LIST}
@@ -150,8 +154,9 @@ def test_score_answer_key_and_derangement(game, tmp_path, capsys):
         assert rc == 0 and err == ""
         assert out.strip() == f"score: {share:.4f} ({correct} of {N} ids mapped to the right file)"
         assert json.loads(out_json.read_text()) == {"correct": correct, "total": N, "share": share}
-    assert ch.score_submission(answer, {})["share"] == 0.0
-    assert ch.score_submission(answer, dict(list(answer.items())[:10])) == {"correct": 10, "total": N, "share": 10 / N}
+    assert referee.score_submission(answer, {})["share"] == 0.0
+    first_ten = dict(list(answer.items())[:10])
+    assert referee.score_submission(answer, first_ten) == {"correct": 10, "total": N, "share": 10 / N}
 
 
 def test_make_cli_in_a_subprocess(tmp_path):
@@ -246,7 +251,7 @@ class Interrupt(Exception):
 
 @pytest.mark.parametrize("exc", [Interrupt, KeyboardInterrupt])
 def test_interrupted_make_leaves_nothing(tmp_path, monkeypatch, exc):
-    real, written = ch.write_npy, []
+    real, written = alice.write_npy, []
 
     def flaky(path, array):
         if len(written) == 3:
@@ -254,7 +259,7 @@ def test_interrupted_make_leaves_nothing(tmp_path, monkeypatch, exc):
         real(path, array)
         written.append(path)
 
-    monkeypatch.setattr(ch, "write_npy", flaky)
+    monkeypatch.setattr(alice, "write_npy", flaky)
     parent = tmp_path / "p"
     parent.mkdir()
     with pytest.raises(exc):
@@ -267,7 +272,7 @@ def test_interrupted_cli_make_leaves_nothing(tmp_path, monkeypatch, capsys):
     def disk_full(path, array):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ch, "write_npy", disk_full)
+    monkeypatch.setattr(alice, "write_npy", disk_full)
     rc = main(["make", "--out", str(tmp_path / "G"), "--answer-key", str(tmp_path / "s" / "A.json"),
                "--secret-key", str(tmp_path / "s" / "K.npz"), "--n", "4", "--image-size", "32", "--patch", "8",
                "--hidden", "4", "--quiet"])  # (without --quiet a cleared progress bar precedes the line)

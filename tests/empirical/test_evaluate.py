@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from empirical.challenge import Game, Secrets, game_in_memory
+from empirical.alice import game_in_memory
 from empirical.data import bundled_images
 from empirical.encoder import preset, random_key
 from empirical.evaluate import (
@@ -12,6 +12,7 @@ from empirical.evaluate import (
     share_matched,
     true_matching,
 )
+from empirical.game import Game, Secrets
 
 FAM = preset("neuracrypt-7", image_size=32, patch=8, hidden=8, bn_batch=4)
 

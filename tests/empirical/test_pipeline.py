@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import empirical
-from empirical.challenge import Game, game_in_memory
+from empirical.alice import game_in_memory
 from empirical.data import bundled_images
 from empirical.encoder import preset
 from empirical.evaluate import global_perm_share, local_perm_share, share_matched, true_matching
 from empirical.extraction import ExtractConfig, params_from_key
+from empirical.game import Game
 from empirical.pipeline import STAGES, AttackConfig, run_attack
 from empirical.psim import PsimConfig
 

@@ -4,7 +4,7 @@ import types
 import numpy as np
 from PIL import Image
 
-from empirical.challenge import game_in_memory
+from empirical.alice import game_in_memory
 from empirical.data import bundled_images
 from empirical.encoder import preset
 from empirical.evaluate import true_matching

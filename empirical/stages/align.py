@@ -1,0 +1,41 @@
+"""Stage ``align``: the local permutations (paper §2.2.1), recovered before any matching.
+
+The positional embedding makes rows from the same patch position point the same way in every
+encoding, so each encoding's rows can be put into one common slot order without knowing which
+original it came from. A family that does not shuffle needs nothing: its rows are in position
+order already.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .. import alignment
+from ..alignment import align_rows, apply_order
+from ..progress import progress_bar
+from .base import Context, Stage, StageResult, register
+
+
+def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
+    fam, n_enc = ctx.game.config, ctx.n_enc
+    if not fam.shuffle:  # public: the family does not shuffle, rows are in position order
+        order = np.tile(np.arange(fam.n_patches), (n_enc, 1))  # (N, P)
+        return order, StageResult("align", info={"skipped": "no shuffle"})
+    with progress_bar(n_enc * ctx.cfg.align_iterations, "local permutations", ctx.quiet) as bar:
+        order = align_rows(ctx.encodings, ctx.xp, ctx.cfg.align_iterations, progress=bar)
+    return order, StageResult("align")
+
+
+def attach(ctx: Context, order: np.ndarray) -> None:
+    ctx.order = order
+    ctx.aligned = apply_order(ctx.encodings, order, ctx.xp)  # (N, P, D)
+    ctx.encodings = None  # one (N, P, D) array on the device at a time: 31 GB at the challenge's scale
+
+
+STAGE = register(Stage(
+    name="align", fields=("seed", "align_iterations"), sources=(sys.modules[__name__], alignment),
+    compute=compute, attach=attach,
+    save=lambda order: ({"order": order}, {}),
+    load=lambda arrays, meta, ctx: arrays["order"],
+))

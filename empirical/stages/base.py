@@ -1,0 +1,115 @@
+"""What every attack stage is: a registered unit with a name, the settings it reads, and a version.
+
+A stage computes one step of the attack (paper §2) from a :class:`Context` that holds what Bob
+has (the game) and what the earlier stages found. It returns its *value* (what later stages
+use) and a :class:`StageResult` (what it achieved: a matching where it makes one, and figures for
+the report). To be resumable it also says how its value becomes arrays on disk and back.
+
+A stage's version is a hash of the source of the modules that define its method, so changing
+the method (even in a helper module, such as :func:`empirical.isim.balance` for the first
+matching) makes old saved results of that stage, and of every later stage, stale at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..game import Game
+
+Array = Any  # an array of the run's namespace ``xp`` (NumPy or CuPy)
+Namespace = ModuleType  # the array namespace itself: ``numpy``, ``cupy`` or a strict stand-in
+
+
+@dataclass
+class StageResult:
+    """What one stage achieved, for the report and for resuming."""
+
+    name: str
+    seconds: float = 0.0
+    matching: np.ndarray | None = None  # (N,) encoding -> original index, where the stage makes one
+    info: dict = field(default_factory=dict)  # JSON-friendly figures
+    arrays: dict = field(default_factory=dict)  # larger host outputs kept for evaluation and resuming
+
+
+@dataclass
+class Context:
+    """Bob's inputs and what the stages found so far; each stage reads some fields and sets others.
+
+    Device arrays (``xp``) are marked; everything else is on the host.
+    """
+
+    game: Game
+    cfg: Any  # the AttackConfig
+    xp: Namespace
+    quiet: bool = True
+    originals: Array = None  # (N_o, C, H, W) xp
+    encodings: Array = None  # (N, P, D) xp, in file row order; released once aligned
+    order: np.ndarray | None = None  # (N, P) local permutations (align)
+    aligned: Array = None  # (N, P, D) xp: rows in one common slot order; released once targets exist
+    model: Any = None  # the trained PsimModel (psim)
+    patch_emb: Array = None  # (N_o, P, E) xp p-sim embeddings of the original patches
+    row_emb: Array = None  # (N, P, E) xp p-sim embeddings of the aligned rows
+    first: np.ndarray | None = None  # (N,) the first matching
+    boosted: np.ndarray | None = None  # (N,) boosting's matching
+    pi: np.ndarray | None = None  # (P,) original position j -> slot pi[j]
+    targets: Array = None  # (N, P, D) xp: encoding rows in the original's position order
+    params: dict | None = None  # T''s parameters (xp arrays)
+    fit_matching: np.ndarray | None = None  # (N,) the matching T' was last fitted on
+    final: np.ndarray | None = None  # (N,) the final matching
+    cache: dict = field(default_factory=dict)  # values derived once per run (see stages.final)
+
+    @property
+    def n_orig(self) -> int:
+        return len(self.game.originals)
+
+    @property
+    def n_enc(self) -> int:
+        return len(self.game.encodings)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One registered stage of the attack.
+
+    ``compute(ctx) -> (value, StageResult)`` does the work; ``attach(ctx, value)`` puts the value
+    (computed or loaded) into the context; ``save(value) -> (arrays, meta)`` and
+    ``load(arrays, meta, ctx) -> value`` move it to and from disk (host arrays and JSON).
+    """
+
+    name: str
+    fields: tuple[str, ...]  # AttackConfig fields this stage reads (its own, not earlier stages')
+    sources: tuple[ModuleType, ...]  # modules that define the method; their source is the version
+    compute: Callable[[Context], tuple[Any, StageResult]]
+    attach: Callable[[Context, Any], None]
+    save: Callable[[Any], tuple[dict, dict]]
+    load: Callable[[dict, dict, Context], Any]
+
+    @property
+    def version(self) -> str:
+        """A hash of the source of every module in ``sources``."""
+        h = hashlib.sha256()
+        for mod in self.sources:
+            h.update(inspect.getsource(mod).encode())
+        return h.hexdigest()[:12]
+
+
+REGISTRY: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    """Add ``stage`` to the registry (its place in the run is given by ``stages.STAGES``)."""
+    if stage.name in REGISTRY:
+        raise ValueError(f"a stage named {stage.name!r} is already registered")
+    REGISTRY[stage.name] = stage
+    return stage
+
+
+def no_arrays(_value) -> tuple[dict, dict]:
+    """``save`` for a stage whose whole value is its matching (saved with the result)."""
+    return {}, {}

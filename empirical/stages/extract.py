@@ -1,0 +1,63 @@
+"""Stage ``extract``: fit T' to the matched pairs (paper §2.3.1), then refit it on its own matching.
+
+T' of the public architecture is fitted to boosting's matched, aligned pairs with a robust loss.
+T' then matches the images itself; where it separates them better than p-sim does (median
+margins, :mod:`empirical.stages.final`), its own matching is cleaner than boosting's and a second,
+squared-loss fit on it brings T' closer to T. Otherwise T' is left as it is.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .. import extraction
+from ..extraction import fit_encoder, refine_encoder
+from ..progress import progress_bar
+from . import final
+from .base import Context, Stage, StageResult, register
+
+
+def compute(ctx: Context) -> tuple[tuple[dict, np.ndarray], StageResult]:
+    ec, fam, xp = ctx.cfg.extract, ctx.game.config, ctx.xp
+    tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
+    refine = fam.depth >= 0 and ec.refine_steps > 0
+    with progress_bar(ec.steps + (ec.refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
+        params, losses = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar)
+        info = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
+        m_fit = m_boost
+        if refine:
+            m_t, t_margin = final.encoder_matching(ctx, params, m_boost)
+            p_margin = final.boosting_margin(ctx)
+            info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
+            if t_margin >= p_margin:
+                m_fit = m_t
+                params, r_losses = refine_encoder(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, fam, ec, xp,
+                                                  progress=bar)
+                info.update(refine_loss_first=r_losses[0], refine_loss_last=float(np.mean(r_losses[-20:])),
+                            refined_on="extracted encoder's matching")
+            else:
+                info["refined_on"] = "not refined (T' margins smaller)"
+    # The stage's matching is T''s own (first fit) when it was trusted for the refit.
+    own = m_fit if m_fit is not m_boost else None
+    return (params, m_fit), StageResult("extract", matching=own, info=info)
+
+
+def attach(ctx: Context, value: tuple[dict, np.ndarray]) -> None:
+    ctx.params, ctx.fit_matching = value
+
+
+def save(value: tuple[dict, np.ndarray]) -> tuple[dict, dict]:
+    params, m_fit = value
+    return {**{f"p.{k}": a for k, a in params.items()}, "fit_matching": m_fit}, {}
+
+
+def load(arrays: dict, meta: dict, ctx: Context) -> tuple[dict, np.ndarray]:
+    params = {k[2:]: ctx.xp.asarray(v) for k, v in arrays.items() if k.startswith("p.")}
+    return params, arrays["fit_matching"]
+
+
+STAGE = register(Stage(
+    name="extract", fields=("extract",), sources=(sys.modules[__name__], extraction, final),
+    compute=compute, attach=attach, save=save, load=load,
+))

@@ -1,0 +1,80 @@
+"""Stage ``final``: the final matching with the extracted encoder (paper §2.3.2), and its rule.
+
+Every original is encoded with T' and matched to the encoding nearest to it. T' should separate
+images far better than p-sim; whether it does is judged on the run's own evidence, never on
+Alice's secrets: the median matching margin (how much better each matched pair scores than the
+next best) of T''s matching against that of boosting's p-sim matching. The larger margin wins, so
+a poor fit of T' cannot make the result worse than boosting's.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .. import assignment, extraction
+from ..assignment import match_encodings, match_margins
+from ..boosting import known_perm_scores
+from ..extraction import encode_each, mean_batch_stats
+from .base import Array, Context, Stage, StageResult, no_arrays, register
+
+ENCODE_CHUNK = 512  # originals encoded by T' at a time: never all of them at once
+
+
+def targets(ctx: Context) -> Array:
+    """(N, P, D) xp: each encoding's rows in its original's position order (computed once).
+
+    Releases the slot-ordered copy, so one (N, P, D) array is held at a time.
+    """
+    if ctx.targets is None:
+        ctx.targets = ctx.aligned[:, ctx.xp.asarray(ctx.pi), :]  # (N, P, D)
+        ctx.aligned = None
+    return ctx.targets
+
+
+def encoder_matching(ctx: Context, params: dict, m_stats: np.ndarray) -> tuple[np.ndarray, float]:
+    """Match every original to an encoding by T''s distance: ``(matching, median margin)``.
+
+    Each original is encoded on its own, with BatchNorm statistics averaged over Alice's batches
+    filled with the originals that ``m_stats`` assigns to their encodings.
+    """
+    xp, fam, n_orig, n_enc = ctx.xp, ctx.game.config, ctx.n_orig, ctx.n_enc
+    originals = ctx.originals
+    stats = mean_batch_stats(params, originals[xp.asarray(m_stats)], ctx.game.bn_groups, fam, xp)
+    tgt = targets(ctx).reshape(n_enc, -1)  # (N, P*D)
+    score = xp.empty((n_orig, n_enc), dtype=xp.float32)  # (N_o, N)
+    for s in range(0, n_orig, ENCODE_CHUNK):
+        pred = encode_each(params, originals[s:s + ENCODE_CHUNK], fam, stats, xp).reshape(-1, tgt.shape[1])
+        # -|a - b|^2 up to a per-column constant, which does not change the matching
+        score[s:s + ENCODE_CHUNK] = 2 * (pred @ tgt.T) - (pred * pred).sum(axis=1)[:, None]
+    m = match_encodings(score)
+    return m, float(np.median(match_margins(score, m, xp)))
+
+
+def boosting_margin(ctx: Context) -> float:
+    """Median margin of boosting's p-sim matching (computed once per run)."""
+    if "boosting_margin" not in ctx.cache:
+        p_score = known_perm_scores(ctx.patch_emb, ctx.row_emb, ctx.pi, ctx.xp)  # (N_o, N)
+        ctx.cache["boosting_margin"] = float(np.median(match_margins(p_score, ctx.boosted, ctx.xp)))
+    return ctx.cache["boosting_margin"]
+
+
+def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
+    m, t_margin = encoder_matching(ctx, ctx.params, ctx.fit_matching)
+    p_margin = boosting_margin(ctx)
+    use_t = t_margin >= p_margin
+    info = {"median_margin_extracted": t_margin, "median_margin_psim": p_margin,
+            "used": "extracted encoder" if use_t else "boosting (T' margins smaller)"}
+    m = m if use_t else ctx.boosted
+    return m, StageResult("final", matching=m, info=info)
+
+
+def attach(ctx: Context, matching: np.ndarray) -> None:
+    ctx.final = matching
+
+
+STAGE = register(Stage(
+    name="final", fields=(), sources=(sys.modules[__name__], extraction, assignment),
+    compute=compute, attach=attach, save=no_arrays,
+    load=lambda arrays, meta, ctx: arrays["matching"],
+))

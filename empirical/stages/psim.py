@@ -1,0 +1,62 @@
+"""Stage ``psim``: train p-sim on the attacker's own encoders (paper §2.1.1), then embed.
+
+p-sim is trained on random keys of the public family that the attacker draws himself, never on
+Alice's key. Once trained, it embeds every original patch and every aligned encoded row; the
+embeddings are all the later matching stages use.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import numpy as np
+
+from .. import mlp, moments
+from .. import psim as psim_method
+from ..progress import progress_bar
+from ..psim import PsimModel, evaluate_psim, patch_features, row_features, train_psim, training_pairs
+from .base import Context, Stage, StageResult, register
+
+
+def compute(ctx: Context) -> tuple[PsimModel, StageResult]:
+    pc, fam, xp, seed = ctx.cfg.psim, ctx.game.config, ctx.xp, ctx.cfg.seed
+    pairs = training_pairs(ctx.originals, fam, pc, seed, xp)
+    small = replace(pc, n_encoders=2)  # two fresh encoders each for validation and test
+    val = training_pairs(ctx.originals, fam, small, seed + 1, xp)
+    test = training_pairs(ctx.originals, fam, small, seed + 2, xp)
+    with progress_bar(pc.steps, "p-sim training", ctx.quiet) as bar:
+        model, losses = train_psim(pairs, pc, seed, xp, progress=bar)
+    ev = evaluate_psim(model, val, test, seed, xp)
+    info = {"balanced_accuracy": ev["balanced_accuracy"], "auc": ev["auc"],
+            "roc_fpr": ev["roc_fpr"], "roc_tpr": ev["roc_tpr"],
+            "loss_first": losses[0], "loss_last": float(np.mean(losses[-50:]))}
+    return model, StageResult("psim", info=info)
+
+
+def attach(ctx: Context, model: PsimModel) -> None:
+    xp, fam, k = ctx.xp, ctx.game.config, model.moments
+    P = fam.n_patches
+    ctx.model = model
+    pf = patch_features(ctx.originals, fam, k, xp).reshape(-1, k)  # (N_o * P, K)
+    ctx.patch_emb = model.embed_patches(pf, xp).reshape(ctx.n_orig, P, -1)  # (N_o, P, E)
+    rf = row_features(ctx.aligned, k, xp).reshape(-1, k)  # (N * P, K)
+    ctx.row_emb = model.embed_rows(rf, xp).reshape(ctx.n_enc, P, -1)  # (N, P, E)
+
+
+def save(model: PsimModel) -> tuple[dict, dict]:
+    arrays = {f"o.{k}": v for k, v in model.orig.items()}
+    arrays.update({f"e.{k}": v for k, v in model.enc.items()})
+    return arrays, {"log_t": model.log_t, "moments": model.moments}
+
+
+def load(arrays: dict, meta: dict, ctx: Context) -> PsimModel:
+    xp = ctx.xp
+    return PsimModel({k[2:]: xp.asarray(v) for k, v in arrays.items() if k.startswith("o.")},
+                     {k[2:]: xp.asarray(v) for k, v in arrays.items() if k.startswith("e.")},
+                     meta["log_t"], meta["moments"])
+
+
+STAGE = register(Stage(
+    name="psim", fields=("psim",), sources=(sys.modules[__name__], psim_method, mlp, moments),
+    compute=compute, attach=attach, save=save, load=load,
+))
