@@ -13,14 +13,19 @@ from __future__ import annotations
 import numpy as np
 
 from .assignment import batched_assignments
+from .backend import Array, Namespace
+from .progress import Progress
+
+UNIT_EPS = 1e-12  # added to a row's norm so a constant row does not divide by zero
 
 
-def _centred_unit(a, xp):
+def _centred_unit(a: Array, xp: Namespace) -> Array:
     a = a - a.mean(axis=-1, keepdims=True)
-    return a / (xp.sqrt((a * a).sum(axis=-1, keepdims=True)) + 1e-12)
+    return a / (xp.sqrt((a * a).sum(axis=-1, keepdims=True)) + UNIT_EPS)
 
 
-def align_rows(encodings, xp, iterations: int = 2, chunk: int = 512, progress=None) -> np.ndarray:
+def align_rows(encodings: Array, xp: Namespace, iterations: int = 2, chunk: int = 512,
+               progress: Progress | None = None) -> np.ndarray:
     """Recover each encoding's row order relative to a common reference.
 
     Parameters
@@ -49,6 +54,6 @@ def align_rows(encodings, xp, iterations: int = 2, chunk: int = 512, progress=No
     return order
 
 
-def apply_order(encodings, order, xp):
+def apply_order(encodings: Array, order: np.ndarray, xp: Namespace) -> Array:
     """Rows of each encoding in reference order: (N, P, D)."""
     return xp.take_along_axis(encodings, xp.asarray(order)[:, :, None], axis=1)

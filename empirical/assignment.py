@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .backend import to_numpy
+from .backend import Array, Namespace, to_numpy
+
+STD_EPS = 1e-12  # added to a column's standard deviation so a constant column does not divide by zero
 
 
-def best_assignment(score) -> np.ndarray:
+def best_assignment(score: Array) -> np.ndarray:
     """Maximum-score assignment of rows to columns of ``score`` (R, C) with R <= C.
 
     Returns ``col`` (R,): row i is assigned column ``col[i]``, all distinct.
@@ -29,14 +31,14 @@ def best_assignment(score) -> np.ndarray:
     return out
 
 
-def assignment_value(score) -> float:
+def assignment_value(score: Array) -> float:
     """Value of the best assignment of ``score`` (R, C), R <= C."""
     s = to_numpy(score)
     col = best_assignment(s)
     return float(s[np.arange(len(col)), col].sum())
 
 
-def batched_assignments(scores) -> np.ndarray:
+def batched_assignments(scores: Array) -> np.ndarray:
     """Best assignment for each square matrix of ``scores`` (B, P, P) -> (B, P) columns.
 
     The argmax test runs on the array's own device; only the batches whose favourites collide
@@ -52,7 +54,7 @@ def batched_assignments(scores) -> np.ndarray:
     return out
 
 
-def match_encodings(score) -> np.ndarray:
+def match_encodings(score: Array) -> np.ndarray:
     """Match every encoding to a distinct original, maximising the total score.
 
     ``score`` is (N_o, N) with originals as rows, N_o >= N (decoys allowed). Returns ``m`` (N,):
@@ -61,14 +63,15 @@ def match_encodings(score) -> np.ndarray:
     return best_assignment(to_numpy(score).T)
 
 
-def match_margins(score, matching: np.ndarray, xp) -> np.ndarray:
+def match_margins(score: Array, matching: np.ndarray, xp: Namespace) -> np.ndarray:
     """For each encoding, how far its matched original stands above the runner-up (N,).
 
     Scores are z-scored per encoding (column), so margins of different score matrices compare:
-    a sharp similarity gives large margins, an uninformative one margins near zero.
+    a sharp similarity gives large margins, an uninformative one margins near zero. The margins
+    are copied to the host.
     """
     s = score - score.mean(axis=0, keepdims=True)
-    s = s / (s.std(axis=0, keepdims=True) + 1e-12)
+    s = s / (s.std(axis=0, keepdims=True) + STD_EPS)
     cols = xp.arange(s.shape[1])
     chosen = s[xp.asarray(matching), cols]
     s[xp.asarray(matching), cols] = -xp.inf

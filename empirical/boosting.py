@@ -11,12 +11,24 @@ cross-fitted over two halves of the positions so that a wrong ``pi`` cannot vote
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
 from .assignment import best_assignment, match_encodings
+from .backend import Array, Namespace
+
+BOOST_STREAM = 0xB005  # tag mixed into the seed: the position splits draw independently of other stages
 
 
-def estimate_global_perm(patch_emb, row_emb, matching: np.ndarray, xp) -> np.ndarray:
+class BoostResult(NamedTuple):
+    matching: np.ndarray  # (N,) host: encoding k -> original matching[k], stable or after max_rounds
+    pi: np.ndarray  # (P,) host: original position j -> aligned slot pi[j]
+    rounds: int  # cross-fitted rounds run
+
+
+def estimate_global_perm(patch_emb: Array, row_emb: Array, matching: np.ndarray, xp: Namespace) -> np.ndarray:
     """``pi`` (P,): position j of an original corresponds to aligned slot ``pi[j]``.
 
     ``patch_emb`` (N_o, P, E), ``row_emb`` (N, P, E) aligned, ``matching`` (N,) encoding -> original.
@@ -25,7 +37,7 @@ def estimate_global_perm(patch_emb, row_emb, matching: np.ndarray, xp) -> np.nda
     return best_assignment(votes)
 
 
-def known_perm_scores(patch_emb, row_emb, pi: np.ndarray, xp, chunk: int = 4096):
+def known_perm_scores(patch_emb: Array, row_emb: Array, pi: np.ndarray, xp: Namespace, chunk: int = 4096) -> Array:
     """Image similarity with ``pi`` known: sum over positions of p-sim, for all pairs (N_o, N)."""
     b = row_emb[:, xp.asarray(pi), :].reshape(row_emb.shape[0], -1)  # (N, P*E), slots in position order
     a = patch_emb.reshape(patch_emb.shape[0], -1)  # (N_o, P*E)
@@ -35,7 +47,8 @@ def known_perm_scores(patch_emb, row_emb, pi: np.ndarray, xp, chunk: int = 4096)
     return out
 
 
-def _crossfit_round(patch_emb, row_emb, pi: np.ndarray, rng: np.random.Generator, xp) -> np.ndarray:
+def _crossfit_round(patch_emb: Array, row_emb: Array, pi: np.ndarray, rng: np.random.Generator,
+                    xp: Namespace) -> np.ndarray:
     """One cross-fitted update of ``pi``.
 
     The positions are split in two halves. A matching computed from one half's positions only
@@ -56,8 +69,8 @@ def _crossfit_round(patch_emb, row_emb, pi: np.ndarray, rng: np.random.Generator
     return pi
 
 
-def boost(patch_emb, row_emb, matching: np.ndarray, xp, max_rounds: int = 12, seed: int = 0,
-          on_round=None) -> tuple:
+def boost(patch_emb: Array, row_emb: Array, matching: np.ndarray, xp: Namespace, max_rounds: int = 12,
+          seed: int = 0, on_round: Callable[[int, np.ndarray, np.ndarray], object] | None = None) -> BoostResult:
     """Alternate global permutation and re-matching until the matching is stable.
 
     The first ``pi`` comes from the given matching; each round then refines it by cross-fitting
@@ -65,7 +78,7 @@ def boost(patch_emb, row_emb, matching: np.ndarray, xp, max_rounds: int = 12, se
     give the same matching. ``on_round(i, matching, pi)`` is called after each round.
     Returns ``(matching, pi, rounds)``.
     """
-    rng = np.random.default_rng([seed, 0xB005])
+    rng = np.random.default_rng([seed, BOOST_STREAM])
     pi = estimate_global_perm(patch_emb, row_emb, matching, xp)
     rounds = 0
     for rounds in range(1, max_rounds + 1):
@@ -79,4 +92,4 @@ def boost(patch_emb, row_emb, matching: np.ndarray, xp, max_rounds: int = 12, se
             break
     # The last cross-fitted pi was estimated from the previous matching; the final one uses all
     # positions of the stable matching.
-    return matching, estimate_global_perm(patch_emb, row_emb, matching, xp), rounds
+    return BoostResult(matching, estimate_global_perm(patch_emb, row_emb, matching, xp), rounds)

@@ -1,12 +1,11 @@
 """Model extraction (paper §2.3.1): fit T' of the public architecture to matched pairs.
 
 With the matching and both permutations known, every matched original comes with the rows its
-encoding should have, in patch-position order. T' has NeuraCrypt's architecture (patch
-convolution, 1x1 convolution + BatchNorm + ReLU blocks, positional embedding, ReLU, Linear; the
-BatchNorm affine stays at weight 1, bias 0 as in the family) and is fitted by Adam on a robust
+encoding should have, in patch-position order. T' has NeuraCrypt's architecture (the network,
+with its hand-written gradients, is :mod:`empirical.tprime`) and is fitted by Adam on a robust
 loss (Huber with a small threshold, i.e. L1 away from zero) so the few wrongly matched pairs
 cannot pull it far. Each step uses images from one of Alice's BatchNorm batches (known from the
-file numbering), so T' sees the same batch statistics as T did. Gradients are written by hand.
+file numbering), so T' sees the same batch statistics as T did.
 
 The patch pixels are strongly correlated (neighbouring pixels of natural images), so the first
 layer's loss is badly conditioned in pixel coordinates and Adam, a per-coordinate method, moves
@@ -19,146 +18,99 @@ plain squared loss, which is what the nearest-neighbour use of T' measures.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from .backend import to_numpy
-from .encoder import BN_EPS, EncoderConfig, EncoderKey, patchify, random_key
-from .mlp import Adam
+from .backend import Array, Namespace, to_numpy
+from .encoder import EncoderConfig, patchify, random_key
+from .mlp import Adam, Params
+from .progress import Progress
+from .tprime import (
+    BatchNormStats,
+    backward,
+    batch_stats,
+    encode_each,
+    forward,
+    key_from_params,
+    mean_batch_stats,
+    params_from_key,
+)
+
+# The network's functions are importable from here too, where the attack's callers have found them.
+__all__ = ["BatchNormStats", "EncoderFit", "ExtractConfig", "LossAndGradient", "Whitening", "backward", "batch_stats",
+           "encode_each", "fit_encoder", "forward", "huber_loss", "key_from_params", "mean_batch_stats",
+           "params_from_key", "patch_whitening", "refine_encoder", "refit_mixer", "squared_loss"]
+
+FIT_STREAM, REFINE_STREAM = 0xE7, 0xE8  # tags mixed into the seed: the fit and the refit draw independently
+CENTRE_IMAGES = 64  # images whose patches set each first-layer bias (to minus the median response) at the start
+REVIVE_EVERY = 10  # steps between checks for first-layer units that are off for every patch
+REVIVE_IMAGES = 16  # images whose patches centre a re-drawn unit
+WARMUP_STEPS = 20  # the learning rate rises linearly over this many steps, then decays as a half cosine
+WHITEN_ROWS = 16384  # about this many patch rows (every k-th) estimate the whitening covariance
+MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    steps: int = 250  # robust-loss steps of fit_encoder
-    images_per_step: int = 64  # images of one BatchNorm batch used in a step
-    lr: float = 2e-3
-    huber: float = 0.05  # threshold of the robust loss, in units of the targets' std
+    steps: int = 250  # Adam steps of fit_encoder (robust loss)
+    images_per_step: int = 64  # images per step of fit_encoder, all from one of Alice's BatchNorm batches
+    lr: float = 2e-3  # fit_encoder's peak Adam learning rate (per step), before warm-up and cosine decay
+    huber: float = 0.05  # threshold of the robust loss, in units of the targets' standard deviation
     whiten: float = 1e-3  # eigenvalue floor of fit_encoder's patch whitening, relative to the largest (0: off)
     refine_whiten: float = 1e-3  # the same for refine_encoder
-    refine_steps: int = 450  # squared-loss steps of refine_encoder
-    refine_lr: float = 4e-3
-    refine_images_per_step: int = 64
-    seed: int = 0
+    refine_steps: int = 450  # Adam steps of refine_encoder (squared loss; 0: no refit of the whole network)
+    refine_lr: float = 4e-3  # refine_encoder's peak Adam learning rate (per step)
+    refine_images_per_step: int = 64  # images per step of refine_encoder, from one BatchNorm batch
+    seed: int = 0  # seeds T''s initialisation and the batches drawn in both fits
 
 
-def params_from_key(key: EncoderKey, xp) -> dict:
-    """Trainable parameters of T' as a dict of ``xp`` arrays."""
-    cfg = key.config
-    p = {"W0": key.conv_w.reshape(cfg.hidden, -1), "b0": key.conv_b}
-    for i, (w, b) in enumerate(zip(key.block_w, key.block_b, strict=True)):
-        p[f"W{i + 1}"], p[f"b{i + 1}"] = w, b
-    if cfg.depth >= 0:
-        p["pos"], p["Wm"], p["bm"] = key.pos, key.mix_w, key.mix_b
-    return {k: xp.array(v, dtype=xp.float32) for k, v in p.items()}
+class LossAndGradient(NamedTuple):
+    loss: float  # the mean loss over every output value
+    grad: Array  # d loss / d y, the shape of y
 
 
-def key_from_params(params: dict, cfg: EncoderConfig) -> EncoderKey:
-    """An :class:`EncoderKey` (host arrays) holding the fitted parameters."""
-    from .backend import to_numpy
+class Whitening(NamedTuple):
+    """``(x - mean) @ transform`` has about identity covariance over patch rows ``x``."""
 
-    h = {k: to_numpy(v).astype(np.float32) for k, v in params.items()}
-    n = max(cfg.depth, 0)
-    d = cfg.hidden
-    return EncoderKey(
-        cfg, h["W0"].reshape(d, cfg.channels, cfg.patch, cfg.patch), h["b0"],
-        tuple(h[f"W{i + 1}"] for i in range(n)), tuple(h[f"b{i + 1}"] for i in range(n)),
-        tuple(np.ones(d, np.float32) for _ in range(n)), tuple(np.zeros(d, np.float32) for _ in range(n)),
-        h.get("pos"), h.get("Wm"), h.get("bm"),
-    )
+    mean: Array  # (C*p*p,) float64
+    transform: Array  # (C*p*p, C*p*p) float64
 
 
-def forward(params: dict, rows, cfg: EncoderConfig, xp, bn_stats=None):
-    """T' on patch rows (n, P, C*p*p) -> (n, P, D), keeping what the backward pass needs.
-
-    BatchNorm uses the batch's own statistics unless ``bn_stats`` (a list of (mean, var) per
-    block) is given, which encodes each image on its own with those statistics.
-    """
-    n, P, _ = rows.shape
-    x = rows.reshape(n * P, -1)
-    z0 = x @ params["W0"].T + params["b0"]
-    cache = {"x": x, "z0": z0, "blocks": [], "shape": (n, P), "frozen_bn": bn_stats is not None}
-    if cfg.depth == -1:
-        return z0.reshape(n, P, -1), cache
-    h = xp.maximum(z0, 0)
-    for i in range(cfg.depth):
-        u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
-        if bn_stats is None:
-            mean = u.mean(axis=0)
-            var = ((u - mean) ** 2).mean(axis=0)
-        else:
-            mean, var = bn_stats[i]
-        inv = 1.0 / xp.sqrt(var + BN_EPS)
-        xhat = (u - mean) * inv
-        cache["blocks"].append((h, xhat, inv, mean, var))
-        h = xp.maximum(xhat, 0)
-    a = h.reshape(n, P, -1) + params["pos"]
-    g = xp.maximum(a, 0).reshape(n * P, -1)
-    y = g @ params["Wm"].T + params["bm"]
-    cache["h_last"], cache["g"] = h, g
-    return y.reshape(n, P, -1), cache
+class WhitenedPatches(NamedTuple):
+    rows: Array  # (n, P, C*p*p) float32, whitened
+    mean: Array  # the Whitening's mean and transform
+    transform: Array
 
 
-def backward(params: dict, cache: dict, dy, cfg: EncoderConfig, xp) -> dict:
-    """Gradients of the loss for every parameter, given d loss / d output (n, P, D)."""
-    n, P = cache["shape"]
-    dy = dy.reshape(n * P, -1)
-    grads = {}
-    if cfg.depth == -1:
-        dz0 = dy
-    else:
-        g = cache["g"]
-        grads["Wm"] = dy.T @ g
-        grads["bm"] = dy.sum(axis=0)
-        da = (dy @ params["Wm"]) * (g > 0)
-        grads["pos"] = da.reshape(n, P, -1).sum(axis=0)
-        dh = da
-        for i in reversed(range(cfg.depth)):
-            h_in, xhat, inv, _, _ = cache["blocks"][i]
-            dx = dh * (xhat > 0)
-            if cache["frozen_bn"]:
-                du = inv * dx
-            else:  # batch statistics: the mean and variance depend on every row
-                du = inv * (dx - dx.mean(axis=0) - xhat * (dx * xhat).mean(axis=0))
-            grads[f"W{i + 1}"] = du.T @ h_in
-            grads[f"b{i + 1}"] = du.sum(axis=0)
-            dh = du @ params[f"W{i + 1}"]
-        dz0 = dh * (cache["z0"] > 0)
-    grads["W0"] = dz0.T @ cache["x"]
-    grads["b0"] = dz0.sum(axis=0)
-    return grads
+class EncoderFit(NamedTuple):
+    params: Params  # T''s parameters, acting on pixels
+    losses: list[float]  # the loss at each step
 
 
-def huber_loss(y, target, delta: float, xp):
+LossFn = Callable[[Array, Array], LossAndGradient]
+
+
+def huber_loss(y: Array, target: Array, delta: float, xp: Namespace) -> LossAndGradient:
     """Mean Huber loss and its gradient with respect to ``y``."""
     r = y - target
     a = xp.abs(r)
     quad = a <= delta
     loss = xp.where(quad, 0.5 * r * r / delta, a - 0.5 * delta).mean()
     grad = xp.where(quad, r / delta, xp.sign(r)) / r.size
-    return float(loss), grad
+    return LossAndGradient(float(loss), grad)
 
 
-def batch_stats(params: dict, rows, cfg: EncoderConfig, xp, chunk: int = 64) -> list:
-    """Per-block BatchNorm (mean, var) of T' on a batch of patch rows (n, P, C*p*p).
-
-    Computed block by block over chunks of images, so no more than a chunk's activations are held.
-    """
-    n, P, _ = rows.shape
-    h = [xp.maximum(rows[s:s + chunk].reshape(-1, rows.shape[2]) @ params["W0"].T + params["b0"], 0)
-         for s in range(0, n, chunk)]
-    out = []
-    for i in range(cfg.depth):
-        u = [a @ params[f"W{i + 1}"].T + params[f"b{i + 1}"] for a in h]
-        mean = sum(a.sum(axis=0) for a in u) / (n * P)
-        var = sum(((a - mean) ** 2).sum(axis=0) for a in u) / (n * P)
-        out.append((mean, var))
-        inv = 1.0 / xp.sqrt(var + BN_EPS)
-        h = [xp.maximum((a - mean) * inv, 0) for a in u]
-    return out
+def squared_loss(y: Array, target: Array, xp: Namespace) -> LossAndGradient:
+    """Mean squared error and its gradient with respect to ``y``."""
+    r = y - target
+    return LossAndGradient(float((r * r).mean()), 2 * r / r.size)
 
 
-def _revive_dead_units(params: dict, opt: Adam, z0, rows, rng: np.random.Generator, xp) -> int:
+def _revive_dead_units(params: Params, opt: Adam, z0: Array, rows: Array, rng: np.random.Generator,
+                       xp: Namespace) -> int:
     """Re-draw first-layer units that are off for every patch of the step, centred on the data.
 
     A unit whose ReLU is off everywhere gets no gradient and never comes back; without BatchNorm
@@ -169,9 +121,10 @@ def _revive_dead_units(params: dict, opt: Adam, z0, rows, rng: np.random.Generat
     if n_dead == 0:
         return 0
     fan_in = params["W0"].shape[1]
-    bound = 1.0 / np.sqrt(fan_in)
+    bound = 1.0 / np.sqrt(fan_in)  # PyTorch's default initialisation, as the family's keys use
     w = xp.asarray(rng.uniform(-bound, bound, (n_dead, fan_in)).astype(np.float32))
-    sample = rows[xp.asarray(rng.choice(rows.shape[0], min(16, rows.shape[0]), replace=False))].reshape(-1, fan_in)
+    pick = rng.choice(rows.shape[0], min(REVIVE_IMAGES, rows.shape[0]), replace=False)
+    sample = rows[xp.asarray(pick)].reshape(-1, fan_in)
     units = xp.asarray(np.flatnonzero(dead))
     params["W0"][units] = w
     params["b0"][units] = -xp.median(sample @ w.T, axis=0)
@@ -181,8 +134,8 @@ def _revive_dead_units(params: dict, opt: Adam, z0, rows, rng: np.random.Generat
     return n_dead
 
 
-def patch_whitening(rows, eps: float, xp) -> tuple:
-    """``(mu, Z)`` such that ``(x - mu) @ Z`` has (about) identity covariance over patch rows ``x``.
+def patch_whitening(rows: Array, eps: float, xp: Namespace) -> Whitening:
+    """``(mean, transform)`` such that ``(x - mean) @ transform`` has (about) identity covariance.
 
     Eigenvalues below ``eps`` times the largest are floored there, so directions the patches hardly
     use (pixel noise) are not blown up. ``eps = 0`` gives the identity (no whitening).
@@ -190,14 +143,14 @@ def patch_whitening(rows, eps: float, xp) -> tuple:
     flat = rows.reshape(-1, rows.shape[-1])
     mu = flat.mean(axis=0).astype(xp.float64)
     if eps <= 0:
-        return mu * 0, xp.eye(flat.shape[1], dtype=xp.float64)
-    sub = flat[:: max(1, flat.shape[0] // 16384)].astype(xp.float64) - mu
+        return Whitening(mu * 0, xp.eye(flat.shape[1], dtype=xp.float64))
+    sub = flat[:: max(1, flat.shape[0] // WHITEN_ROWS)].astype(xp.float64) - mu
     s, u = xp.linalg.eigh(sub.T @ sub / sub.shape[0])
     s = xp.maximum(s, 0)
-    return mu, u / xp.sqrt(s + eps * float(s.max()))
+    return Whitening(mu, u / xp.sqrt(s + eps * float(s.max())))
 
 
-def _to_white(params: dict, mu, z, xp) -> dict:
+def _to_white(params: Params, mu: Array, z: Array, xp: Namespace) -> Params:
     """Parameters acting on whitened patches, for T' given in pixel coordinates."""
     out = dict(params)
     w0 = params["W0"].astype(xp.float64)
@@ -206,7 +159,7 @@ def _to_white(params: dict, mu, z, xp) -> dict:
     return out
 
 
-def _from_white(params: dict, mu, z, xp) -> dict:
+def _from_white(params: Params, mu: Array, z: Array, xp: Namespace) -> Params:
     """Parameters in pixel coordinates, for T' trained on whitened patches."""
     out = dict(params)
     w0 = params["W0"].astype(xp.float64) @ z.T  # (D, C*p*p)
@@ -215,19 +168,23 @@ def _from_white(params: dict, mu, z, xp) -> dict:
     return out
 
 
-def _whitened_patches(images, family: EncoderConfig, eps: float, xp) -> tuple:
-    """``(rows, mu, Z)``: the images' patch rows (n, P, C*p*p) whitened by :func:`patch_whitening`."""
+def _whitened_patches(images: Array, family: EncoderConfig, eps: float, xp: Namespace) -> WhitenedPatches:
+    """``(rows, mean, transform)``: the images' patch rows whitened by :func:`patch_whitening`."""
     rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
     mu, z = patch_whitening(rows, eps, xp)
     flat = (rows.reshape(-1, rows.shape[2]).astype(xp.float64) - mu) @ z
-    return flat.astype(xp.float32).reshape(rows.shape), mu, z
+    return WhitenedPatches(flat.astype(xp.float32).reshape(rows.shape), mu, z)
 
 
-def _adam(params: dict, rows, targets, groups: np.ndarray, family: EncoderConfig, steps: int, lr: float,
-          images_per_step: int, loss_fn, rng: np.random.Generator, xp, revive: bool, progress) -> list:
-    """Adam steps on ``params`` (in place), each on images of one BatchNorm batch; returns the losses."""
+def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, family: EncoderConfig, steps: int,
+           lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
+           revive: bool, progress: Progress | None) -> list[float]:
+    """Adam steps on ``params`` (in place), each on images of one BatchNorm batch; returns the losses.
+
+    The learning rate warms up over :data:`WARMUP_STEPS` and decays as a half cosine over ``steps``.
+    """
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    opt = Adam(params, xp, lr=lr, ema=0.0)
+    opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
     losses = []
     for step in range(steps):
         idx = members[rng.integers(len(members))]
@@ -236,45 +193,40 @@ def _adam(params: dict, rows, targets, groups: np.ndarray, family: EncoderConfig
         idx = xp.asarray(idx)
         y, cache = forward(params, rows[idx], family, xp)
         loss, dy = loss_fn(y, targets[idx])
-        f = min(1.0, (step + 1) / 20) * 0.5 * (1 + np.cos(np.pi * step / steps))  # warm-up, cosine decay
+        f = min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * step / steps))
         opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
-        if revive and step % 10 == 0:
-            _revive_dead_units(params, opt, cache["z0"], rows, rng, xp)
+        if revive and step % REVIVE_EVERY == 0:
+            _revive_dead_units(params, opt, cache.z0, rows, rng, xp)
         losses.append(loss)
         if progress is not None:
             progress(1)
     return losses
 
 
-def fit_encoder(images, targets, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig, xp,
-                progress=None) -> tuple:
+def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig,
+                xp: Namespace, progress: Progress | None = None) -> EncoderFit:
     """Fit T' to ``targets`` (n, P, D): the rows of the encoding matched to each image, in position order.
 
-    ``groups`` (n,) is each pair's BatchNorm batch. Returns ``(params, losses)``.
+    ``groups`` (n,) host is each pair's BatchNorm batch. Returns ``(params, losses)``.
     """
-    rng = np.random.default_rng([cfg.seed, 0xE7])
+    rng = np.random.default_rng([cfg.seed, FIT_STREAM])
     params = params_from_key(random_key(family, rng.integers(2**63)), xp)
     rows, mu, z = _whitened_patches(images, family, cfg.whiten, xp)  # (n, P, C*p*p)
     # Centre each first-layer unit on the data: a random bias can leave units that are off for
     # every patch, and a dead unit never recovers (neuracrypt-2 lost all of them this way).
-    sample = rows[xp.asarray(rng.choice(len(images), min(64, len(images)), replace=False))].reshape(-1, rows.shape[2])
+    pick = rng.choice(len(images), min(CENTRE_IMAGES, len(images)), replace=False)
+    sample = rows[xp.asarray(pick)].reshape(-1, rows.shape[2])
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = xp.asarray(targets, dtype=xp.float32)
     delta = cfg.huber * float(targets.std())
-    losses = _adam(params, rows, targets, groups, family, cfg.steps, cfg.lr, cfg.images_per_step,
-                   lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress)
+    losses = _train(params, rows, targets, groups, family, cfg.steps, cfg.lr, cfg.images_per_step,
+                    lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress)
     params = refit_mixer(_from_white(params, mu, z, xp), images, targets, groups, family, xp)
-    return params, losses
+    return EncoderFit(params, losses)
 
 
-def squared_loss(y, target, xp):
-    """Mean squared error and its gradient with respect to ``y``."""
-    r = y - target
-    return float((r * r).mean()), 2 * r / r.size
-
-
-def refine_encoder(params: dict, images, targets, groups: np.ndarray, family: EncoderConfig,
-                   cfg: ExtractConfig, xp, progress=None) -> tuple:
+def refine_encoder(params: Params, images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig,
+                   cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None) -> EncoderFit:
     """Continue fitting T' (warm start from ``params``) with a squared loss; ``(params, losses)``.
 
     Meant for pairs that are all (or nearly all) right, such as the matching T' itself gives:
@@ -283,40 +235,18 @@ def refine_encoder(params: dict, images, targets, groups: np.ndarray, family: En
     :func:`fit_encoder`.
     """
     if family.depth == -1 or cfg.refine_steps <= 0:  # the linear family is already solved exactly
-        return refit_mixer(params, images, xp.asarray(targets, dtype=xp.float32), groups, family, xp), []
-    rng = np.random.default_rng([cfg.seed, 0xE8])
+        return EncoderFit(refit_mixer(params, images, xp.asarray(targets, dtype=xp.float32), groups, family, xp), [])
+    rng = np.random.default_rng([cfg.seed, REFINE_STREAM])
     rows, mu, z = _whitened_patches(images, family, cfg.refine_whiten, xp)
     work = {k: v.copy() for k, v in _to_white(params, mu, z, xp).items()}
     targets = xp.asarray(targets, dtype=xp.float32)
-    losses = _adam(work, rows, targets, groups, family, cfg.refine_steps, cfg.refine_lr, cfg.refine_images_per_step,
-                   lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress)
-    return refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp), losses
+    losses = _train(work, rows, targets, groups, family, cfg.refine_steps, cfg.refine_lr, cfg.refine_images_per_step,
+                    lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress)
+    return EncoderFit(refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp), losses)
 
 
-def encode_each(params: dict, images, family: EncoderConfig, bn_stats, xp, chunk: int = 512):
-    """T'(x) for every image on its own, BatchNorm frozen at ``bn_stats``: (n, P, D)."""
-    out = []
-    for s in range(0, len(images), chunk):
-        rows = patchify(xp.asarray(images[s:s + chunk], dtype=xp.float32), family.patch)
-        out.append(forward(params, rows, family, xp, bn_stats=bn_stats)[0])
-    return xp.concatenate(out, axis=0)
-
-
-def mean_batch_stats(params: dict, images, groups: np.ndarray, family: EncoderConfig, xp) -> list | None:
-    """BatchNorm statistics of T' averaged over Alice's batches (for encoding images one by one)."""
-    if family.depth <= 0:
-        return None
-    acc = None
-    ids = np.unique(groups)
-    for g in ids:
-        rows = patchify(xp.asarray(images[np.flatnonzero(groups == g)], dtype=xp.float32), family.patch)
-        st = batch_stats(params, rows, family, xp)
-        acc = st if acc is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(acc, st, strict=True)]
-    return [(m / len(ids), v / len(ids)) for m, v in acc]
-
-
-def refit_mixer(params: dict, images, targets, groups: np.ndarray, family: EncoderConfig, xp,
-                ridge: float = 1e-4) -> dict:
+def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig,
+                xp: Namespace, ridge: float = MIXER_RIDGE) -> Params:
     """Refit the last Linear layer of T' by ridge least squares on all matched pairs.
 
     Given the layers below, the output is linear in the mixer's weights, so its best value is a
@@ -326,15 +256,16 @@ def refit_mixer(params: dict, images, targets, groups: np.ndarray, family: Encod
     """
     d = family.hidden
     n_in = family.patch_dim if family.depth == -1 else d
+    images = xp.asarray(images)  # no copy when they are on the device already
     gram = xp.zeros((n_in + 1, n_in + 1), dtype=xp.float64)
     cross = xp.zeros((n_in + 1, d), dtype=xp.float64)
     count = 0
     for g in np.unique(groups):
         idx = xp.asarray(np.flatnonzero(groups == g))
         rows = patchify(xp.asarray(images[idx], dtype=xp.float32), family.patch)
-        _, cache = forward(params, rows, family, xp)
+        cache = forward(params, rows, family, xp).cache
         # The last linear layer's input: the mixer's features, or the raw patches for the linear family.
-        feats = (cache["x"] if family.depth == -1 else cache["g"]).astype(xp.float64)
+        feats = (cache.x if family.depth == -1 else cache.g).astype(xp.float64)
         feats = xp.concatenate([feats, xp.ones((feats.shape[0], 1), dtype=xp.float64)], axis=1)
         y = targets[idx].reshape(feats.shape[0], -1).astype(xp.float64)
         gram += feats.T @ feats

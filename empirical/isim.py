@@ -24,10 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from .assignment import assignment_value, match_encodings
-from .backend import to_numpy
+from .backend import Array, Namespace, to_numpy
+from .progress import Progress
+
+TAU_FLOOR = 1e-30  # added to the temperature so a score matrix of equal values does not divide by zero
 
 
-def sliced_prescore(patch_emb, row_emb, xp, chunk: int = 2048):
+def sliced_prescore(patch_emb: Array, row_emb: Array, xp: Namespace, chunk: int = 2048) -> Array:
     """Sum over embedding axes of the per-axis assignment value: (N_o, P, E), (N, P, E) -> (N_o, N).
 
     Each encoding's column is centred, so encodings whose rows score high against everything do
@@ -41,7 +44,7 @@ def sliced_prescore(patch_emb, row_emb, xp, chunk: int = 2048):
     return out - out.mean(axis=0, keepdims=True)
 
 
-def balance(score, xp, tau: float = 0.05, iters: int = 50):
+def balance(score: Array, xp: Namespace, tau: float = 0.05, iters: int = 50) -> Array:
     """Log of the doubly stochastic matrix Sinkhorn's iteration makes of ``exp(score / t)``.
 
     ``t`` is ``tau`` times the standard deviation of ``score``; rows and columns are normalised in
@@ -51,7 +54,7 @@ def balance(score, xp, tau: float = 0.05, iters: int = 50):
     """
     L = xp.asarray(score, dtype=xp.float32).copy()
     L -= L.max()
-    L /= xp.float32(tau * float(score.std()) + 1e-30)
+    L /= xp.float32(tau * float(score.std()) + TAU_FLOOR)
     row_mass = float(np.log(L.shape[1] / L.shape[0]))
     for _ in range(iters):
         for axis, mass in ((1, row_mass), (0, 0.0)):
@@ -60,19 +63,20 @@ def balance(score, xp, tau: float = 0.05, iters: int = 50):
     return L
 
 
-def top_candidates(prescore, k: int, xp) -> np.ndarray:
+def top_candidates(prescore: Array, k: int, xp: Namespace) -> np.ndarray:
     """The ``k`` encodings with the highest pre-score for each original: host (N_o, k)."""
     k = min(k, prescore.shape[1])
     part = xp.argpartition(-prescore, k - 1, axis=1)[:, :k]
     return to_numpy(part)
 
 
-def isim_pair(patch_emb_a, row_emb_b, xp) -> float:
+def isim_pair(patch_emb_a: Array, row_emb_b: Array, xp: Namespace) -> float:
     """Exact i-sim of one pair: best assignment value of the (P, P) cosine-similarity matrix."""
     return assignment_value(patch_emb_a @ row_emb_b.T)
 
 
-def isim_candidates(patch_emb, row_emb, cand: np.ndarray, xp, progress=None) -> np.ndarray:
+def isim_candidates(patch_emb: Array, row_emb: Array, cand: np.ndarray, xp: Namespace,
+                    progress: Progress | None = None) -> np.ndarray:
     """Exact i-sim for each original and each of its candidate encodings: host (N_o, k)."""
     out = np.empty(cand.shape, dtype=np.float64)
     for a in range(cand.shape[0]):

@@ -6,11 +6,31 @@ backward pass needs, and the tests check every gradient against central finite d
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
+from .backend import Array, Namespace
 
-def init_mlp(sizes, rng: np.random.Generator, xp=np) -> dict:
+Params = dict[str, Array]  # named weights (``W0``, ``b0``, ...) on the run's namespace
+
+NORM_EPS = 1e-8  # added to the output's norm so an all-zero output does not divide by zero
+
+
+class MlpCache(NamedTuple):
+    """What the backward pass needs from the forward pass."""
+
+    acts: list[Array]  # the input, then each layer's output (after its ReLU, if any)
+    norm: Array  # (n, 1) the last layer's output norm (plus NORM_EPS)
+
+
+class MlpOutput(NamedTuple):
+    embedding: Array  # (n, E) unit-length rows
+    cache: MlpCache
+
+
+def init_mlp(sizes: Sequence[int], rng: np.random.Generator, xp: Namespace = np) -> Params:
     """Weights of Linear-ReLU-...-Linear with layer sizes ``sizes``; He-uniform initialisation."""
     params = {}
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
@@ -20,12 +40,12 @@ def init_mlp(sizes, rng: np.random.Generator, xp=np) -> dict:
     return params
 
 
-def n_layers(params: dict) -> int:
+def n_layers(params: Params) -> int:
     return sum(1 for k in params if k.startswith("W"))
 
 
-def mlp_forward(params: dict, x, xp):
-    """Forward pass ending in an L2-normalised embedding. Returns ``(embedding, cache)``."""
+def mlp_forward(params: Params, x: Array, xp: Namespace) -> MlpOutput:
+    """Forward pass ending in an L2-normalised embedding: ``(embedding, cache)``."""
     acts = [x]
     h = x
     L = n_layers(params)
@@ -34,15 +54,18 @@ def mlp_forward(params: dict, x, xp):
         if i < L - 1:
             h = xp.maximum(h, 0)
         acts.append(h)
-    norm = xp.sqrt((h * h).sum(axis=-1, keepdims=True)) + 1e-8
-    return h / norm, (acts, norm)
+    norm = xp.sqrt((h * h).sum(axis=-1, keepdims=True)) + NORM_EPS
+    return MlpOutput(h / norm, MlpCache(acts, norm))
 
 
-def mlp_backward(params: dict, cache, d_emb, xp) -> dict:
+def mlp_backward(params: Params, cache: MlpCache, d_emb: Array, xp: Namespace) -> Params:
     """Gradients of the loss with respect to every weight, given d loss / d embedding."""
     acts, norm = cache
-    y = acts[-1] / norm
-    d = (d_emb - y * (y * d_emb).sum(axis=-1, keepdims=True)) / norm  # through the L2 normalisation
+    y = acts[-1] / norm  # the embedding h / (|h| + NORM_EPS)
+    # Through the normalisation: d(h / (r + e)) = dh / (r + e) - h (h . dh) / (r (r + e)^2), r = |h|.
+    # The second term's r (not r + e) matters where |h| is small; where h = 0 the term is 0 (y = 0).
+    r_over_n = xp.maximum(norm - NORM_EPS, NORM_EPS) / norm  # (n, 1) r / (r + e)
+    d = (d_emb - y * (y * d_emb).sum(axis=-1, keepdims=True) / r_over_n) / norm
     grads = {}
     for i in reversed(range(n_layers(params))):
         grads[f"W{i}"] = acts[i].T @ d
@@ -53,22 +76,30 @@ def mlp_backward(params: dict, cache, d_emb, xp) -> dict:
 
 
 class Adam:
-    """Adam (Kingma & Ba) on a dict of arrays, with an exponential moving average of the weights."""
+    """Adam (Kingma & Ba) on a dict of arrays, keeping an exponential moving average of the weights.
 
-    def __init__(self, params: dict, xp, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, ema=0.99):
-        self.xp, self.lr, self.b1, self.b2, self.eps, self.ema_decay = xp, lr, beta1, beta2, eps, ema
+    ``weight_average`` starts at the initial weights and after each step moves to
+    ``average_decay * average + (1 - average_decay) * weights``; ``average_decay = 0`` makes it
+    follow the weights exactly.
+    """
+
+    def __init__(self, params: Params, xp: Namespace, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, average_decay: float = 0.99) -> None:
+        self.xp, self.lr, self.b1, self.b2, self.eps = xp, lr, beta1, beta2, eps
+        self.average_decay = average_decay
         self.m = {k: xp.zeros_like(v) for k, v in params.items()}
         self.v = {k: xp.zeros_like(v) for k, v in params.items()}
-        self.ema = {k: v.copy() for k, v in params.items()}
+        self.weight_average = {k: v.copy() for k, v in params.items()}
         self.t = 0
 
-    def step(self, params: dict, grads: dict, lr=None) -> None:
+    def step(self, params: Params, grads: Params, lr: float | None = None) -> None:
         """Update ``params`` in place, then the weight average."""
         lr = self.lr if lr is None else lr
         self.t += 1
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        decay = self.average_decay
         for k, g in grads.items():
             self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * g
             self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * g * g
             params[k] -= lr * (self.m[k] / c1) / (self.xp.sqrt(self.v[k] / c2) + self.eps)
-            self.ema[k] = self.ema_decay * self.ema[k] + (1 - self.ema_decay) * params[k]
+            self.weight_average[k] = decay * self.weight_average[k] + (1 - decay) * params[k]

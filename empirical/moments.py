@@ -7,8 +7,13 @@ summary is invariant to how the encoder orders its hidden units.
 """
 from __future__ import annotations
 
+from .backend import Array, Namespace
 
-def moment_features(v, k_max: int, xp):
+SCALE_EPS = 1e-12  # added to the spread so a constant patch or row does not divide by zero
+STD_FLOOR = 1e-6  # added to a feature's standard deviation over the images, for the same reason
+
+
+def moment_features(v: Array, k_max: int, xp: Namespace) -> Array:
     """Moment summary of the last axis of ``v`` (..., L) -> (..., k_max), float32.
 
     Feature 0 is the mean; feature k-1 is |E[(v - mean)^k]|^(1/k) for k = 2 .. k_max. Powers are
@@ -18,7 +23,7 @@ def moment_features(v, k_max: int, xp):
     mean = v.mean(axis=-1)
     c = v - mean[..., None]
     # Normalise by the spread first so high powers stay inside float32's range.
-    scale = xp.sqrt((c * c).mean(axis=-1)) + 1e-12
+    scale = xp.sqrt((c * c).mean(axis=-1)) + SCALE_EPS
     c = c / scale[..., None]
     feats = [mean, scale]
     power = c * c
@@ -28,7 +33,7 @@ def moment_features(v, k_max: int, xp):
     return xp.stack(feats, axis=-1).astype(xp.float32)
 
 
-def standardise(feats, xp):
+def standardise(feats: Array, xp: Namespace) -> Array:
     """Z-score each feature per position over the images: (N, P, K) -> (N, P, K).
 
     Every random encoder has its own output scale, and every position its own positional
@@ -36,5 +41,5 @@ def standardise(feats, xp):
     each patch position (for encodings: at each aligned slot).
     """
     mean = feats.mean(axis=0, keepdims=True)
-    std = feats.std(axis=0, keepdims=True) + 1e-6
+    std = feats.std(axis=0, keepdims=True) + STD_FLOOR
     return ((feats - mean) / std).astype(xp.float32)

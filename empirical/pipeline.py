@@ -21,18 +21,21 @@ configuration resumes after the last finished stage (:mod:`empirical.store`).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .extraction import ExtractConfig, key_from_params
+from .backend import Array, Namespace
+from .encoder import EncoderKey
+from .extraction import ExtractConfig
 from .game import Game
 from .psim import PsimConfig
 from .stages import REGISTRY, STAGES, Context, StageResult
-from .stages.base import Array, Namespace
 from .store import Store
+from .tprime import key_from_params
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class AttackResult:
     order: np.ndarray  # (N, P) local permutations: encoding b's row for slot q is order[b, q]
     pi: np.ndarray | None  # (P,) original position j -> slot pi[j]
     matching: np.ndarray  # final (N,) encoding -> original index
-    encoder: object = None  # the extracted T' as an EncoderKey
+    encoder: EncoderKey | None = None  # the extracted T' (None when the run stopped before extraction)
     patch_emb: Array = None  # (N_o, P, E) p-sim embeddings of the original patches (xp array)
     row_emb: Array = None  # (N, P, E) p-sim embeddings of the aligned encoded rows (xp array)
 
@@ -87,7 +90,8 @@ def _run_stage(name: str, ctx: Context, store: Store) -> StageResult:
     return res
 
 
-def run_attack(game: Game, cfg: AttackConfig, xp: Namespace, *, quiet: bool = False, work_dir=None,
+def run_attack(game: Game, cfg: AttackConfig, xp: Namespace, *, quiet: bool = False,
+               work_dir: str | os.PathLike | None = None,
                on_stage: Callable[[StageResult], None] | None = None, stop_after: str | None = None) -> AttackResult:
     """Run every stage on ``game``; ``on_stage(StageResult)`` is called as each one finishes.
 

@@ -1,9 +1,17 @@
 """Figures of one attack run (``--plots DIR``): example matches and the share matched per stage."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .game import Game
+    from .pipeline import AttackResult
+
+StageRow = tuple[str, float | None, float | None, str]  # (title, share matched, seconds, note): report.table_rows
 
 
 def _plt():
@@ -15,7 +23,8 @@ def _plt():
     return plt
 
 
-def examples_figure(path, game, matching: np.ndarray, truth: np.ndarray | None = None, n: int = 4) -> None:
+def examples_figure(path: str | Path, game: Game, matching: np.ndarray, truth: np.ndarray | None = None,
+                    n: int = 4) -> None:
     """For ``n`` encodings: the true original (if known), the encoding as a heat map, the match."""
     plt = _plt()
     pick = np.linspace(0, len(game.files) - 1, n).astype(int)
@@ -49,7 +58,7 @@ def examples_figure(path, game, matching: np.ndarray, truth: np.ndarray | None =
     plt.close(fig)
 
 
-def stages_figure(path, rows) -> None:
+def stages_figure(path: str | Path, rows: Sequence[StageRow]) -> None:
     """Bar chart of the share of images matched after each matching stage."""
     plt = _plt()
     named = [(name, share) for name, share, _, _ in rows if share is not None]
@@ -71,7 +80,8 @@ def stages_figure(path, rows) -> None:
     plt.close(fig)
 
 
-def attack_figures(folder, game, result, rows, truth: np.ndarray | None = None) -> list:
+def attack_figures(folder: str | Path, game: Game, result: AttackResult, rows: Sequence[StageRow],
+                   truth: np.ndarray | None = None) -> list[Path]:
     """Write ``examples.png`` and ``stages.png`` into ``folder``; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import Array, Namespace
 from ..game import Game
+from ..mlp import Params
 
-Array = Any  # an array of the run's namespace ``xp`` (NumPy or CuPy)
-Namespace = ModuleType  # the array namespace itself: ``numpy``, ``cupy`` or a strict stand-in
+__all__ = ["REGISTRY", "Array", "Context", "Namespace", "Stage", "StageResult", "no_arrays", "register"]
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Context:
     boosted: np.ndarray | None = None  # (N,) boosting's matching
     pi: np.ndarray | None = None  # (P,) original position j -> slot pi[j]
     targets: Array = None  # (N, P, D) xp: encoding rows in the original's position order
-    params: dict | None = None  # T''s parameters (xp arrays)
+    params: Params | None = None  # T''s parameters (xp arrays)
     fit_matching: np.ndarray | None = None  # (N,) the matching T' was last fitted on
     final: np.ndarray | None = None  # (N,) the final matching
     cache: dict = field(default_factory=dict)  # values derived once per run (see stages.final)
@@ -110,6 +111,6 @@ def register(stage: Stage) -> Stage:
     return stage
 
 
-def no_arrays(_value) -> tuple[dict, dict]:
+def no_arrays(_value: Any) -> tuple[dict, dict]:
     """``save`` for a stage whose whole value is its matching (saved with the result)."""
     return {}, {}

@@ -11,20 +11,24 @@ import sys
 
 import numpy as np
 
-from .. import extraction
+from .. import extraction, mlp, tprime
+from ..backend import to_numpy
 from ..extraction import fit_encoder, refine_encoder
+from ..mlp import Params
 from ..progress import progress_bar
 from . import final
 from .base import Context, Stage, StageResult, register
 
+LOSS_TAIL = 20  # the reported final loss of a fit is the mean over this many last steps
 
-def compute(ctx: Context) -> tuple[tuple[dict, np.ndarray], StageResult]:
+
+def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray], StageResult]:
     ec, fam, xp = ctx.cfg.extract, ctx.game.config, ctx.xp
     tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
     refine = fam.depth >= 0 and ec.refine_steps > 0
     with progress_bar(ec.steps + (ec.refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
         params, losses = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar)
-        info = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}
+        info = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-LOSS_TAIL:]))}
         m_fit = m_boost
         if refine:
             m_t, t_margin = final.encoder_matching(ctx, params, m_boost)
@@ -34,7 +38,7 @@ def compute(ctx: Context) -> tuple[tuple[dict, np.ndarray], StageResult]:
                 m_fit = m_t
                 params, r_losses = refine_encoder(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, fam, ec, xp,
                                                   progress=bar)
-                info.update(refine_loss_first=r_losses[0], refine_loss_last=float(np.mean(r_losses[-20:])),
+                info.update(refine_loss_first=r_losses[0], refine_loss_last=float(np.mean(r_losses[-LOSS_TAIL:])),
                             refined_on="extracted encoder's matching")
             else:
                 info["refined_on"] = "not refined (T' margins smaller)"
@@ -43,21 +47,21 @@ def compute(ctx: Context) -> tuple[tuple[dict, np.ndarray], StageResult]:
     return (params, m_fit), StageResult("extract", matching=own, info=info)
 
 
-def attach(ctx: Context, value: tuple[dict, np.ndarray]) -> None:
+def attach(ctx: Context, value: tuple[Params, np.ndarray]) -> None:
     ctx.params, ctx.fit_matching = value
 
 
-def save(value: tuple[dict, np.ndarray]) -> tuple[dict, dict]:
+def save(value: tuple[Params, np.ndarray]) -> tuple[dict, dict]:
     params, m_fit = value
-    return {**{f"p.{k}": a for k, a in params.items()}, "fit_matching": m_fit}, {}
+    return {**{f"p.{k}": to_numpy(a) for k, a in params.items()}, "fit_matching": m_fit}, {}
 
 
-def load(arrays: dict, meta: dict, ctx: Context) -> tuple[dict, np.ndarray]:
+def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray]:
     params = {k[2:]: ctx.xp.asarray(v) for k, v in arrays.items() if k.startswith("p.")}
     return params, arrays["fit_matching"]
 
 
 STAGE = register(Stage(
-    name="extract", fields=("extract",), sources=(sys.modules[__name__], extraction, final),
+    name="extract", fields=("extract",), sources=(sys.modules[__name__], extraction, tprime, mlp, final),
     compute=compute, attach=attach, save=save, load=load,
 ))

@@ -9,16 +9,23 @@ a poor fit of T' cannot make the result worse than boosting's.
 from __future__ import annotations
 
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
-from .. import assignment, extraction
+from .. import assignment, tprime
 from ..assignment import match_encodings, match_margins
 from ..boosting import known_perm_scores
-from ..extraction import encode_each, mean_batch_stats
+from ..mlp import Params
+from ..tprime import encode_each, mean_batch_stats
 from .base import Array, Context, Stage, StageResult, no_arrays, register
 
 ENCODE_CHUNK = 512  # originals encoded by T' at a time: never all of them at once
+
+
+class EncoderMatching(NamedTuple):
+    matching: np.ndarray  # (N,) host: encoding k -> original matching[k]
+    margin: float  # the median matching margin (assignment.match_margins)
 
 
 def targets(ctx: Context) -> Array:
@@ -32,7 +39,7 @@ def targets(ctx: Context) -> Array:
     return ctx.targets
 
 
-def encoder_matching(ctx: Context, params: dict, m_stats: np.ndarray) -> tuple[np.ndarray, float]:
+def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> EncoderMatching:
     """Match every original to an encoding by T''s distance: ``(matching, median margin)``.
 
     Each original is encoded on its own, with BatchNorm statistics averaged over Alice's batches
@@ -48,7 +55,7 @@ def encoder_matching(ctx: Context, params: dict, m_stats: np.ndarray) -> tuple[n
         # -|a - b|^2 up to a per-column constant, which does not change the matching
         score[s:s + ENCODE_CHUNK] = 2 * (pred @ tgt.T) - (pred * pred).sum(axis=1)[:, None]
     m = match_encodings(score)
-    return m, float(np.median(match_margins(score, m, xp)))
+    return EncoderMatching(m, float(np.median(match_margins(score, m, xp))))  # margins are on the host
 
 
 def boosting_margin(ctx: Context) -> float:
@@ -74,7 +81,7 @@ def attach(ctx: Context, matching: np.ndarray) -> None:
 
 
 STAGE = register(Stage(
-    name="final", fields=(), sources=(sys.modules[__name__], extraction, assignment),
+    name="final", fields=(), sources=(sys.modules[__name__], tprime, assignment),
     compute=compute, attach=attach, save=no_arrays,
     load=lambda arrays, meta, ctx: arrays["matching"],
 ))

@@ -13,23 +13,26 @@ import numpy as np
 
 from .. import mlp, moments
 from .. import psim as psim_method
+from ..backend import to_numpy
 from ..progress import progress_bar
 from ..psim import PsimModel, evaluate_psim, patch_features, row_features, train_psim, training_pairs
 from .base import Context, Stage, StageResult, register
+
+HELD_OUT_ENCODERS = 2  # fresh attacker encoders each for p-sim's validation and test pairs
+LOSS_TAIL = 50  # the reported final loss is the mean over this many last steps
 
 
 def compute(ctx: Context) -> tuple[PsimModel, StageResult]:
     pc, fam, xp, seed = ctx.cfg.psim, ctx.game.config, ctx.xp, ctx.cfg.seed
     pairs = training_pairs(ctx.originals, fam, pc, seed, xp)
-    small = replace(pc, n_encoders=2)  # two fresh encoders each for validation and test
+    small = replace(pc, n_encoders=HELD_OUT_ENCODERS)
     val = training_pairs(ctx.originals, fam, small, seed + 1, xp)
     test = training_pairs(ctx.originals, fam, small, seed + 2, xp)
     with progress_bar(pc.steps, "p-sim training", ctx.quiet) as bar:
         model, losses = train_psim(pairs, pc, seed, xp, progress=bar)
     ev = evaluate_psim(model, val, test, seed, xp)
-    info = {"balanced_accuracy": ev["balanced_accuracy"], "auc": ev["auc"],
-            "roc_fpr": ev["roc_fpr"], "roc_tpr": ev["roc_tpr"],
-            "loss_first": losses[0], "loss_last": float(np.mean(losses[-50:]))}
+    info = {"balanced_accuracy": ev.balanced_accuracy, "auc": ev.auc, "roc_fpr": ev.roc_fpr, "roc_tpr": ev.roc_tpr,
+            "loss_first": losses[0], "loss_last": float(np.mean(losses[-LOSS_TAIL:]))}
     return model, StageResult("psim", info=info)
 
 
@@ -44,8 +47,8 @@ def attach(ctx: Context, model: PsimModel) -> None:
 
 
 def save(model: PsimModel) -> tuple[dict, dict]:
-    arrays = {f"o.{k}": v for k, v in model.orig.items()}
-    arrays.update({f"e.{k}": v for k, v in model.enc.items()})
+    arrays = {f"o.{k}": to_numpy(v) for k, v in model.orig.items()}
+    arrays.update({f"e.{k}": to_numpy(v) for k, v in model.enc.items()})
     return arrays, {"log_t": model.log_t, "moments": model.moments}
 
 

@@ -4,14 +4,12 @@ import pytest
 
 from empirical.data import bundled_images
 from empirical.encoder import encode, encode_batch, patchify, preset, random_key
-from empirical.extraction import (
-    ExtractConfig,
+from empirical.extraction import ExtractConfig, fit_encoder, huber_loss
+from empirical.tprime import (
     backward,
     batch_stats,
     encode_each,
-    fit_encoder,
     forward,
-    huber_loss,
     key_from_params,
     mean_batch_stats,
     params_from_key,
@@ -249,19 +247,20 @@ def fits():
 def test_fit_encoder_drives_the_loss_down(fits, depth):
     losses, _ = fits(depth)
     assert np.isfinite(losses).all()
-    assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:5])  # measured 0.50 -> 0.25 (depth 0), 0.68 -> 0.39 (1)
+    assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:5])  # measured 0.49 -> 0.29 (depth 0), 0.65 -> 0.40 (1)
 
 
 def test_fitted_encoder_tells_images_apart_depth_1(fits):
     """T'(x) is nearest to T(x) among all T(x'): what the final matching relies on."""
     _, nn_share = fits(1)
-    assert nn_share >= 0.5  # measured 0.89 (chance 1/128)
+    assert nn_share >= 0.5  # measured 0.71 (chance 1/128)
 
 
-@pytest.mark.xfail(strict=False, reason=(
+@pytest.mark.xfail(strict=True, reason=(
     "known limitation: at depth 0 (neuracrypt-2) the image content is a small part of each output "
-    "next to the positional embedding, and a short fit of T' does not yet separate images; the "
-    "pipeline's final stage then keeps boosting's matching (see test_pipeline)"))
+    "next to the positional embedding, and a short fit of T' does not separate images (measured "
+    "0.02; 0.00 to 0.03 with other keys, images and seeds); the final stage's margins rule then "
+    "keeps boosting's matching (empirical.stages.final)"))
 def test_fitted_encoder_tells_images_apart_depth_0(fits):
     _, nn_share = fits(0)
     assert nn_share >= 0.5

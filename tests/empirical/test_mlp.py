@@ -79,15 +79,15 @@ def test_mlp_gradient_through_normalisation_is_tangent():
 
 def test_adam_first_step_is_lr_times_sign():
     params = {"a": np.array([1.0, -2.0, 3.0]), "b": np.array([[0.5]])}
-    opt = Adam({k: v.copy() for k, v in params.items()}, np, lr=0.1, ema=0.5)
+    opt = Adam({k: v.copy() for k, v in params.items()}, np, lr=0.1, average_decay=0.5)
     p = {k: v.copy() for k, v in params.items()}
     g = {"a": np.array([4.0, -0.01, 0.0]), "b": np.array([[-3.0]])}
     opt.step(p, g)
     # bias-corrected moments: m_hat = g, v_hat = g^2, so the step is lr * g / (|g| + eps)
     np.testing.assert_allclose(p["a"], [0.9, -1.9, 3.0], atol=1e-6)
     np.testing.assert_allclose(p["b"], [[0.6]], atol=1e-6)
-    # the weight average moves halfway (ema 0.5) from the initial weights
-    np.testing.assert_allclose(opt.ema["a"], [0.95, -1.95, 3.0], atol=1e-6)
+    # the weight average moves halfway (average_decay 0.5) from the initial weights
+    np.testing.assert_allclose(opt.weight_average["a"], [0.95, -1.95, 3.0], atol=1e-6)
     opt.step(p, g, lr=0.0)  # an explicit learning rate overrides the default
     np.testing.assert_allclose(p["b"], [[0.6]], atol=1e-12)
     assert opt.t == 2
@@ -97,11 +97,11 @@ def test_adam_minimises_a_quadratic():
     rng = np.random.default_rng(0)
     target = rng.standard_normal(5)
     p = {"x": np.zeros(5)}
-    opt = Adam(p, np, lr=0.05, ema=0.9)
+    opt = Adam(p, np, lr=0.05, average_decay=0.9)
     for _ in range(600):
         opt.step(p, {"x": 2 * (p["x"] - target)})
     np.testing.assert_allclose(p["x"], target, atol=1e-2)
-    np.testing.assert_allclose(opt.ema["x"], target, atol=5e-2)
+    np.testing.assert_allclose(opt.weight_average["x"], target, atol=5e-2)
 
 
 def test_adam_trains_an_mlp_embedding():

@@ -20,8 +20,8 @@ from empirical.psim import PsimConfig
 
 N = 300
 # 128 px (64 patches: with 16 the boosting stalls), hidden 128, and small training budgets.
-# Measured with this seed: p-sim balanced accuracy 0.69, first matching 2.7% (chance 0.33%),
-# boosting 93% after 9 rounds, final matching 100%. Most seeds get there; a few need more than
+# Measured with this seed: p-sim balanced accuracy 0.69, first matching 8.0% (chance 0.33%),
+# boosting 93% after 5 rounds, final matching 100%. Most seeds get there; a few need more than
 # 12 boosting rounds, hence boost_rounds=40.
 CFG = AttackConfig(
     seed=1, candidates=10, boost_rounds=40,
@@ -94,7 +94,7 @@ def test_end_to_end_breaks_the_game(game, full_run):
     assert psim["balanced_accuracy"] > 0.6 and psim["loss_last"] < psim["loss_first"]
     local, common = local_perm_share(result.order, secrets.perms)
     assert local >= 0.95
-    assert global_perm_share(result.pi, common) >= 0.8  # measured 0.97 (2 of 64 wrong: see test_boosting xfail)
+    assert global_perm_share(result.pi, common) >= 0.8  # measured 1.0 (all 64 positions)
     assert result.encoder.config == g.config
     sub = result.submission(g)
     assert sorted(sub.values(), key=lambda f: int(f[:-4])) == g.files
@@ -192,10 +192,13 @@ def test_game_in_memory_hands_bob_nothing_secret():
         assert not isinstance(v, (dict, type(secrets), type(secrets.key)))
 
 
-ATTACK_MODULES = ["alignment", "psim", "isim", "boosting", "extraction", "pipeline", "assignment", "moments", "mlp"]
+ATTACK_MODULES = ["alignment", "psim", "isim", "boosting", "extraction", "tprime", "pipeline", "store", "assignment",
+                  "moments", "mlp", *(f"stages/{name}" for name in STAGES), "stages/base", "stages/__init__"]
 FORBIDDEN_NAMES = {"Secrets", "load_secrets", "save_secrets", "read_answer_key", "load_key", "true_matching",
-                   "local_perm_share", "alice_encode"}
+                   "local_perm_share", "alice_encode", "check_secrets", "read_perms"}
 FORBIDDEN_ATTRS = {"answer", "perms", "secrets"}
+# Modules that hold or read Alice's side: the attack imports nothing from them.
+SECRET_MODULES = {"evaluate", "secret_files", "alice", "referee", "report", "keys"}
 
 
 @pytest.mark.parametrize("module", ATTACK_MODULES)
@@ -206,12 +209,13 @@ def test_attack_modules_do_not_touch_secrets(module):
         if isinstance(node, ast.ImportFrom):
             mod = node.module or ""
             names = {a.name for a in node.names}
-            assert "evaluate" not in mod.split(".") and "evaluate" not in names, f"{module} imports evaluate"
-            if mod.split(".")[-1] == "challenge":
-                assert names <= {"Game", "GameError"}, f"{module} imports {names} from challenge"
+            assert not SECRET_MODULES & set(mod.split(".")), f"{module} imports from {mod}"
+            assert not SECRET_MODULES & names, f"{module} imports {names & SECRET_MODULES}"
+            if mod.split(".")[-1] == "game":
+                assert names <= {"Game", "GameError", "content_digest"}, f"{module} imports {names} from game"
             assert not names & FORBIDDEN_NAMES, f"{module} imports {names & FORBIDDEN_NAMES}"
         elif isinstance(node, ast.Import):
-            assert not any("evaluate" in a.name.split(".") for a in node.names), module
+            assert not any(SECRET_MODULES & set(a.name.split(".")) for a in node.names), module
         elif isinstance(node, ast.Name):
             assert node.id not in FORBIDDEN_NAMES, f"{module} uses {node.id}"
         elif isinstance(node, ast.Attribute):

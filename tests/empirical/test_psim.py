@@ -165,9 +165,9 @@ def test_train_psim_learns_a_synthetic_matching():
     emb = model.embed_patches(train[0][0][:10], np)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, rtol=1e-4)
     ev = evaluate_psim(model, synthetic_pairs(1, 300, 4, seed=1), synthetic_pairs(1, 300, 4, seed=2), 0, np)
-    assert ev["balanced_accuracy"] > 0.85 and ev["auc"] > 0.9
-    assert ev["auc"] <= 1.0
-    fpr, tpr = np.array(ev["roc_fpr"]), np.array(ev["roc_tpr"])
+    assert ev.balanced_accuracy > 0.85 and ev.auc > 0.9
+    assert ev.auc <= 1.0
+    fpr, tpr = np.array(ev.roc_fpr), np.array(ev.roc_tpr)
     assert len(fpr) == len(tpr) == 101
     assert (np.diff(fpr) >= 0).all() and (np.diff(tpr) >= 0).all()  # cuts go from strict to lax
 
@@ -180,4 +180,4 @@ def test_evaluate_psim_of_an_untrained_model_is_near_chance():
     noise = [(rng.standard_normal((400, 4)).astype(np.float32), rng.standard_normal((400, 4)).astype(np.float32))]
     ev = evaluate_psim(model, noise, [(rng.standard_normal((400, 4)).astype(np.float32),
                                        rng.standard_normal((400, 4)).astype(np.float32))], 0, np)
-    assert abs(ev["balanced_accuracy"] - 0.5) < 0.1 and abs(ev["auc"] - 0.5) < 0.1
+    assert abs(ev.balanced_accuracy - 0.5) < 0.1 and abs(ev.auc - 0.5) < 0.1

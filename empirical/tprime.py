@@ -1,0 +1,184 @@
+"""T', the attacker's network of NeuraCrypt's public architecture (paper §2.3.1): its parameters,
+forward and backward passes, and BatchNorm statistics for encoding images one at a time.
+
+T' is patch convolution, ``depth`` blocks of (1x1 convolution, BatchNorm, ReLU), positional
+embedding, ReLU, Linear; the BatchNorm affine stays at weight 1, bias 0 as in the family, and
+``depth = -1`` is the convolution alone. Gradients are written by hand (the tests check them
+against finite differences); fitting T' to matched pairs is :mod:`empirical.extraction`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from .backend import Array, Namespace, to_numpy
+from .encoder import BN_EPS, EncoderConfig, EncoderKey, patchify
+from .mlp import Params
+
+BN_STATS_CHUNK = 64  # images whose activations batch_stats holds at a time
+ENCODE_CHUNK = 512  # images encode_each runs through T' at a time
+
+
+class BatchNormStats(NamedTuple):
+    mean: Array  # (D,) per channel, over every row of the batch
+    var: Array  # (D,) biased variance, as BatchNorm's training mode uses
+
+
+class BlockCache(NamedTuple):
+    h_in: Array  # (n*P, D) the block's input
+    xhat: Array  # (n*P, D) its normalised pre-activation
+    inv: Array  # (D,) 1 / sqrt(var + BN_EPS) of its BatchNorm
+
+
+@dataclass
+class ForwardCache:
+    """What :func:`backward` needs from :func:`forward`."""
+
+    x: Array  # (n*P, C*p*p) the input patch rows
+    z0: Array  # (n*P, D) the first layer's pre-activation
+    shape: tuple[int, int]  # (n, P)
+    frozen_bn: bool  # BatchNorm used given statistics (no gradient through them)
+    blocks: list[BlockCache] = field(default_factory=list)
+    g: Array = None  # (n*P, D) the last Linear layer's input (absent for depth -1)
+
+
+class Forward(NamedTuple):
+    y: Array  # (n, P, D) T''s output
+    cache: ForwardCache
+
+
+def params_from_key(key: EncoderKey, xp: Namespace) -> Params:
+    """Trainable parameters of T' as a dict of new ``xp`` float32 arrays (copies of the key's)."""
+    cfg = key.config
+    p = {"W0": key.conv_w.reshape(cfg.hidden, -1), "b0": key.conv_b}
+    for i, (w, b) in enumerate(zip(key.block_w, key.block_b, strict=True)):
+        p[f"W{i + 1}"], p[f"b{i + 1}"] = w, b
+    if cfg.depth >= 0:
+        p["pos"], p["Wm"], p["bm"] = key.pos, key.mix_w, key.mix_b
+    return {k: xp.array(v, dtype=xp.float32) for k, v in p.items()}
+
+
+def key_from_params(params: Params, cfg: EncoderConfig) -> EncoderKey:
+    """An :class:`EncoderKey` (host arrays) holding the fitted parameters."""
+    h = {k: to_numpy(v).astype(np.float32) for k, v in params.items()}
+    n = max(cfg.depth, 0)
+    d = cfg.hidden
+    return EncoderKey(
+        cfg, h["W0"].reshape(d, cfg.channels, cfg.patch, cfg.patch), h["b0"],
+        tuple(h[f"W{i + 1}"] for i in range(n)), tuple(h[f"b{i + 1}"] for i in range(n)),
+        tuple(np.ones(d, np.float32) for _ in range(n)), tuple(np.zeros(d, np.float32) for _ in range(n)),
+        h.get("pos"), h.get("Wm"), h.get("bm"),
+    )
+
+
+def forward(params: Params, rows: Array, cfg: EncoderConfig, xp: Namespace,
+            bn_stats: list[BatchNormStats] | None = None) -> Forward:
+    """T' on patch rows (n, P, C*p*p) -> ``(y, cache)``, y (n, P, D).
+
+    BatchNorm uses the batch's own statistics unless ``bn_stats`` (a (mean, var) per block) is
+    given, which encodes each image on its own with those statistics.
+    """
+    n, P, _ = rows.shape
+    x = rows.reshape(n * P, -1)
+    z0 = x @ params["W0"].T + params["b0"]
+    cache = ForwardCache(x, z0, (n, P), bn_stats is not None)
+    if cfg.depth == -1:
+        return Forward(z0.reshape(n, P, -1), cache)
+    h = xp.maximum(z0, 0)
+    for i in range(cfg.depth):
+        u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
+        if bn_stats is None:
+            mean = u.mean(axis=0)
+            var = ((u - mean) ** 2).mean(axis=0)
+        else:
+            mean, var = bn_stats[i]
+        inv = 1.0 / xp.sqrt(var + BN_EPS)
+        xhat = (u - mean) * inv
+        cache.blocks.append(BlockCache(h, xhat, inv))
+        h = xp.maximum(xhat, 0)
+    a = h.reshape(n, P, -1) + params["pos"]
+    g = xp.maximum(a, 0).reshape(n * P, -1)
+    y = g @ params["Wm"].T + params["bm"]
+    cache.g = g
+    return Forward(y.reshape(n, P, -1), cache)
+
+
+def backward(params: Params, cache: ForwardCache, dy: Array, cfg: EncoderConfig, xp: Namespace) -> Params:
+    """Gradients of the loss for every parameter, given d loss / d output (n, P, D)."""
+    n, P = cache.shape
+    dy = dy.reshape(n * P, -1)
+    grads = {}
+    if cfg.depth == -1:
+        dz0 = dy
+    else:
+        g = cache.g
+        grads["Wm"] = dy.T @ g
+        grads["bm"] = dy.sum(axis=0)
+        da = (dy @ params["Wm"]) * (g > 0)
+        grads["pos"] = da.reshape(n, P, -1).sum(axis=0)
+        dh = da
+        for i in reversed(range(cfg.depth)):
+            h_in, xhat, inv = cache.blocks[i]
+            dx = dh * (xhat > 0)
+            if cache.frozen_bn:
+                du = inv * dx
+            else:  # batch statistics: the mean and variance depend on every row
+                du = inv * (dx - dx.mean(axis=0) - xhat * (dx * xhat).mean(axis=0))
+            grads[f"W{i + 1}"] = du.T @ h_in
+            grads[f"b{i + 1}"] = du.sum(axis=0)
+            dh = du @ params[f"W{i + 1}"]
+        dz0 = dh * (cache.z0 > 0)
+    grads["W0"] = dz0.T @ cache.x
+    grads["b0"] = dz0.sum(axis=0)
+    return grads
+
+
+def batch_stats(params: Params, rows: Array, cfg: EncoderConfig, xp: Namespace,
+                chunk: int = BN_STATS_CHUNK) -> list[BatchNormStats]:
+    """Per-block BatchNorm (mean, var) of T' on a batch of patch rows (n, P, C*p*p).
+
+    Computed block by block over chunks of images, so no more than a chunk's activations are held.
+    """
+    n, P, _ = rows.shape
+    h = [xp.maximum(rows[s:s + chunk].reshape(-1, rows.shape[2]) @ params["W0"].T + params["b0"], 0)
+         for s in range(0, n, chunk)]
+    out = []
+    for i in range(cfg.depth):
+        u = [a @ params[f"W{i + 1}"].T + params[f"b{i + 1}"] for a in h]
+        mean = sum(a.sum(axis=0) for a in u) / (n * P)
+        var = sum(((a - mean) ** 2).sum(axis=0) for a in u) / (n * P)
+        out.append(BatchNormStats(mean, var))
+        inv = 1.0 / xp.sqrt(var + BN_EPS)
+        h = [xp.maximum((a - mean) * inv, 0) for a in u]
+    return out
+
+
+def encode_each(params: Params, images: Array, family: EncoderConfig, bn_stats: list[BatchNormStats] | None,
+                xp: Namespace, chunk: int = ENCODE_CHUNK) -> Array:
+    """T'(x) for every image on its own, BatchNorm frozen at ``bn_stats``: (n, P, D)."""
+    out = []
+    for s in range(0, len(images), chunk):
+        rows = patchify(xp.asarray(images[s:s + chunk], dtype=xp.float32), family.patch)
+        out.append(forward(params, rows, family, xp, bn_stats=bn_stats).y)
+    return xp.concatenate(out, axis=0)
+
+
+def mean_batch_stats(params: Params, images: Array, groups: np.ndarray, family: EncoderConfig,
+                     xp: Namespace) -> list[BatchNormStats] | None:
+    """BatchNorm statistics of T' averaged over Alice's batches (for encoding images one by one).
+
+    ``images`` (n, C, H, W); ``groups`` (n,) host, each image's BatchNorm batch.
+    """
+    if family.depth <= 0:
+        return None
+    images = xp.asarray(images)  # no copy when they are on the device already
+    acc = None
+    ids = np.unique(groups)
+    for g in ids:
+        batch = images[xp.asarray(np.flatnonzero(groups == g))]
+        rows = patchify(xp.asarray(batch, dtype=xp.float32), family.patch)
+        st = batch_stats(params, rows, family, xp)
+        acc = st if acc is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(acc, st, strict=True)]
+    return [BatchNormStats(m / len(ids), v / len(ids)) for m, v in acc]
