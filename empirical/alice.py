@@ -5,25 +5,101 @@ key and the shuffles; the same game can also be built in memory for the attack's
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
+import os
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from types import ModuleType
 
 import numpy as np
 
 from .backend import to_numpy
 from .encoder import EncoderConfig, encode, random_key
-from .fileio import quantize16, write_json, write_npy, write_png16
-from .game import ENC_DIR, ORIG_DIR, PATH_LIST, Game, GameError, Secrets
+from .errors import PathLike
+from .fileio import check_output, quantize16, resolved, write_json, write_npy, write_png16
+from .game import ENC_DIR, ORIG_DIR, PATH_LIST, Game, GameError, Secrets, looks_like_game
+from .keys import save_key
+from .memory import check_memory
+from .secret_files import perms_path
+from .staging import Staging
+
+GAME_ENTRIES = frozenset({"encoder.json", ORIG_DIR, ENC_DIR, PATH_LIST})
 
 
-def check_out_free(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise GameError(f"{out} exists and is not an empty folder; not overwriting it")
+def check_out_free(out: PathLike, force: bool = False) -> None:
+    """Refuse a game folder that exists and is not empty (with ``force``, an existing game may be replaced)."""
+    out = Path(out)
+    if out.is_symlink():
+        raise GameError(f"{out} is a symbolic link; give the game folder itself")
+    if not out.exists():
+        return
+    if out.is_dir():
+        entries = {p.name for p in out.iterdir()}
+        if not entries:
+            return
+        if entries <= GAME_ENTRIES and looks_like_game(out):
+            if force:
+                return
+            raise GameError(f"{out} exists and holds a game; not overwriting it (--force replaces it)")
+    raise GameError(f"{out} exists and is not an empty folder; not overwriting it")
+
+
+def check_make_outputs(out: PathLike, answer_key: PathLike | None = None, secret_key: PathLike | None = None,
+                       force: bool = False) -> None:
+    """Refuse, before any work, outputs of ``make`` that would destroy something or mix secrets into a game.
+
+    The game folder, the answer key, the secret key and its ``.perms.npy`` must be four different
+    paths, none inside another; Alice's files must not lie inside any folder that looks like a
+    game, nor the game inside another game; an existing file is replaced only with ``force``, and
+    never a folder, a fifo or a link that leads nowhere.
+    """
+    out = Path(out)
+    outputs = [("--out", out)]
+    if answer_key is not None:
+        outputs.append(("--answer-key", Path(answer_key)))
+    if secret_key is not None:
+        outputs += [("--secret-key", Path(secret_key)),
+                    ("the permutations beside --secret-key", perms_path(secret_key))]
+    real = [resolved(p) for _, p in outputs]
+    for i, (fi, pi) in enumerate(outputs):
+        for j in range(i + 1, len(outputs)):
+            fj, pj = outputs[j]
+            if real[i] == real[j]:
+                raise GameError(f"{fi} and {fj} are the same path ({pj}); each output needs its own")
+            if real[i] in real[j].parents or real[j] in real[i].parents:
+                inner, outer = (pj, pi) if real[i] in real[j].parents else (pi, pj)
+                if outer == out:
+                    raise GameError(f"{inner} is inside the game folder; Alice's secrets must live outside GAME/")
+                raise GameError(f"{inner} is inside {outer}, another output of make")
+    for (flag, p), r in zip(outputs, real, strict=True):
+        for anc in r.parents:
+            if looks_like_game(anc):
+                what = "the game" if flag == "--out" else "Alice's secrets"
+                raise GameError(f"{flag} {p} is inside {anc}, which looks like a game folder; {what} must not "
+                                f"go inside a game")
+    check_out_free(out, force)
+    for flag, p in outputs[1:]:
+        if os.path.lexists(p):
+            if p.is_symlink() and not p.exists():
+                raise GameError(f"{flag} {p} is a symbolic link that leads nowhere; not replacing it")
+            if not p.is_file():
+                raise GameError(f"{flag} {p} exists and is not a regular file; not replacing it")
+            if not force:
+                raise GameError(f"{flag} {p} exists; not overwriting it (--force replaces it)")
+    for flag, p in outputs:
+        check_output(p, flag, "folder" if flag == "--out" else "file")
+
+
+def check_ids(ids: list) -> None:
+    """Image ids become file names under ``originals/``: relative ``.png`` paths that stay inside it."""
+    for i in ids:
+        ok = (isinstance(i, str) and i.endswith(".png") and str(PurePosixPath(i)) == i and not i.startswith("/")
+              and ".." not in PurePosixPath(i).parts and "\\" not in i and "\x00" not in i)
+        if not ok:
+            raise GameError(f"image id {i!r} is not a relative path ending in .png inside originals/")
 
 
 def alice_encode(images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
-                 progress=None, xp=np) -> tuple[np.ndarray, Secrets]:
+                 progress: Callable[[int], object] | None = None, xp: ModuleType = np) -> tuple[np.ndarray, Secrets]:
     """Alice's move: a fresh key, a random subset encoded in a random order, rows shuffled.
 
     Returns ``(encodings, secrets)``: encodings (n_encoded, P, D) float32 on the host, in file
@@ -39,7 +115,7 @@ def alice_encode(images: np.ndarray, ids: list, config: EncoderConfig, n_encoded
 
 
 def game_in_memory(images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
-                   progress=None, xp=np) -> tuple[Game, Secrets]:
+                   progress: Callable[[int], object] | None = None, xp: ModuleType = np) -> tuple[Game, Secrets]:
     """The same game as :func:`make_game` would write, without the disk: ``(Game, Secrets)``."""
     images = quantize16(images)
     enc, secrets = alice_encode(images, ids, config, n_encoded, seed, progress, xp)
@@ -53,7 +129,7 @@ def bundled_ids(n: int) -> list[str]:
 
 
 def bundled_game(config: EncoderConfig, n: int, extra: int = 0, seed: int = 0, image_seed: int | None = None,
-                 progress=None, xp=np) -> tuple[Game, Secrets]:
+                 progress: Callable[[int], object] | None = None, xp: ModuleType = np) -> tuple[Game, Secrets]:
     """A game of ``n`` encoded bundled images plus ``extra`` decoys, drawn and keyed from ``seed``.
 
     ``image_seed`` draws the images from another seed than the key (default: the same).
@@ -64,41 +140,59 @@ def bundled_game(config: EncoderConfig, n: int, extra: int = 0, seed: int = 0, i
     return game_in_memory(imgs, bundled_ids(n + extra), config, n, seed=seed, progress=progress, xp=xp)
 
 
-def make_game(out, images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
-              progress=None) -> Secrets:
-    """Write a game to ``out`` and return Alice's secrets (the caller decides where they go).
+def make_bytes(config: EncoderConfig, n_originals: int, n_encoded: int) -> int:
+    """Memory ``make`` needs: the images (and their 16-bit rounding), the encodings twice (encoded,
+    then shuffled) and the key."""
+    return (3 * config.image_bytes(n_originals) + 2 * config.encoding_bytes(n_encoded)
+            + config.key_bytes())
 
-    ``images`` (N_o, C, H, W) are written to originals/ as 16-bit PNGs; ``n_encoded`` of them,
+
+def make_game(out: PathLike, images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
+              progress: Callable[[int], object] | None = None, *, answer_key: PathLike | None = None,
+              secret_key: PathLike | None = None, force: bool = False) -> Secrets:
+    """Write a game to ``out`` and return Alice's secrets; with ``answer_key``/``secret_key``, write them too.
+
+    ``images`` (N_o, 1, H, W) are written to originals/ as 16-bit PNGs; ``n_encoded`` of them,
     picked at random, are encoded in a random order in consecutive BatchNorm batches with a fresh
-    key and written as ``0.npy`` ... in that order. The game is built in a temporary folder and
-    renamed into place, so an interrupted run leaves nothing under ``out``.
+    key and written as ``0.npy`` ... in that order. All or nothing: the game and Alice's files
+    (``answer_key``, ``secret_key`` and ``<secret_key>.perms.npy``) are written to temporaries
+    beside their final paths and renamed into place only at the end, so a failure or an
+    interruption leaves no game, no secret and no temporary behind. Outputs are checked first by
+    :func:`check_make_outputs` (an existing file is replaced only with ``force``).
     """
     out = Path(out)
-    check_out_free(out)
+    check_make_outputs(out, answer_key, secret_key, force)
     if len(ids) != len(images) or len(set(ids)) != len(ids):
         raise GameError("image ids must be unique, one per image")
+    check_ids(ids)
     if not 1 <= n_encoded <= len(images):
         raise GameError(f"cannot encode {n_encoded} of {len(images)} images")
+    if config.channels != 1:
+        raise GameError(f"channels {config.channels}: originals are written as grayscale PNGs, so a game "
+                        f"must have channels 1")
     if images.shape[1:] != (config.channels, config.image_size, config.image_size):
         raise GameError(f"images have shape {images.shape[1:]}, the encoder expects "
                         f"{(config.channels, config.image_size, config.image_size)}")
+    if seed < 0:
+        raise GameError(f"the seed must be at least 0, got {seed}")
+    check_memory(make_bytes(config, len(images), n_encoded),
+                 f"making a game of {n_encoded:,} encodings of {len(images):,} images")
     images = quantize16(images)  # encode exactly what the 16-bit PNGs in originals/ will hold
     enc, secrets = alice_encode(images, ids, config, n_encoded, seed, progress)
     answer = secrets.answer
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with Staging(force=force) as st:
+        tmp = st.folder(out)
         write_json(tmp / "encoder.json", config.to_json())
         for img_id, img in zip(ids, images, strict=True):
             write_png16(tmp / ORIG_DIR / img_id, img[0])
         for k in range(n_encoded):
             write_npy(tmp / ENC_DIR / f"{k}.npy", enc[k].astype(np.float32))
         write_json(tmp / PATH_LIST, sorted(answer))
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if answer_key is not None:
+            write_json(st.file(answer_key), answer)
+        if secret_key is not None:
+            save_key(st.file(secret_key), secrets.key)
+            write_npy(st.file(perms_path(secret_key)), secrets.perms.astype(np.int32))
+        st.commit()
     return secrets

@@ -16,18 +16,25 @@ from dataclasses import replace
 
 from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
-from .encoder import CHALLENGE_SCALE, PRESETS, preset, save_key
-from .evaluate import challenge2_score, true_matching
+from .encoder import CHALLENGE_SCALE, PRESETS, preset
+from .errors import OneLineParser, UserError, run_command
+from .evaluate import challenge2_bytes, challenge2_score, true_matching
 from .extraction import ExtractConfig
-from .fileio import write_json
-from .game import GameError, Secrets, load_secrets, read_answer_key, read_game, write_submission
-from .machine import machine_info, source_fingerprint
+from .fileio import check_output, is_within, resolved, write_json
+from .game import Game, Secrets, game_bytes, read_game, write_submission
+from .keys import save_key
+from .machine import fingerprint_record, load_average, load_record, machine_info
+from .memory import check_memory
 from .pipeline import AttackConfig, run_attack
 from .psim import PsimConfig
 from .report import score_stages, table_rows
+from .secret_files import check_secrets, load_secrets, perms_path, read_answer_key
+
+DEFAULT_SUBMISSION = "parallel_data_predictions.json"
+MAX_SEED = 2**63 - 1 - 10_000  # the fresh images are drawn with seed + 10,000
 
 
-def restrict_to_path_list(game):
+def restrict_to_path_list(game: Game) -> Game:
     """The game with only the originals its public path list names as encoded."""
     keep = set(game.path_list)
     idx = [i for i, x in enumerate(game.ids) if x in keep]
@@ -37,14 +44,16 @@ def restrict_to_path_list(game):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m empirical.attack", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="python -m empirical.attack", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--game", help="attack this game folder (public NeuraCrypt Challenge layout)")
     ap.add_argument("--submission", help="with --game: where to write the submission JSON "
                                          "(default parallel_data_predictions.json)")
-    ap.add_argument("--answer-key", help="with --game: Alice's answer key, read only after the attack to score it")
-    ap.add_argument("--secret-key", help="with --game: Alice's key (.npz), read only after the attack to score "
-                                         "the local permutations and T'")
+    ap.add_argument("--answer-key", help="with --game: Alice's answer key, checked against the game before the "
+                                         "attack and used only after it, to score it")
+    ap.add_argument("--secret-key", help="with --game and --answer-key: Alice's key (.npz; one without a config "
+                                         "entry takes the game's family), checked before the attack and used "
+                                         "only after it, to score the local permutations and T'")
     ap.add_argument("--all-originals", action="store_true",
                     help="match against every original, ignoring the public path list of encoded ids "
                          "(harder: decoys become candidates)")
@@ -75,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _print_table(rows, total: float, out=None) -> None:
+def _print_table(rows: list, total: float, out=None) -> None:
     out = out or sys.stdout
     print(f"{'stage':28s} {'matched':>8s} {'seconds':>8s}  note", file=out)
     for name, share, secs, note in rows:
@@ -85,62 +94,157 @@ def _print_table(rows, total: float, out=None) -> None:
     print(f"{'total':28s} {'':>8s} {total:8.1f}", file=out)
 
 
-def main(argv=None) -> int:
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse out-of-range numbers and flags that need ``--game``, before any work."""
+    if args.game is None:
+        if args.n < 2:
+            raise UserError(f"--n must be at least 2, got {args.n}")
+        if args.extra < 0:
+            raise UserError(f"--extra must be at least 0, got {args.extra}")
+        for flag in ("submission", "answer_key", "secret_key"):
+            if getattr(args, flag):
+                raise UserError(f"--{flag.replace('_', '-')} needs --game (without it the attack makes its own game)")
+    if args.secret_key and not args.answer_key:
+        raise UserError("--secret-key needs --answer-key (the key is used only to score the attack)")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    if args.candidates < 1:
+        raise UserError(f"--candidates must be at least 1 (encodings per original that get an exact i-sim), "
+                        f"got {args.candidates}")
+    for flag, v, lo in (("--psim-steps", args.psim_steps, 1), ("--extract-steps", args.extract_steps, 1),
+                        ("--refine-steps", args.refine_steps, 0), ("--fresh", args.fresh, 0)):
+        if v < lo:
+            raise UserError(f"{flag} must be at least {lo}, got {v}")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output inside GAME/, one that is one of Alice's files, two outputs on
+    the same path, or an output that cannot be written (a folder where a file is due, and so on)."""
+    outputs = {"--submission": args.submission or (DEFAULT_SUBMISSION if args.game else None),
+               "--json": args.json, "--save-encoder": args.save_encoder, "--plots": args.plots,
+               "--work-dir": args.work_dir}
+    outputs = {f: p for f, p in outputs.items() if p}
+    inputs = {}
+    if args.answer_key:
+        inputs["--answer-key"] = args.answer_key
+    if args.secret_key:
+        inputs["--secret-key"] = args.secret_key
+        inputs["the permutations beside --secret-key"] = str(perms_path(args.secret_key))
+    seen: dict = {}
+    for flag, p in outputs.items():
+        if args.game and is_within(p, args.game):
+            raise UserError(f"{flag} {p} is inside the game folder {args.game}; the attack never writes into GAME/")
+        for what, q in inputs.items():
+            if is_within(p, q):
+                raise UserError(f"{flag} {p} is {what} {q}; not overwriting Alice's file")
+        r = resolved(p)
+        for other, q in seen.items():
+            if r == q:
+                raise UserError(f"{flag} and {other} are the same path ({p}); each output needs its own")
+        seen[flag] = r
+        check_output(p, flag, "folder" if flag in ("--plots", "--work-dir") else "file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the attack; any failure is one line on stderr and a non-zero exit (see :func:`run_command`)."""
     args = build_parser().parse_args(argv)
+    if args.work_dir:
+        note = f"rerunning the same command resumes after the last finished stage (kept in {args.work_dir})"
+    else:
+        note = "nothing was kept; add --work-dir DIR so that rerunning the command resumes after the last " \
+               "finished stage"
+    return run_command(lambda: _run(args), note)
+
+
+def _backend(name: str):
     try:
-        return _run(args)
-    except (GameError, BackendError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return get_backend(name)
+    except BackendError as e:
+        raise UserError(f"--backend {name}: {e}") from None
 
 
-def _run(args) -> int:
-    xp = get_backend(args.backend)
-    t_start = time.perf_counter()
-    secrets = None
-    t_data = 0.0
+def _read_secrets_up_front(args: argparse.Namespace, game: Game) -> Secrets | None:
+    """Alice's files, read and checked against the game before the attack starts, then kept unused.
+
+    Another game's answer key or key, a damaged file or a key of another family is refused now,
+    not after the whole attack; the attack itself never receives what is read here.
+    """
+    if not args.answer_key:
+        return None
+    if args.secret_key:
+        secrets = load_secrets(args.answer_key, args.secret_key, game.config)
+    else:
+        secrets = Secrets(None, read_answer_key(args.answer_key), None)
+    check_secrets(secrets, game, args.answer_key, args.secret_key)
+    return secrets
+
+
+def _game(args: argparse.Namespace) -> tuple[Game, Secrets | None, float]:
+    """The game to attack and Alice's secrets (held back until the attack returns), and data seconds.
+
+    With ``--game``: the game on disk, and Alice's files when given, read and checked now. Without:
+    a game drawn from the bundled images, whose secrets are Alice's in memory.
+    """
+    t0 = time.perf_counter()
     if args.game:
         game = read_game(args.game)
-    else:
-        if args.n < 2:
-            raise ValueError("--n must be at least 2")
-        size = CHALLENGE_SCALE if args.challenge_scale else \
-            dict(image_size=args.image_size, patch=args.patch, hidden=args.hidden)
-        fam = preset(args.preset, **size)
-        game, secrets = bundled_game(fam, args.n, args.extra, seed=args.seed)
-        t_data = time.perf_counter() - t_start
+        return game, _read_secrets_up_front(args, game), 0.0
+    size = CHALLENGE_SCALE if args.challenge_scale else \
+        dict(image_size=args.image_size, patch=args.patch, hidden=args.hidden)
+    fam = preset(args.preset, **size)
+    check_memory(2 * game_bytes(fam, args.n + args.extra, args.n),
+                 f"a game of --n {args.n} and --extra {args.extra} at {fam.image_size} px, hidden {fam.hidden}")
+    game, secrets = bundled_game(fam, args.n, args.extra, seed=args.seed)
+    return game, secrets, time.perf_counter() - t0
+
+
+def _config(args: argparse.Namespace) -> AttackConfig:
+    return AttackConfig(seed=args.seed, candidates=args.candidates,
+                        psim=replace(PsimConfig(), steps=args.psim_steps),
+                        extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps,
+                                        refine_steps=args.refine_steps))
+
+
+def _fresh_score(args: argparse.Namespace, game: Game, encoder, secrets: Secrets | None, xp) -> dict | None:
+    """T''s Challenge 2 score on ``--fresh`` new bundled images (needs Alice's key), or None."""
+    if secrets is None or secrets.key is None or args.fresh <= 0:
+        return None
+    from .data import bundled_images
+
+    t0 = time.perf_counter()
+    imgs = bundled_images(args.fresh, game.config.image_size, args.seed + 10_000, game.config.patch)
+    fresh = challenge2_score(secrets.key, encoder, imgs, xp, seed=args.seed)
+    fresh["seconds"] = time.perf_counter() - t0
+    return fresh
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_flags(args)
+    check_outputs(args)
+    xp = _backend(args.backend)
+    load_start = load_average()
+    t_start = time.perf_counter()
+    game, secrets, t_data = _game(args)  # secrets: held back, never handed to the attack
+    if secrets is not None and secrets.key is not None and args.fresh > 0:
+        check_memory(challenge2_bytes(game.config, args.fresh), f"scoring T' on --fresh {args.fresh} images")
     n_in_game = len(game.ids)
     if not args.all_originals:
         game = restrict_to_path_list(game)
-    cfg = AttackConfig(seed=args.seed, candidates=args.candidates,
-                       psim=replace(PsimConfig(), steps=args.psim_steps),
-                       extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps,
-                                       refine_steps=args.refine_steps))
+    cfg = _config(args)
     if not args.quiet:
         print(f"attacking {len(game.files)} encodings of {len(game.ids)} originals "
               f"({game.config.image_size}px, patch {game.config.patch}, hidden {game.config.hidden}, "
               f"depth {game.config.depth}, shuffle {game.config.shuffle}) on {backend_name(xp)}", file=sys.stderr)
     result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir)
     t_attack = time.perf_counter() - t_start
+    load = load_record(load_start)
 
-    # --- everything below uses the attack's output; Alice's secrets are read only now ---
-    submission = result.submission(game)
+    # --- everything below uses the attack's output; only now are Alice's secrets used, to score it ---
     if args.game:
-        write_submission(args.submission or "parallel_data_predictions.json", submission)
-        if args.answer_key:
-            secrets = load_secrets(args.answer_key, args.secret_key) if args.secret_key else None
-            if secrets is None:
-                secrets = Secrets(None, read_answer_key(args.answer_key), None)
+        write_submission(args.submission or DEFAULT_SUBMISSION, result.submission(game))
     if args.save_encoder:
         save_key(args.save_encoder, result.encoder)
-    fresh = None
-    if secrets is not None and secrets.key is not None and args.fresh > 0:
-        from .data import bundled_images
-
-        t0 = time.perf_counter()
-        imgs = bundled_images(args.fresh, game.config.image_size, args.seed + 10_000, game.config.patch)
-        fresh = challenge2_score(secrets.key, result.encoder, imgs, xp, seed=args.seed)
-        fresh["seconds"] = time.perf_counter() - t0
+    fresh = _fresh_score(args, game, result.encoder, secrets, xp)
     records = score_stages(result, game, secrets)
     rows = table_rows(records)
     if t_data:
@@ -151,7 +255,7 @@ def _run(args) -> int:
     print()
     _print_table(rows, t_attack)
     if args.game:
-        print(f"\nsubmission written to {args.submission or 'parallel_data_predictions.json'}")
+        print(f"\nsubmission written to {args.submission or DEFAULT_SUBMISSION}")
     if args.json:
         write_json(args.json, {
             "config": {"attack": cfg.to_json(), "family": game.config.to_json(), "n_encoded": len(game.files),
@@ -159,13 +263,14 @@ def _run(args) -> int:
                        "all_originals": args.all_originals, "game": args.game, "seed": args.seed},
             "stages": [{"stage": r[0], "share_matched": r[1], "seconds": r[2], "note": r[3]} for r in rows],
             "stage_records": records,
-            "psim": {k: v for k, v in result.stages[1].info.items()},
+            "psim": dict(result.stages[1].info),
             "final_share_matched": records[-1]["share_matched"],
             "fresh_images": fresh,
             "data_seconds": t_data,
             "total_seconds": t_attack,
+            "load": load,
             "machine": machine_info(xp),
-            "source_fingerprint": source_fingerprint(),
+            "source_fingerprint": fingerprint_record(("empirical",)),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         })
     if args.plots:

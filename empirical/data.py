@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .fileio import quantize16, read_gray
+from .errors import PathLike, UserError
+from .fileio import check_numeric_dtype, quantize16, read_gray, read_npy_header, read_npy_stream, regular_file
+from .memory import check_memory
 
 DICOM_SOURCES = (("RG1_UNCR.dcm", True), ("RG3_UNCR.dcm", True), ("MR2_UNCR.dcm", False), ("693_UNCR.dcm", False))
 SKIMAGE_SOURCES = (
@@ -140,7 +144,8 @@ def _patch_hashes(img: np.ndarray, patch: int) -> list:
     return [hashlib.blake2b(b.tobytes(), digest_size=12).digest() for b in blocks]
 
 
-def bundled_images(n: int, size: int = 128, seed: int = 0, patch: int = 16, progress=None) -> np.ndarray:
+def bundled_images(n: int, size: int = 128, seed: int = 0, patch: int = 16,
+                   progress: Callable[[int], object] | None = None) -> np.ndarray:
     """Draw ``n`` distinct grayscale images from the bundled sources.
 
     Parameters
@@ -154,8 +159,9 @@ def bundled_images(n: int, size: int = 128, seed: int = 0, patch: int = 16, prog
     -------
     float32 array (n, 1, size, size) on the 16-bit grid, values in [0, 1]
     """
-    if n < 0 or size < 1 or size % patch:
-        raise ValueError(f"need n >= 0 and a size that is a multiple of the patch ({patch}); got {n}, {size}")
+    if n < 0 or size < 1 or patch < 1 or size % patch:
+        raise UserError(f"need n >= 0 and a size that is a multiple of the patch ({patch}); got {n}, {size}")
+    check_memory(4 * n * size * size * 2, f"drawing {n:,} bundled images of {size} px")
     sources, weights = _source_pyramids()
     rng = np.random.default_rng([seed, size, 0x6E43])
     out = np.empty((n, 1, size, size), np.float32)
@@ -188,17 +194,29 @@ def resize_center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return np.clip(a[top:top + size, left:left + size], 0.0, 1.0)
 
 
-def list_image_files(folder) -> list:
-    """Image files under ``folder`` (recursive), sorted, as paths relative to it."""
+def list_image_files(folder: PathLike) -> list[str]:
+    """Image files under ``folder`` (recursive), sorted, as paths relative to it.
+
+    An entry with an image's name that is neither a file nor a folder (a fifo, a socket, a link
+    that leads nowhere) is refused: reading it could block or fail later.
+    """
     folder = Path(folder)
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    out = []
+    for p in folder.rglob("*"):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if p.is_file():
+            out.append(p.relative_to(folder).as_posix())
+        elif not p.is_dir():
+            raise UserError(f"image {p} is not a regular file")
+    return sorted(out)
 
 
-def load_folder(folder, size: int, limit: int | None = None) -> tuple:
+def load_folder(folder: PathLike, size: int, limit: int | None = None) -> tuple[list[str], np.ndarray]:
     """Read a folder of PNG/JPEG images (recursive) prepared as the original attack did.
 
-    Returns ``(ids, images)`` with images float32 (N, 1, size, size).
+    Returns ``(ids, images)`` with images float32 (N, 1, size, size). An image that cannot be read,
+    is too large, or holds values outside its range is refused with one line naming it.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -207,25 +225,43 @@ def load_folder(folder, size: int, limit: int | None = None) -> tuple:
     if limit is not None:
         ids = ids[:limit]
     if not ids:
-        raise ValueError(f"no PNG or JPEG images under {folder}")
-    imgs = np.stack([resize_center_crop(read_gray(folder / i), size) for i in ids])[:, None]
+        raise UserError(f"no PNG or JPEG images under {folder}")
+    check_memory(4 * len(ids) * size * size, f"{len(ids):,} images of {size} px from {folder}")
+    imgs = np.empty((len(ids), 1, size, size), np.float32)
+    for k, i in enumerate(ids):
+        imgs[k, 0] = resize_center_crop(read_gray(folder / i), size)
     return ids, imgs
 
 
-def load_npy(path, size: int) -> np.ndarray:
-    """Read a stack (N, H, W) or (N, 1, H, W) of grayscale images; integer types are scaled to [0, 1]."""
-    a = np.load(path, allow_pickle=False)
-    if a.ndim == 4 and a.shape[1] == 1:
+def load_npy(path: PathLike, size: int) -> np.ndarray:
+    """Read a stack (N, H, W) or (N, 1, H, W) of grayscale images; integer types are scaled to [0, 1].
+
+    Float values are clipped to [0, 1]; NaN or inf, a wrong shape or a non-numeric type is refused
+    with one line naming the file, before the data is read.
+    """
+    path = regular_file(path, "image stack")
+    with open(path, "rb") as f:
+        shape, dtype, _ = read_npy_header(f, str(path))
+        check_numeric_dtype(dtype, str(path))
+        if len(shape) == 4 and shape[1] == 1:
+            shape = (shape[0], *shape[2:])
+        if len(shape) != 3:
+            raise UserError(f"{path}: expected shape (N, H, W) or (N, 1, H, W), got {tuple(shape)}")
+        if min(shape[1:]) < 1:
+            raise UserError(f"{path}: images of {shape[1]} x {shape[2]} pixels are empty")
+        check_memory(int(np.prod(shape, dtype=object)) * (dtype.itemsize + 12) + 4 * shape[0] * size * size,
+                     f"the image stack {path} ({' x '.join(map(str, shape))}, {dtype})")
+        f.seek(0)
+        a = read_npy_stream(f, str(path), size=os.fstat(f.fileno()).st_size)
+    if a.ndim == 4:
         a = a[:, 0]
-    if a.ndim != 3:
-        raise ValueError(f"{path}: expected shape (N, H, W) or (N, 1, H, W), got {a.shape}")
     if np.issubdtype(a.dtype, np.integer):
         a = a.astype(np.float64) / np.iinfo(a.dtype).max
     a = np.asarray(a, np.float32)
     if not np.isfinite(a).all():
-        raise ValueError(f"{path}: contains NaN or inf")
+        raise UserError(f"{path}: contains NaN or inf")
     if a.shape[1:] != (size, size):
-        a = np.stack([resize_center_crop(im, size) for im in a])
+        a = np.stack([resize_center_crop(im, size) for im in a]) if len(a) else np.zeros((0, size, size), np.float32)
     return np.clip(a, 0.0, 1.0)[:, None]
 
 
@@ -235,11 +271,11 @@ def load_images(source: str, n: int, size: int, seed: int = 0, patch: int = 16) 
         return bundled_images(n, size, seed, patch)
     p = Path(source)
     if p.suffix == ".npy":
-        if not p.is_file():
+        if not p.exists():
             raise FileNotFoundError(f"no such file: {p}")
         imgs = load_npy(p, size)
     else:
         imgs = load_folder(p, size)[1]
     if len(imgs) < n:
-        raise ValueError(f"{source} holds {len(imgs)} images, {n} were asked for")
+        raise UserError(f"{source} holds {len(imgs)} images, {n} were asked for")
     return imgs[:n]

@@ -12,19 +12,36 @@ saved in the original state-dict names so keys interoperate with the original co
 """
 from __future__ import annotations
 
-import json
+import numbers
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .backend import to_numpy
+from .errors import UserError
 
 BN_EPS = 1e-5
 
 
+# The sane range of each field of a family; a game or key outside them is refused before any work.
+LIMITS = {
+    "channels": (1, 16),
+    "image_size": (1, 8192),
+    "patch": (1, 8192),
+    "hidden": (1, 32768),
+    "depth": (-1, 256),
+    "bn_batch": (1, 2**24),
+}
+MAX_PATCHES = 65536  # (image_size / patch)^2
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The public family of an encoder (everything but the secret weights)."""
+    """The public family of an encoder (everything but the secret weights).
+
+    Every field is checked on construction: integers (``shuffle`` a bool), each within
+    :data:`LIMITS`, the image a whole number of patches, at most :data:`MAX_PATCHES` of them. A
+    bad field raises :class:`~empirical.errors.UserError` (a ``ValueError``) naming it.
+    """
 
     channels: int = 1
     image_size: int = 128
@@ -35,13 +52,23 @@ class EncoderConfig:
     bn_batch: int = 256
 
     def __post_init__(self):
+        for name, (lo, hi) in LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+                raise UserError(f"{name} must be an integer, got {v!r}")
+            v = int(v)
+            object.__setattr__(self, name, v)  # NumPy integers become plain ints
+            if not lo <= v <= hi:
+                what = "positive" if lo == 1 else f"at least {lo}"
+                raise UserError(f"{name} must be {what} and at most {hi:,}, got {v:,}")
+        if not isinstance(self.shuffle, (bool, np.bool_)):
+            raise UserError(f"shuffle must be true or false, got {self.shuffle!r}")
+        object.__setattr__(self, "shuffle", bool(self.shuffle))
         if self.image_size % self.patch:
-            raise ValueError(f"image size {self.image_size} is not a multiple of patch {self.patch}")
-        if self.depth < -1:
-            raise ValueError(f"depth must be >= -1, got {self.depth}")
-        for name in ("channels", "image_size", "patch", "hidden", "bn_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive")
+            raise UserError(f"image size {self.image_size} is not a multiple of patch {self.patch}")
+        if self.n_patches > MAX_PATCHES:
+            raise UserError(f"image size {self.image_size} with patch {self.patch} gives {self.n_patches:,} "
+                            f"patches per image; at most {MAX_PATCHES:,} are supported")
 
     @property
     def n_patches(self) -> int:
@@ -51,11 +78,29 @@ class EncoderConfig:
     def patch_dim(self) -> int:
         return self.channels * self.patch * self.patch
 
+    def key_bytes(self) -> int:
+        """Bytes of one key of this family (float32)."""
+        d = self.hidden
+        n = d * self.patch_dim + d + max(self.depth, 0) * (d * d + 3 * d)
+        if self.depth >= 0:
+            n += self.n_patches * d + d * d + d
+        return 4 * n
+
+    def encoding_bytes(self, n: int) -> int:
+        """Bytes of ``n`` encodings (float32)."""
+        return 4 * n * self.n_patches * self.hidden
+
+    def image_bytes(self, n: int) -> int:
+        """Bytes of ``n`` images (float32)."""
+        return 4 * n * self.channels * self.image_size * self.image_size
+
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> EncoderConfig:
+        if not isinstance(d, dict):
+            raise UserError(f"an encoder description must be a JSON object, not {type(d).__name__}")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -76,7 +121,7 @@ CHALLENGE_SCALE = dict(image_size=256, patch=16, hidden=2048)
 def preset(name: str, **overrides) -> EncoderConfig:
     """Config of a named challenge variant at CPU scale, with fields overridable."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     fields = dict(PRESETS[name])
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return EncoderConfig(**fields)
@@ -211,67 +256,36 @@ def encode(x, key: EncoderKey, xp=np, seed=None, bn_batch: int | None = None, sh
     return out, perms
 
 
-# --- save / load in the original state-dict layout --------------------------------------------
+# --- the family's description, strictly parsed ----------------------------------------------
 
-def state_dict(key: EncoderKey) -> dict:
-    """The key as ``{name: array}`` with the original PyTorch ``PrivateEncoder`` names and shapes."""
-    cfg = key.config
-    d = cfg.hidden
-    sd = {"image_encoder.0.weight": to_numpy(key.conv_w), "image_encoder.0.bias": to_numpy(key.conv_b)}
-    for i, (w, b, g, beta) in enumerate(zip(key.block_w, key.block_b, key.bn_w, key.bn_b, strict=True)):
-        sd[f"image_encoder.{2 + 3 * i}.weight"] = to_numpy(w).reshape(d, d, 1, 1)
-        sd[f"image_encoder.{2 + 3 * i}.bias"] = to_numpy(b)
-        sd[f"image_encoder.{3 + 3 * i}.weight"] = to_numpy(g)
-        sd[f"image_encoder.{3 + 3 * i}.bias"] = to_numpy(beta)
-    if cfg.depth >= 0:
-        sd["pos_embedding"] = to_numpy(key.pos).reshape(1, cfg.n_patches, d)
-        sd["mixer.1.weight"] = to_numpy(key.mix_w)
-        sd["mixer.1.bias"] = to_numpy(key.mix_b)
-    return sd
+CONFIG_FIELDS = ("channels", "image_size", "patch", "hidden", "depth", "shuffle", "bn_batch")
 
 
-def save_key(path, key: EncoderKey) -> None:
-    """Write the key as ``.npz`` (state-dict names plus a JSON ``config`` entry), atomically."""
-    from .fileio import atomic_path
+def parse_config(d: object, source: str) -> EncoderConfig:
+    """A family from its JSON object, strictly: every field present, of its exact type, in range.
 
-    arrays = {k: v.astype(np.float32) for k, v in state_dict(key).items()}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, config=np.array(json.dumps(key.config.to_json())), **arrays)
+    ``source`` names where it came from in the one-line error (e.g. ``GAME/encoder.json``).
+    """
+    if not isinstance(d, dict):
+        raise UserError(f"{source} must be a JSON object with the encoder's fields")
+    for name in CONFIG_FIELDS:
+        want = bool if name == "shuffle" else int
+        if name not in d:
+            raise UserError(f"{source} lacks the field {name!r}")
+        if type(d[name]) is not want:  # bool is an int: exact types, so 2.5, "64" and true are refused
+            raise UserError(f"{source}: {name!r} must be {'true or false' if want is bool else 'an integer'}, "
+                            f"got {_short(d[name])}")
+    try:
+        return EncoderConfig.from_json(d)
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
 
 
-def load_key(path) -> EncoderKey:
-    """Read a key written by :func:`save_key` (or any npz with the same names and a config)."""
-    with np.load(path, allow_pickle=False) as z:
-        if "config" not in z:
-            raise ValueError(f"{path}: no 'config' entry; not an encoder key file")
-        cfg = EncoderConfig.from_json(json.loads(str(z["config"])))
-        sd = {k: np.asarray(z[k], dtype=np.float32) for k in z.files if k != "config"}
-    return key_from_state_dict(cfg, sd, source=str(path))
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
-def key_from_state_dict(cfg: EncoderConfig, sd: dict, source: str = "key") -> EncoderKey:
-    d, P = cfg.hidden, cfg.n_patches
-    expected = {"image_encoder.0.weight": (d, cfg.channels, cfg.patch, cfg.patch), "image_encoder.0.bias": (d,)}
-    for i in range(max(cfg.depth, 0)):
-        expected[f"image_encoder.{2 + 3 * i}.weight"] = (d, d, 1, 1)
-        expected[f"image_encoder.{2 + 3 * i}.bias"] = (d,)
-        expected[f"image_encoder.{3 + 3 * i}.weight"] = (d,)
-        expected[f"image_encoder.{3 + 3 * i}.bias"] = (d,)
-    if cfg.depth >= 0:
-        expected.update({"pos_embedding": (1, P, d), "mixer.1.weight": (d, d), "mixer.1.bias": (d,)})
-    for name, shape in expected.items():
-        if name not in sd:
-            raise ValueError(f"{source}: missing weight {name!r}")
-        if tuple(sd[name].shape) != shape:
-            raise ValueError(f"{source}: {name!r} has shape {tuple(sd[name].shape)}, expected {shape}")
-    sd = {name: np.asarray(sd[name], dtype=np.float32) for name in expected}  # EncoderKey holds float32
-    n = max(cfg.depth, 0)
-    blk = lambda j, part: tuple(sd[f"image_encoder.{j + 3 * i}.{part}"] for i in range(n))  # noqa: E731
-    return EncoderKey(
-        cfg, sd["image_encoder.0.weight"], sd["image_encoder.0.bias"],
-        tuple(w.reshape(d, d) for w in blk(2, "weight")), blk(2, "bias"), blk(3, "weight"), blk(3, "bias"),
-        sd["pos_embedding"].reshape(P, d) if cfg.depth >= 0 else None,
-        sd.get("mixer.1.weight") if cfg.depth >= 0 else None,
-        sd.get("mixer.1.bias") if cfg.depth >= 0 else None,
-    )
+def family_differences(a: EncoderConfig, b: EncoderConfig, fields: tuple[str, ...] = CONFIG_FIELDS) -> list[str]:
+    """``["hidden 16 vs 32", ...]`` for each field where ``a`` and ``b`` differ."""
+    return [f"{f} {getattr(a, f)} vs {getattr(b, f)}" for f in fields if getattr(a, f) != getattr(b, f)]

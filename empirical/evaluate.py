@@ -8,26 +8,38 @@ between patch means (rows averaged, which the shuffle cannot change), among all 
 from __future__ import annotations
 
 from collections import Counter
+from types import ModuleType
 
 import numpy as np
 
 from .backend import to_numpy
-from .encoder import EncoderKey, encode
-from .game import Game, Secrets
+from .encoder import EncoderConfig, EncoderKey, encode
+from .game import Game, GameError, Secrets
 
 
 def true_matching(game: Game, secrets: Secrets) -> np.ndarray:
-    """(N,) the index into ``game.ids`` of the original behind each encoding file."""
+    """(N,) the index into ``game.ids`` of the original behind each encoding file.
+
+    An answer key that does not fit the game (an id it lacks, a file it lacks) is refused with one
+    line; :func:`empirical.game.check_secrets` refuses it before an attack starts.
+    """
     index = {i: a for a, i in enumerate(game.ids)}
-    by_file = {f: index[i] for i, f in secrets.answer.items()}
+    by_file = {}
+    for i, f in secrets.answer.items():
+        if i not in index:
+            raise GameError(f"the answer key names id {i!r}, which is not among the game's originals")
+        by_file[f] = index[i]
+    missing = [f for f in game.files if f not in by_file]
+    if missing:
+        raise GameError(f"the answer key names no original for {missing[0]!r} ({len(missing)} file(s) in all)")
     return np.array([by_file[f] for f in game.files])
 
 
-def share_matched(matching, truth) -> float:
+def share_matched(matching: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(np.asarray(matching) == truth))
 
 
-def local_perm_share(order: np.ndarray, perms: np.ndarray) -> tuple:
+def local_perm_share(order: np.ndarray, perms: np.ndarray) -> tuple[float, np.ndarray]:
     """Share of encodings whose recovered row order is right up to one common permutation.
 
     Returns ``(share, common)``, ``common[q]`` the true patch position most often found at slot q.
@@ -42,7 +54,15 @@ def global_perm_share(pi: np.ndarray, common: np.ndarray) -> float:
     return float(np.mean(common[pi] == np.arange(len(pi))))
 
 
-def challenge2_score(true_key: EncoderKey, est_key: EncoderKey, images, xp=np, seed: int = 0) -> dict:
+def challenge2_bytes(config: EncoderConfig, n: int) -> int:
+    """Memory :func:`challenge2_score` needs for ``n`` images: the images, two keys, both encoders'
+    encodings (each encoded and shuffled) and the (n, n) distance matrix with its temporaries."""
+    return (config.image_bytes(n) + 2 * config.key_bytes() + 4 * config.encoding_bytes(n)
+            + 3 * 8 * n * n + 4 * 8 * n * config.hidden)
+
+
+def challenge2_score(true_key: EncoderKey, est_key: EncoderKey, images: np.ndarray, xp: ModuleType = np,
+                     seed: int = 0) -> dict:
     """Nearest-neighbour score of T' on ``images`` (none of which were in the game).
 
     Both encoders encode the images in the same BatchNorm batches; each image's output is

@@ -16,23 +16,45 @@ inside GAME/. This module holds the two sides' data types (:class:`Game`, what B
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import re
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .encoder import EncoderConfig, EncoderKey, load_key, save_key
-from .fileio import atomic_path, read_gray, write_json, write_npy
+from .data import IMAGE_EXTENSIONS, resize_center_crop
+from .encoder import EncoderConfig, EncoderKey, parse_config
+from .errors import PathLike, UserError
+from .fileio import is_within, read_gray, read_json_file, read_npy, resolved
+from .memory import check_memory
+from .staging import atomic_path
 
 ENC_DIR = "private_encoded_dataset"
 PATH_LIST = "private_encoded_dataset_path_list.json"
 ORIG_DIR = "originals"
 
 
-class GameError(ValueError):
+class GameError(UserError):
     """Bad or inconsistent game files; the message is one line a user can act on."""
+
+
+def as_game_error(fn: Callable) -> Callable:
+    """Report every user-facing error of ``fn`` as a :class:`GameError`."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GameError:
+            raise
+        except UserError as e:
+            raise GameError(str(e)) from None
+    return wrapped
 
 
 @dataclass(frozen=True)
@@ -79,131 +101,166 @@ def content_digest(game: Game) -> str:
 
 # --- reading (Bob's side) ----------------------------------------------------------------------
 
-def _read_json(path: Path, what: str):
-    if not path.is_file():
-        raise GameError(f"missing {what}: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GameError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError:
-        raise GameError(f"{path} is not a text (JSON) file") from None
+CONFIG_MAX_BYTES = 64 * 1024
+_ENC_NAME = re.compile(r"(0|[1-9][0-9]*)\.npy")
 
 
-def read_config(game_dir) -> EncoderConfig:
+def looks_like_game(folder: PathLike) -> bool:
+    """Whether ``folder`` holds a game's public files (``encoder.json`` or ``private_encoded_dataset/``)."""
+    folder = Path(folder)
+    return os.path.lexists(folder / "encoder.json") or os.path.lexists(folder / ENC_DIR)
+
+
+def _inside(path: Path, game_real: Path) -> Path:
+    """``path``, refused if it (or a symlink on the way) leads outside the game folder."""
+    if not is_within(path, game_real):
+        raise GameError(f"{path} is a symbolic link to {resolved(path)}, outside the game folder; refused")
+    return path
+
+
+@as_game_error
+def read_config(game_dir: PathLike) -> EncoderConfig:
+    """The public family from ``GAME/encoder.json``, every field checked (types and sane ranges)."""
     path = Path(game_dir) / "encoder.json"
-    d = _read_json(path, "encoder description")
-    if not isinstance(d, dict):
-        raise GameError(f"{path} must be a JSON object with the encoder's fields")
-    for name in EncoderConfig.__dataclass_fields__:
-        want = bool if name == "shuffle" else int
-        if name not in d:
-            raise GameError(f"{path} lacks the field {name!r}")
-        if type(d[name]) is not want:  # bool is an int: exact types, so 2.5, "64" and true are refused
-            raise GameError(f"{path}: {name!r} must be {'true or false' if want is bool else 'an integer'}, "
-                            f"got {d[name]!r}")
-    try:
-        return EncoderConfig.from_json(d)
-    except (TypeError, ValueError) as e:
-        raise GameError(f"{game_dir}/encoder.json: {e}") from None
+    d = read_json_file(path, "encoder description", max_bytes=CONFIG_MAX_BYTES)
+    return parse_config(d, str(path))
 
 
-def read_game(game_dir, progress=None) -> Game:
-    """Read GAME/ into arrays, checking every file; uses nothing outside GAME/."""
+def _walk_error(e: OSError) -> None:
+    raise GameError(f"cannot list {e.filename}: {e.strerror or e}")
+
+
+def _list_originals(orig_dir: Path, game_real: Path) -> list[str]:
+    """Image files under ``orig_dir`` (recursive, symlinked folders not followed), sorted, relative."""
+    ids = []
+    for root, dirs, names in os.walk(orig_dir, onerror=_walk_error):
+        for name in sorted(dirs):
+            p = Path(root) / name
+            if p.is_symlink():
+                _inside(p, game_real)  # a link to a folder outside is refused; one inside is not followed
+        for name in names:
+            p = Path(root) / name
+            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            _inside(p, game_real)
+            try:
+                st = p.stat()
+            except OSError as e:
+                raise GameError(f"cannot read image {p}: {e.strerror or e}") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise GameError(f"original {p} is not a regular file")
+            ids.append(p.relative_to(orig_dir).as_posix())
+    return sorted(ids)
+
+
+def _list_encodings(enc_dir: Path, game_real: Path) -> list[str]:
+    """Encoding file names, in the order they were encoded: exactly ``0.npy`` ... ``<N-1>.npy``."""
+    names = []
+    with os.scandir(enc_dir) as it:
+        for entry in it:
+            if not entry.name.endswith(".npy"):
+                continue
+            if not _ENC_NAME.fullmatch(entry.name):
+                raise GameError(f"encoding file {entry.name!r} is not named <k>.npy (k = 0, 1, ... without "
+                                f"leading zeros)")
+            p = _inside(enc_dir / entry.name, game_real)
+            if not p.is_file():
+                raise GameError(f"encoding {p} is not a regular file")
+            names.append(entry.name)
+    if not names:
+        raise GameError(f"no .npy encodings in {enc_dir}")
+    numbers = sorted(int(n[:-4]) for n in names)
+    for k, got in enumerate(numbers):
+        if got != k:  # the numbering gives the BatchNorm batches: it must be exactly 0..N-1
+            raise GameError(f"the encodings in {enc_dir} are not numbered 0..{len(names) - 1}: {k}.npy is missing "
+                            f"(the numbering gives the order of encoding, hence the BatchNorm batches)")
+    return [f"{k}.npy" for k in range(len(names))]
+
+
+@as_game_error
+def read_game(game_dir: PathLike, progress: Callable[[int], object] | None = None) -> Game:
+    """Read GAME/ into arrays, checking every file; uses nothing outside GAME/.
+
+    Refused with one line naming the file: a missing, damaged, truncated, wrong-typed or
+    non-regular file; a symbolic link leading outside GAME/; encodings not numbered exactly
+    0..N-1; a family out of range or not grayscale; a game larger than the available memory
+    (checked before anything large is read).
+    """
     game_dir = Path(game_dir)
     if not game_dir.is_dir():
         raise GameError(f"no such game folder: {game_dir}")
+    game_real = resolved(game_dir)
+    if os.path.lexists(game_dir / "encoder.json"):
+        _inside(game_dir / "encoder.json", game_real)
     cfg = read_config(game_dir)
-    from .data import list_image_files, resize_center_crop
-
+    if cfg.channels != 1:
+        raise GameError(f"{game_dir / 'encoder.json'}: channels {cfg.channels}; the originals are read as "
+                        f"grayscale, so only channels 1 is supported")
     orig_dir = game_dir / ORIG_DIR
     if not orig_dir.is_dir():
         raise GameError(f"missing folder of originals: {orig_dir}")
-    ids = list_image_files(orig_dir)
+    _inside(orig_dir, game_real)
+    ids = _list_originals(orig_dir, game_real)
     if not ids:
         raise GameError(f"no PNG or JPEG images in {orig_dir}")
-    originals = np.empty((len(ids), cfg.channels, cfg.image_size, cfg.image_size), np.float32)
-    for i, img_id in enumerate(ids):
-        try:
-            img = read_gray(orig_dir / img_id)
-        except OSError as e:
-            raise GameError(f"cannot read image {orig_dir / img_id}: {e}") from None
-        if img.shape != (cfg.image_size, cfg.image_size):
-            img = resize_center_crop(img, cfg.image_size)
-        originals[i, 0] = img
-        if progress is not None:
-            progress(1)
 
-    path_list = _read_json(game_dir / PATH_LIST, "path list")
+    path_list = read_json_file(_inside(game_dir / PATH_LIST, game_real), "path list")
     if not isinstance(path_list, list) or not all(isinstance(x, str) for x in path_list):
         raise GameError(f"{game_dir / PATH_LIST} must be a JSON list of image ids")
-    if len(set(path_list)) != len(path_list):
-        dup = next(x for x in path_list if path_list.count(x) > 1)
-        raise GameError(f"{game_dir / PATH_LIST} lists id {dup!r} more than once")
-    missing = sorted(set(path_list) - set(ids))
+    seen: set = set()
+    for x in path_list:
+        if x in seen:
+            raise GameError(f"{game_dir / PATH_LIST} lists id {x!r} more than once")
+        seen.add(x)
+    missing = sorted(seen - set(ids))
     if missing:
         raise GameError(f"path list names {len(missing)} id(s) with no original, e.g. {missing[0]!r}")
 
     enc_dir = game_dir / ENC_DIR
     if not enc_dir.is_dir():
         raise GameError(f"missing folder of encodings: {enc_dir}")
-    files = sorted((p.name for p in enc_dir.glob("*.npy")), key=lambda n: (len(n), n))
-    if not files:
-        raise GameError(f"no .npy encodings in {enc_dir}")
-    bad = [f for f in files if not Path(f).stem.isdigit()]
-    if bad:
-        raise GameError(f"encoding file {bad[0]!r} is not named <k>.npy")
+    _inside(enc_dir, game_real)
+    files = _list_encodings(enc_dir, game_real)
     if len(files) != len(path_list):
         raise GameError(f"{len(files)} encodings but the path list names {len(path_list)} ids")
+    check_memory(game_bytes(cfg, len(ids), len(files)),
+                 f"the game {game_dir} ({len(files):,} encodings of {cfg.n_patches:,} x {cfg.hidden:,}, "
+                 f"{len(ids):,} originals of {cfg.image_size} px)")
+
+    # the encodings first: their headers are cheap to check, the originals may need resizing
     shape = (cfg.n_patches, cfg.hidden)
     encodings = np.empty((len(files), *shape), np.float32)
     for k, name in enumerate(files):
-        try:
-            a = np.load(enc_dir / name, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise GameError(f"cannot read {enc_dir / name}: {e}") from None
-        if a.shape != shape:
-            raise GameError(f"{enc_dir / name} has shape {a.shape}, the encoder gives {shape}")
-        if a.dtype != np.float32:
-            raise GameError(f"{enc_dir / name} has dtype {a.dtype}, expected float32")
+        a = read_npy(enc_dir / name, "encoding", shape=shape, dtype=np.float32, err=GameError)
         if not np.isfinite(a).all():
             raise GameError(f"{enc_dir / name} contains NaN or inf")
         encodings[k] = a
+
+    originals = np.empty((len(ids), cfg.channels, cfg.image_size, cfg.image_size), np.float32)
+    for i, img_id in enumerate(ids):
+        img = read_gray(orig_dir / img_id, err=GameError)
+        if img.shape != (cfg.image_size, cfg.image_size):
+            img = resize_center_crop(img, cfg.image_size)
+        originals[i, 0] = img
+        if progress is not None:
+            progress(1)
     return Game(cfg, ids, originals, files, encodings, path_list)
 
 
-
-# --- Alice's files: answer key, secret key; the submission -------------------------------------
-
-def read_answer_key(path) -> dict:
-    d = _read_json(Path(path), "answer key")
-    if not isinstance(d, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in d.items()):
-        raise GameError(f"{path} must be a JSON object {{id: \"<k>.npy\"}}")
-    if len(set(d.values())) != len(d):
-        raise GameError(f"{path} maps two ids to the same file")
-    return d
+# --- the submission ------------------------------------------------------------------------------
 
 
-def read_submission(path) -> dict:
-    return _read_json(Path(path), "submission")
+@as_game_error
+def read_submission(path: PathLike) -> object:
+    return read_json_file(path, "submission")
 
 
-def write_submission(path, submission: dict) -> None:
+def write_submission(path: PathLike, submission: dict[str, str]) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(submission, indent=0, sort_keys=True) + "\n")
 
 
-def save_secrets(secrets: Secrets, answer_key_path, secret_key_path) -> None:
-    """Answer key as JSON; key as state-dict ``.npz`` plus Alice's permutations (evaluation only)."""
-    write_json(answer_key_path, secrets.answer)
-    save_key(secret_key_path, secrets.key)
-    perm_path = Path(str(secret_key_path) + ".perms.npy")
-    write_npy(perm_path, secrets.perms.astype(np.int32))
+def game_bytes(config: EncoderConfig, n_originals: int, n_encoded: int) -> int:
+    """Memory a game of this size holds: originals, encodings and one key (float32)."""
+    return config.image_bytes(n_originals) + config.encoding_bytes(n_encoded) + config.key_bytes()
 
-
-def load_secrets(answer_key_path, secret_key_path) -> Secrets:
-    answer = read_answer_key(answer_key_path)
-    key = load_key(secret_key_path)
-    perm_path = Path(str(secret_key_path) + ".perms.npy")
-    perms = np.load(perm_path) if perm_path.exists() else None
-    return Secrets(key, answer, perms)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .backend import to_numpy
-from .fileio import atomic_path
 from .game import Game, content_digest
 from .stages import REGISTRY, STAGES
+from .staging import atomic_path
 
 
 def stage_keys(cfg_json: dict) -> dict[str, str]:

@@ -18,7 +18,9 @@ import empirical.attack as attack
 import empirical.challenge as challenge
 import empirical.encoder as encoder
 import empirical.game as game_io
+import empirical.keys as keys
 import empirical.referee as referee
+import empirical.secret_files as secret_files
 from empirical.backend import backend_name, get_backend
 from empirical.game import ENC_DIR, ORIG_DIR
 
@@ -77,9 +79,9 @@ def _guard(monkeypatch, secret_paths, touched):
     monkeypatch.setattr(io, "open", wrap(io.open))  # pathlib's read_text/read_bytes/open
     monkeypatch.setattr(os, "open", wrap(os.open))
     monkeypatch.setattr(np, "load", wrap(np.load))
-    for mod, name in [(game_io, "load_secrets"), (game_io, "read_answer_key"), (attack, "load_secrets"),
+    for mod, name in [(secret_files, "load_secrets"), (secret_files, "read_answer_key"), (attack, "load_secrets"),
                       (attack, "read_answer_key"),
-                      (encoder, "load_key")]:
+                      (keys, "load_key")]:
         monkeypatch.setattr(mod, name, refuse(f"{mod.__name__}.{name}"))
 
 
@@ -94,9 +96,9 @@ def test_guard_really_guards(made, monkeypatch):
     with pytest.raises(SecretTouched):
         np.load(made["perms"])
     with pytest.raises(SecretTouched):
-        game_io.load_secrets(made["answer"], made["key"])
+        secret_files.load_secrets(made["answer"], made["key"])
     with pytest.raises(SecretTouched):
-        encoder.load_key(made["key"])
+        keys.load_key(made["key"])
     assert len(touched) == 5
     assert json.loads((made["game"] / "encoder.json").read_text())["hidden"] == 16  # GAME/ stays readable
 
@@ -195,7 +197,7 @@ def test_secret_key_adds_local_permutations_and_challenge_2(made, tmp_path, caps
     assert report["fresh_images"]["n"] == 12
     final = next(r for r in report["stages"] if r["stage"] == "final matching")
     assert report["final_share_matched"] == final["share_matched"]
-    t_prime = encoder.load_key(enc)  # T' in the state-dict layout, of the game's family
+    t_prime = keys.load_key(enc)  # T' in the state-dict layout, of the game's family
     assert t_prime.config == game_io.read_config(made["game"])
 
 
@@ -270,3 +272,225 @@ def test_challenge_help(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--out" in out and "--answer-key" in out
+
+
+# --- Alice's files are checked before the attack, and still never reach it ----------------------
+
+@pytest.fixture(scope="module")
+def other(made, tmp_path_factory):
+    """Another game of the same family and size, with its own answer key and key."""
+    root = tmp_path_factory.mktemp("other")
+    g, a, k = root / "GAME", root / "answer.json", root / "key.npz"
+    rc = challenge.main(["make", "--out", str(g), "--answer-key", str(a), "--secret-key", str(k),
+                         "--n", str(N), "--extra", str(EXTRA), "--preset", "neuracrypt-7", "--image-size", "32",
+                         "--patch", "8", "--hidden", "16", "--bn-batch", "16", "--seed", "4", "--quiet"])
+    assert rc == 0
+    return dict(game=g, answer=a, key=k)
+
+
+def _no_attack(monkeypatch):
+    """The attack must not start: calling it fails the test."""
+    def refused(*args, **kwargs):
+        pytest.fail("the attack started although its inputs were refused")
+    monkeypatch.setattr(attack, "run_attack", refused)
+
+
+def _raw_key(src, dst, edit=None):
+    """The key in the original PyTorch state-dict layout: float64 weights, no config entry."""
+    with np.load(src, allow_pickle=False) as z:
+        sd = {k: z[k].astype(np.float64) for k in z.files if k != "config"}
+    if edit:
+        edit(sd)
+    np.savez(dst, **sd)
+    return dst
+
+
+def test_secrets_read_up_front_never_reach_the_attack(made, tmp_path, monkeypatch):
+    """Given Alice's files, the command reads and checks them before the attack; the attack itself
+    (run_attack) is called after that, receives nothing secret, and reaches for no secret file."""
+    touched, calls, reads = [], [], []
+    real_run, real_load = attack.run_attack, attack.load_secrets
+
+    def guarded_run(game, cfg, xp, **kwargs):
+        calls.append((game, cfg, xp, kwargs))
+        with pytest.MonkeyPatch.context() as mp:
+            _guard(mp, [made["answer"], made["key"], made["perms"]], touched)
+            for mod, name in [(secret_files, "check_secrets"), (secret_files, "read_perms"), (attack, "check_secrets"),
+                              (keys, "key_config"), (keys, "infer_family")]:
+                mp.setattr(mod, name, lambda *a, _n=f"{mod.__name__}.{name}", **k: touched.append(_n))
+            return real_run(game, cfg, xp, **kwargs)
+
+    def logged_load(*args, **kwargs):
+        reads.append(len(calls))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(attack, "run_attack", guarded_run)
+    monkeypatch.setattr(attack, "load_secrets", logged_load)
+    out_json = tmp_path / "a.json"
+    rc = attack.main(["--game", str(made["game"]), "--submission", str(tmp_path / "s.json"),
+                      "--answer-key", str(made["answer"]), "--secret-key", str(made["key"]), "--fresh", "4",
+                      "--json", str(out_json), *SMALL])
+    assert rc == 0
+    assert reads == [0]  # read once, before the attack
+    assert len(calls) == 1 and touched == []
+    game, cfg, _xp, kwargs = calls[0]
+    assert isinstance(game, game_io.Game) and not isinstance(cfg, (dict, game_io.Secrets))
+    assert all(not isinstance(v, (dict, game_io.Secrets, encoder.EncoderKey)) for v in kwargs.values())
+    report = json.loads(out_json.read_text())  # and the secrets were used afterwards, to score
+    assert report["fresh_images"]["n"] == 4 and "local permutations right" in report["stages"][0]["note"]
+
+
+@pytest.mark.parametrize("which", ["answer key", "secret key", "both"])
+def test_another_games_secrets_are_refused_before_the_attack(made, other, tmp_path, capsys, monkeypatch, which):
+    _no_attack(monkeypatch)
+    answer = other["answer"] if which in ("answer key", "both") else made["answer"]
+    key = other["key"] if which in ("secret key", "both") else made["key"]
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--submission", str(tmp_path / "s"),
+                                                "--answer-key", str(answer), "--secret-key", str(key), *SMALL]))
+    assert "another game" in line or "lacks id" in line, line
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_key_of_another_family_is_refused_before_the_attack(made, tmp_path, capsys, monkeypatch):
+    _no_attack(monkeypatch)
+    k = tmp_path / "k.npz"
+    challenge.main(["make", "--out", str(tmp_path / "G"), "--answer-key", str(tmp_path / "a.json"),
+                    "--secret-key", str(k), "--n", "4", "--image-size", "32", "--patch", "8", "--hidden", "8",
+                    "--quiet"])
+    capsys.readouterr()
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--answer-key", str(made["answer"]),
+                                                "--secret-key", str(k), *SMALL]))
+    assert "is not of the expected family" in line and "hidden 8 vs 16" in line
+
+
+def test_a_key_without_config_takes_the_games_family(made, tmp_path, capsys):
+    raw = _raw_key(made["key"], tmp_path / "raw.npz")
+    Path(str(raw) + ".perms.npy").write_bytes(made["perms"].read_bytes())
+    out_json = tmp_path / "a.json"
+    rc = attack.main(["--game", str(made["game"]), "--submission", str(tmp_path / "s.json"),
+                      "--answer-key", str(made["answer"]), "--secret-key", str(raw), "--fresh", "4",
+                      "--json", str(out_json), *SMALL])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads(out_json.read_text())
+    assert report["fresh_images"]["n"] == 4 and "local permutations right" in report["stages"][0]["note"]
+
+
+def test_a_key_without_config_that_does_not_fit_is_refused_before_the_attack(made, tmp_path, capsys, monkeypatch):
+    _no_attack(monkeypatch)
+    raw = _raw_key(made["key"], tmp_path / "raw.npz", edit=lambda sd: sd.pop("mixer.1.bias"))
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--answer-key", str(made["answer"]),
+                                                "--secret-key", str(raw), *SMALL]))
+    assert "missing weight 'mixer.1.bias'" in line
+
+
+@pytest.mark.parametrize("content,pattern", [(b"", "not a key file"), ("zip-as-npy", "not a key file"),
+                                             (b"PK\x03\x04 broken", "not a key file")])
+def test_a_damaged_secret_key_is_refused_before_the_attack(made, tmp_path, capsys, monkeypatch, content, pattern):
+    _no_attack(monkeypatch)
+    k = tmp_path / "k.npz"
+    if content == "zip-as-npy":
+        np.save(k, np.zeros(3))
+        k = k.with_suffix(".npz.npy")
+    else:
+        k.write_bytes(content)
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--answer-key", str(made["answer"]),
+                                                "--secret-key", str(k), *SMALL]))
+    assert re.search(pattern, line), line
+
+
+# --- outputs: never inside GAME/, never one of Alice's files ------------------------------------
+
+def _tree(root) -> dict:
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(Path(root).rglob("*"))}
+
+
+@pytest.mark.parametrize("flag,where", [
+    ("--submission", f"{ENC_DIR}/0.npy"), ("--submission", f"{ORIG_DIR}/x.json"), ("--json", "encoder.json"),
+    ("--save-encoder", f"{ENC_DIR}/t.npz"), ("--plots", "plots"), ("--work-dir", "."),
+])
+def test_no_output_goes_inside_the_game(made, capsys, monkeypatch, flag, where):
+    _no_attack(monkeypatch)
+    before = _tree(made["game"])
+    target = made["game"] / where
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), flag, str(target), *SMALL]))
+    assert "inside the game folder" in line and flag in line
+    assert _tree(made["game"]) == before
+
+
+def test_an_output_through_a_symlink_into_the_game_is_refused(made, tmp_path, capsys, monkeypatch):
+    _no_attack(monkeypatch)
+    (tmp_path / "link").symlink_to(made["game"] / ENC_DIR)
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--submission",
+                                                str(tmp_path / "link" / "1.npy"), *SMALL]))
+    assert "inside the game folder" in line
+
+
+@pytest.mark.parametrize("flag", ["--submission", "--json", "--save-encoder"])
+def test_no_output_overwrites_alices_files(made, capsys, monkeypatch, flag):
+    _no_attack(monkeypatch)
+    before = made["answer"].read_bytes()
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), flag, str(made["answer"]),
+                                                "--answer-key", str(made["answer"]), *SMALL]))
+    assert "not overwriting Alice's file" in line
+    assert made["answer"].read_bytes() == before
+
+
+def test_an_output_that_is_a_folder_is_refused_before_the_attack(made, tmp_path, capsys, monkeypatch):
+    _no_attack(monkeypatch)
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--json", str(tmp_path), *SMALL]))
+    assert "is a folder, not a file" in line
+
+
+# --- numbers, Ctrl-C ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags,pattern", [
+    (["--extra", "-3"], "--extra must be at least 0"),
+    (["--psim-steps", "0"], "--psim-steps must be at least 1"),
+    (["--extract-steps", "0"], "--extract-steps must be at least 1"),
+    (["--candidates", "0"], "--candidates must be at least 1"),
+    (["--seed", "-1"], "--seed must be between 0"),
+    (["--n", "1"], "--n must be at least 2"),
+    (["--answer-key", "a.json"], "--answer-key needs --game"),
+    (["--patch", "0"], "patch must be positive"),
+])
+def test_bad_numbers_are_refused_in_one_line(capsys, monkeypatch, flags, pattern):
+    _no_attack(monkeypatch)
+    line = _one_error_line(capsys, attack.main([*flags, "--quiet", "--backend", "numpy"]))
+    assert pattern in line, line
+
+
+def test_bad_numbers_with_a_game(made, capsys, monkeypatch):
+    _no_attack(monkeypatch)
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--secret-key", str(made["key"]),
+                                                *SMALL]))
+    assert "--secret-key needs --answer-key" in line
+
+
+@pytest.mark.parametrize("work_dir", [False, True])
+def test_ctrl_c_is_one_line_and_says_how_to_resume(made, tmp_path, capsys, monkeypatch, work_dir):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(attack, "run_attack", interrupted)
+    extra = ["--work-dir", str(tmp_path / "w")] if work_dir else []
+    rc = attack.main(["--game", str(made["game"]), "--submission", str(tmp_path / "s.json"), *extra, *SMALL])
+    _out, err = capsys.readouterr()
+    assert rc == 130 and "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted")
+    if work_dir:
+        assert "rerunning the same command resumes" in lines[0] and str(tmp_path / "w") in lines[0]
+    else:
+        assert "add --work-dir" in lines[0]
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_an_internal_error_is_one_line_naming_the_type(made, tmp_path, capsys, monkeypatch):
+    def bug(*args, **kwargs):
+        return {}["missing"]
+    monkeypatch.setattr(attack, "run_attack", bug)
+    monkeypatch.delenv("NEURACRYPT_DEBUG", raising=False)
+    rc = attack.main(["--game", str(made["game"]), "--submission", str(tmp_path / "s.json"), *SMALL])
+    _out, err = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "internal error (KeyError" in err and "NEURACRYPT_DEBUG=1" in err

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 import empirical.alice as alice
-import empirical.game as ch
 import empirical.referee as referee
+import empirical.secret_files as secret_files
 from empirical.alice import make_game
 from empirical.challenge import main
-from empirical.encoder import encode, load_key, preset
+from empirical.encoder import encode, preset
 from empirical.game import ENC_DIR, ORIG_DIR, PATH_LIST, GameError, read_game
+from empirical.keys import load_key
 
 N, EXTRA, SIZE, HIDDEN, BN_BATCH = 200, 10, 64, 128, 64
 GAME_ENTRIES = {"encoder.json", ORIG_DIR, ENC_DIR, PATH_LIST}
@@ -133,7 +134,7 @@ def test_encodings_match_the_float64_reference(game, helpers):
 
 
 def test_secrets_round_trip(game):
-    s = ch.load_secrets(game["answer"], game["key"])
+    s = secret_files.load_secrets(game["answer"], game["key"])
     assert s.answer == json.loads(game["answer"].read_text())
     assert s.perms.shape == (N, 16)
     assert s.key.config == load_key(game["key"]).config
@@ -145,7 +146,9 @@ def test_score_answer_key_and_derangement(game, tmp_path, capsys):
     ids = sorted(answer)
     deranged = {i: answer[ids[(j + 1) % len(ids)]] for j, i in enumerate(ids)}
     assert all(deranged[i] != answer[i] for i in ids)
-    half = {i: (answer[i] if j % 2 == 0 else deranged[i]) for j, i in enumerate(ids)}
+    odd = ids[1::2]  # half the ids trade files among themselves: each file still claimed once
+    half = {**{i: answer[i] for i in ids[0::2]}, **{i: answer[odd[(j + 1) % len(odd)]] for j, i in enumerate(odd)}}
+    assert len(set(half.values())) == len(half)
     for sub, share, correct in [(answer, 1.0, N), (deranged, 0.0, 0), (half, 0.5, N // 2)]:
         path, out_json = tmp_path / "sub.json", tmp_path / "res" / "score.json"
         path.write_text(json.dumps(sub))
@@ -510,6 +513,279 @@ def test_make_from_a_folder_and_npy(tmp_path):
     g = read_game(tmp_path / "G")
     assert g.ids == ["b.png", "c.png", "x/a.png"]
     np.save(tmp_path / "s.npy", rng.random((5, 32, 32)).astype(np.float32))
-    assert main(_make_args(tmp_path, "--quiet", "--data", str(tmp_path / "s.npy"), out=tmp_path / "H")) == 0
+    # the same answer-key and secret-key paths again: replacing Alice's files takes --force
+    assert main(_make_args(tmp_path, "--quiet", "--force", "--data", str(tmp_path / "s.npy"), out=tmp_path / "H")) == 0
     h = read_game(tmp_path / "H")
     assert h.ids == [f"{i:06d}.png" for i in range(4)] and len(h.files) == 4
+
+
+# --- make never destroys a file ----------------------------------------------------------------
+
+def _tree(root) -> dict:
+    """Every entry under ``root`` with its kind and, for files, its bytes."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        out[rel] = p.read_bytes() if p.is_file() and not p.is_symlink() else ("dir" if p.is_dir() else "other")
+    return out
+
+
+def _make_paths(tmp_path, answer, secret, *extra, out=None):
+    return ["make", "--out", str(out or tmp_path / "G"), "--answer-key", str(answer), "--secret-key", str(secret),
+            "--n", "4", "--image-size", "32", "--patch", "8", "--hidden", "4", "--quiet", *extra]
+
+
+@pytest.mark.parametrize("case", ["answer is secret", "answer is perms", "answer is the game", "secret in answer"])
+def test_make_refuses_outputs_that_coincide(tmp_path, capsys, case):
+    s = tmp_path / "s"
+    answer, secret = {
+        "answer is secret": (s / "X", s / "X"),
+        "answer is perms": (s / "K.npz.perms.npy", s / "K.npz"),
+        "answer is the game": (tmp_path / "G", s / "K.npz"),
+        "secret in answer": (s / "A", s / "A" / "K.npz"),
+    }[case]
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, answer, secret)))
+    assert "same path" in line or "inside" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_never_overwrites_a_users_file_without_force(tmp_path, capsys):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes")
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, mine, tmp_path / "K.npz")))
+    assert "notes.txt exists; not overwriting it (--force replaces it)" in line
+    assert mine.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no game either
+    assert main(_make_paths(tmp_path, mine, tmp_path / "K.npz", "--force")) == 0
+    assert set(json.loads(mine.read_text()).values()) == {f"{k}.npy" for k in range(4)}
+
+
+def test_make_never_overwrites_an_existing_key_or_its_permutations(tmp_path, capsys):
+    perms = tmp_path / "K.npz.perms.npy"
+    perms.write_bytes(b"someone's permutations")
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, tmp_path / "A.json", tmp_path / "K.npz")))
+    assert "K.npz.perms.npy exists" in line
+    assert perms.read_bytes() == b"someone's permutations"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["K.npz.perms.npy"]
+
+
+def test_make_refuses_secrets_inside_another_game(tmp_path, capsys):
+    other = tmp_path / "OTHER"
+    assert main(_make_paths(tmp_path, tmp_path / "oa.json", tmp_path / "ok.npz", out=other)) == 0
+    capsys.readouterr()
+    before = _tree(tmp_path)
+    for where in [other / "K.npz", other / ORIG_DIR / "K.npz", other / ENC_DIR / "sub" / "K.npz"]:
+        line = assert_one_error_line(capsys, main(_make_paths(tmp_path, tmp_path / "A.json", where)))
+        assert "looks like a game folder" in line
+        line = assert_one_error_line(capsys, main(_make_paths(tmp_path, where, tmp_path / "K.npz")))
+        assert "looks like a game folder" in line
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, tmp_path / "A.json", tmp_path / "K.npz",
+                                                          out=other / ORIG_DIR / "G")))
+    assert "looks like a game folder" in line
+    assert _tree(tmp_path) == before  # the other game untouched, nothing new
+
+
+def test_make_replaces_a_game_only_with_force(tmp_path, capsys):
+    a, k = tmp_path / "A.json", tmp_path / "K.npz"
+    assert main(_make_paths(tmp_path, a, k)) == 0
+    capsys.readouterr()
+    before = _tree(tmp_path)
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, tmp_path / "A2.json", tmp_path / "K2.npz")))
+    assert "holds a game; not overwriting it" in line
+    assert _tree(tmp_path) == before
+    assert main(_make_paths(tmp_path, a, k, "--force", "--seed", "5")) == 0
+    after = _tree(tmp_path)
+    assert set(after) == set(before) and after != before
+    g = read_game(tmp_path / "G")
+    assert load_key(k).config == g.config and sorted(json.loads(a.read_text()).values()) == g.files
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no backup or temporary left
+
+
+def test_make_with_force_still_refuses_a_folder_that_is_not_a_game(tmp_path, capsys):
+    (tmp_path / "G").mkdir()
+    (tmp_path / "G" / "thesis.tex").write_text("years of work")
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, tmp_path / "A.json", tmp_path / "K.npz",
+                                                          "--force")))
+    assert "not overwriting" in line
+    assert (tmp_path / "G" / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("fails", ["save_key", "perms"])
+def test_make_is_all_or_nothing_when_a_secret_cannot_be_written(tmp_path, monkeypatch, capsys, fails):
+    """The game is complete on disk only with Alice's files; a failure on the last file leaves nothing."""
+    if fails == "save_key":
+        def broken(path, key):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(alice, "save_key", broken)
+    else:
+        real = alice.write_npy
+
+        def broken(path, array):
+            if ".perms.npy" in str(path):
+                raise OSError(28, "No space left on device")
+            real(path, array)
+        monkeypatch.setattr(alice, "write_npy", broken)
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, tmp_path / "s" / "A.json",
+                                                          tmp_path / "s" / "K.npz")))
+    assert "No space left" in line
+    assert list(tmp_path.iterdir()) == []  # no orphan game, no answer key, no temporary
+
+
+def test_make_refuses_an_id_that_would_leave_originals(tmp_path):
+    with pytest.raises(GameError, match=r"relative path ending in \.png"):
+        make_game(tmp_path / "G", _images(2), ["../escape.png", "b.png"], TINY, 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags,pattern", [
+    (["--patch", "0"], "--patch: patch must be positive"),
+    (["--bn-batch", str(10**23)], "--bn-batch: bn_batch must be positive and at most"),
+    (["--image-size", str(10**9)], "--image-size: image_size must be positive and at most"),
+    (["--seed", "-1"], "--seed must be between 0"),
+    (["--n", "abc"], "invalid int value"),
+])
+def test_make_refuses_bad_numbers_in_one_line(tmp_path, capsys, flags, pattern):
+    try:
+        rc = main(_make_paths(tmp_path, tmp_path / "A.json", tmp_path / "K.npz", *flags))
+    except SystemExit as e:  # argparse's own errors exit, also with one line
+        rc = e.code
+    line = assert_one_error_line(capsys, rc)
+    assert pattern in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_refuses_what_would_not_fit_in_memory(tmp_path, capsys, monkeypatch):
+    import empirical.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 10 * 2**20)
+    line = assert_one_error_line(capsys, main(_make_paths(tmp_path, tmp_path / "A.json", tmp_path / "K.npz",
+                                                          "--n", "5000")))
+    assert re.search(r"--n 5000 .* needs \d+\.\d MiB of memory; 10\.0 MiB is available", line), line
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- score: duplicates, empty keys, no tracebacks ---------------------------------------------
+
+def test_score_refuses_one_file_claimed_by_two_ids(tmp_path, answer_key, capsys):
+    sub = tmp_path / "sub.json"
+    sub.write_text('{"a.png": "0.npy", "b.png": "0.npy"}')
+    line = assert_one_error_line(capsys, main(["score", "--answer-key", str(answer_key), "--submission", str(sub)]))
+    assert "maps both 'a.png' and 'b.png' to '0.npy'" in line
+
+
+def test_score_refuses_an_empty_answer_key(tmp_path, capsys):
+    (tmp_path / "A.json").write_text("{}")
+    (tmp_path / "sub.json").write_text("{}")
+    line = assert_one_error_line(capsys, main(["score", "--answer-key", str(tmp_path / "A.json"),
+                                               "--submission", str(tmp_path / "sub.json")]))
+    assert "empty answer key" in line
+
+
+def test_score_json_never_overwrites_an_input(tmp_path, answer_key, capsys):
+    sub = tmp_path / "sub.json"
+    sub.write_text('{"a.png": "0.npy"}')
+    line = assert_one_error_line(capsys, main(["score", "--answer-key", str(answer_key), "--submission", str(sub),
+                                               "--json", str(answer_key)]))
+    assert "not overwriting an input" in line
+    assert json.loads(answer_key.read_text()) == {"a.png": "0.npy", "b.png": "1.npy", "c.png": "2.npy"}
+
+
+@pytest.mark.parametrize("case,pattern", [("deep", "nested too deeply"), ("huge", "is refused for the submission")])
+def test_score_refuses_pathological_json(tmp_path, answer_key, capsys, case, pattern):
+    sub = tmp_path / "sub.json"
+    if case == "huge":  # 300 MiB (a sparse file: nothing is written)
+        with open(sub, "w") as f:
+            f.write('{"a.png": "0.npy"}')
+            f.truncate(300 * 2**20)
+    else:
+        sub.write_text("[" * 5000 + "]" * 5000)
+    line = assert_one_error_line(capsys, main(["score", "--answer-key", str(answer_key), "--submission", str(sub)]))
+    assert pattern in line, line
+
+
+# --- score-encoder: keys from elsewhere, damaged keys ------------------------------------------
+
+def _raw_copy(src, dst, drop=("config",), edit=None):
+    """The key at ``src`` in the original state-dict layout (no config entry), as PyTorch's float64."""
+    with np.load(src, allow_pickle=False) as z:
+        sd = {k: z[k].astype(np.float64) for k in z.files if k not in drop and k != "config"}
+        if "config" in z.files and "config" not in drop:
+            sd["config"] = z["config"]
+    if edit:
+        edit(sd)
+    np.savez(dst, **sd)
+    return dst
+
+
+def _score_encoder(*args):
+    return main(["score-encoder", "--n", "12", "--seed", "3", *map(str, args)])
+
+
+def test_score_encoder_accepts_a_key_without_config(game, tmp_path, capsys):
+    raw = _raw_copy(game["key"], tmp_path / "raw.npz")
+    for a, b in [(raw, game["key"]), (game["key"], raw)]:
+        assert _score_encoder("--secret-key", a, "--encoder", b) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and out.startswith("T' nearest-neighbour score: 1.0000 on 12 images")
+    line = assert_one_error_line(capsys, _score_encoder("--secret-key", raw, "--encoder", raw))
+    assert "give the BatchNorm batch size (--bn-batch)" in line
+    assert _score_encoder("--secret-key", raw, "--encoder", raw, "--bn-batch", BN_BATCH) == 0
+    assert capsys.readouterr().out.startswith("T' nearest-neighbour score: 1.0000")
+
+
+def test_score_encoder_refuses_a_real_mismatch_before_any_work(game, tmp_path, capsys, monkeypatch):
+    import empirical.data as data
+
+    monkeypatch.setattr(data, "bundled_images", lambda *a, **k: pytest.fail("images drawn before the check"))
+    bad = _raw_copy(game["key"], tmp_path / "bad.npz", edit=lambda sd: sd.update(
+        {"mixer.1.bias": np.zeros(HIDDEN + 1)}))
+    line = assert_one_error_line(capsys, _score_encoder("--secret-key", game["key"], "--encoder", bad))
+    assert "'mixer.1.bias' has shape" in line
+    line = assert_one_error_line(capsys, _score_encoder("--secret-key", game["key"], "--encoder", game["key"],
+                                                        "--bn-batch", "7"))
+    assert "--bn-batch 7 disagrees" in line
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    ("nan", "contains NaN or inf"),
+    ("empty", "not a key file"),
+    ("npy", "not a key file"),
+    ("string config", "'hidden' must be an integer"),
+    ("truncated", "not a key file|cannot read"),
+    ("folder", "is a folder"),
+])
+def test_score_encoder_refuses_damaged_keys_in_one_line(game, tmp_path, capsys, damage, pattern):
+    p = tmp_path / "T.npz"
+    if damage == "nan":
+        _raw_copy(game["key"], p, drop=(), edit=lambda sd: sd["image_encoder.0.bias"].__setitem__(0, np.nan))
+    elif damage == "empty":
+        p.write_bytes(b"")
+    elif damage == "npy":
+        np.save(p, np.zeros(3))
+        p = p.with_suffix(".npz.npy")
+    elif damage == "string config":
+        cfg = {**json.loads((game["game"] / "encoder.json").read_text()), "hidden": "128"}
+        _raw_copy(game["key"], p, drop=(), edit=lambda sd: sd.update({"config": np.array(json.dumps(cfg))}))
+    elif damage == "truncated":
+        p.write_bytes(game["key"].read_bytes()[: game["key"].stat().st_size // 2])
+    elif damage == "folder":
+        p.mkdir()
+    line = assert_one_error_line(capsys, _score_encoder("--secret-key", game["key"], "--encoder", p))
+    assert re.search(pattern, line), line
+
+
+def test_score_encoder_refuses_bad_numbers(game, capsys):
+    line = assert_one_error_line(capsys, _score_encoder("--secret-key", game["key"], "--encoder", game["key"],
+                                                        "--seed", "-2"))
+    assert "--seed must be between 0" in line
+
+
+def test_ctrl_c_during_make_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    def interrupted(path, array):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(alice, "write_npy", interrupted)
+    rc = main(_make_args(tmp_path, "--quiet"))
+    _out, err = capsys.readouterr()
+    assert rc == 130 and err == "interrupted; nothing was written (make writes everything or nothing)\n"
+    assert list(tmp_path.iterdir()) == []

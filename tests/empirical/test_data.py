@@ -244,3 +244,122 @@ def test_load_images_dispatch(tmp_path, folder, bundled):
         load_images(str(tmp_path / "s.npy"), 7, 32)
     with pytest.raises(FileNotFoundError):
         load_images(str(tmp_path / "missing.npy"), 1, 32)
+
+
+# --- images and stacks that must be refused, by name -------------------------------------------
+
+def _png_header_only(path, width, height):
+    """A tiny PNG file whose header declares ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("float nan", "contains NaN or inf"),
+    ("float out of range", "values outside its range"),
+    ("int32 huge", "values outside its range"),
+    ("int32 negative", "values outside its range"),
+    ("bomb", "declares more than"),
+    ("not an image", "cannot read image"),
+    ("truncated", "cannot read image"),
+])
+def test_read_gray_refuses_bad_images_by_name(tmp_path, case, pattern):
+    from empirical.errors import UserError
+    from empirical.fileio import read_gray
+
+    p = tmp_path / "x.png"
+    if case.startswith("float"):
+        a = np.full((8, 8), np.nan if case == "float nan" else 3.5, np.float32)
+        Image.fromarray(a, mode="F").save(p, format="TIFF")  # a float TIFF named .png
+    elif case.startswith("int32"):
+        a = np.full((8, 8), 1_544_000_000 if case == "int32 huge" else -5, np.int32)
+        Image.fromarray(a).save(p, format="TIFF")
+    elif case == "bomb":
+        _png_header_only(p, 20000, 20000)
+    elif case == "not an image":
+        p.write_bytes(b"hello")
+    elif case == "truncated":
+        _save(p, np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))
+        p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(UserError, match=pattern) as e:
+        read_gray(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_read_gray_keeps_valid_float_and_16_bit_images(tmp_path):
+    from empirical.fileio import read_gray
+
+    a = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tiff", format="TIFF")
+    np.testing.assert_array_equal(read_gray(tmp_path / "f.tiff"), a)
+    q = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+    _save(tmp_path / "q.png", q)
+    np.testing.assert_allclose(read_gray(tmp_path / "q.png"), q / 65535.0, atol=1e-7)
+
+
+def test_read_gray_refuses_a_fifo_without_blocking(tmp_path):
+    import os
+
+    from empirical.errors import UserError
+    from empirical.fileio import read_gray
+
+    os.mkfifo(tmp_path / "x.png")
+    with pytest.raises(UserError, match="not a regular file"):
+        read_gray(tmp_path / "x.png")
+
+
+def test_a_bad_image_in_a_folder_is_named(folder):
+    root, _ = folder
+    a = np.full((8, 8), np.nan, np.float32)
+    Image.fromarray(a, mode="F").save(root / "a" / "nan.png", format="TIFF")
+    with pytest.raises(ValueError, match=r"nan\.png contains NaN"):
+        load_folder(root, 32)
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("empty", "not a .npy file"),
+    ("zip", "zip archive"),
+    ("truncated", "truncated"),
+    ("object", "Python objects"),
+    ("complex", "not real numbers"),
+    ("strings", "not real numbers"),
+    ("zero pixels", "are empty"),
+])
+def test_load_npy_refuses_damaged_stacks_with_one_line(tmp_path, case, pattern):
+    from empirical.errors import UserError
+
+    p = tmp_path / "x.npy"
+    if case == "empty":
+        p.write_bytes(b"")
+    elif case == "zip":
+        with open(p, "wb") as f:
+            np.savez(f, a=np.zeros((2, 32, 32)))
+    elif case == "truncated":
+        np.save(p, np.zeros((4, 32, 32), np.float32))
+        p.write_bytes(p.read_bytes()[:-100])
+    elif case == "object":
+        np.save(p, np.array([None, 1], dtype=object))
+    elif case == "complex":
+        np.save(p, np.zeros((2, 32, 32), np.complex64))
+    elif case == "strings":
+        np.save(p, np.array([["a"] * 32] * 32)[None])
+    elif case == "zero pixels":
+        np.save(p, np.zeros((2, 0, 5), np.float32))
+    with pytest.raises(UserError, match=pattern) as e:
+        load_npy(p, 32)
+    assert str(p) in str(e.value)
+
+
+def test_bundled_images_check_memory_first(monkeypatch):
+    import empirical.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**20)
+    with pytest.raises(ValueError, match=r"drawing 1,000,000 bundled images of 32 px needs .* of memory"):
+        bundled_images(10**6, size=32, patch=8)

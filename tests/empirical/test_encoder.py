@@ -7,18 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empirical.encoder import (
-    PRESETS,
-    EncoderConfig,
-    encode,
-    encode_batch,
-    key_from_state_dict,
-    load_key,
-    preset,
-    random_key,
-    save_key,
-    state_dict,
-)
+from empirical.encoder import PRESETS, EncoderConfig, encode, encode_batch, preset, random_key
+from empirical.keys import key_from_state_dict, load_key, save_key, state_dict
 
 TINY = dict(image_size=32, patch=8, hidden=16)  # P = 16 patches of 64 pixels
 ALL_PRESETS = sorted(PRESETS)
@@ -421,3 +411,133 @@ def test_numpy_and_cupy_agree(name):
     e_cp = cp.asnumpy(e_cp)
     scale = max(1.0, float(np.abs(e_np).max()))
     np.testing.assert_allclose(e_cp, e_np, rtol=1e-4, atol=2e-5 * scale)
+
+
+# --- every field of a family checked, and keys from elsewhere ----------------------------------
+
+@pytest.mark.parametrize("kw,pattern", [
+    (dict(patch=0), "patch must be positive"),  # not a ZeroDivisionError
+    (dict(depth=10**6), "depth must be at least -1 and at most 256"),
+    (dict(bn_batch=10**23), "bn_batch must be positive and at most"),
+    (dict(hidden=10**9), "hidden must be positive and at most"),
+    (dict(image_size="64"), "image_size must be an integer"),
+    (dict(hidden=4.0), "hidden must be an integer"),
+    (dict(depth=True), "depth must be an integer"),
+    (dict(shuffle="yes"), "shuffle must be true or false"),
+    (dict(channels=100), "channels must be positive and at most 16"),
+    (dict(image_size=4096, patch=4), "patches per image"),
+])
+def test_config_rejects_out_of_range_and_wrong_types_with_a_user_error(kw, pattern):
+    from empirical.errors import UserError
+
+    with pytest.raises(UserError, match=pattern):
+        EncoderConfig(**kw)
+
+
+def test_config_accepts_numpy_integers_as_plain_ints():
+    cfg = EncoderConfig(image_size=np.int64(32), patch=np.int32(8), hidden=np.uint16(16), shuffle=np.bool_(False))
+    assert cfg == tiny("neuracrypt-7", shuffle=False) and type(cfg.image_size) is int
+    assert json.dumps(cfg.to_json())
+
+
+def test_load_key_without_config_takes_the_given_family(tmp_path):
+    cfg = tiny("neuracrypt-7", bn_batch=5)
+    key = random_key(cfg, 4)
+    path = tmp_path / "original.npz"
+    np.savez(path, **{k: v.astype(np.float64) for k, v in state_dict(key).items()})  # PyTorch's layout
+    loaded = load_key(path, cfg)
+    assert loaded.config == cfg
+    x = images(6)
+    np.testing.assert_array_equal(encode(x, loaded, np, seed=1)[0], encode(x, key, np, seed=1)[0])
+    with pytest.raises(ValueError, match="'pos_embedding' has shape"):
+        load_key(path, tiny("neuracrypt-7", image_size=16, bn_batch=5))  # a real mismatch
+    with pytest.raises(ValueError, match="missing weight"):
+        load_key(path, tiny("neuracrypt-7", depth=5, bn_batch=5))
+
+
+def test_load_key_with_config_must_agree_with_the_given_family(tmp_path):
+    cfg = tiny("neuracrypt-7", bn_batch=5)
+    save_key(tmp_path / "k.npz", random_key(cfg, 0))
+    assert load_key(tmp_path / "k.npz", cfg).config == cfg
+    with pytest.raises(ValueError, match="not of the expected family: bn_batch 5 vs 6"):
+        load_key(tmp_path / "k.npz", tiny("neuracrypt-7", bn_batch=6))
+
+
+@pytest.mark.parametrize("name", ALL_PRESETS)
+def test_infer_family_from_the_weights(name, tmp_path):
+    from empirical.keys import infer_family
+
+    cfg = tiny(name, bn_batch=5)
+    path = tmp_path / "original.npz"
+    np.savez(path, **state_dict(random_key(cfg, 0)))
+    kw = {"bn_batch": 5, "shuffle": cfg.shuffle}
+    if cfg.depth == -1:
+        with pytest.raises(ValueError, match="give the image size"):
+            infer_family(path, **kw)
+        kw["image_size"] = 32
+    assert infer_family(path, **kw) == cfg
+    if cfg.depth >= 1:
+        with pytest.raises(ValueError, match="give the BatchNorm batch size"):
+            infer_family(path, shuffle=cfg.shuffle)
+
+
+def test_load_key_refuses_non_finite_weights(tmp_path):
+    cfg = tiny("neuracrypt-7")
+    sd = state_dict(random_key(cfg, 0))
+    sd["mixer.1.weight"] = sd["mixer.1.weight"].copy()
+    sd["mixer.1.weight"][0, 0] = np.inf
+    _write_npz(tmp_path / "k.npz", cfg, sd)
+    with pytest.raises(ValueError, match=r"'mixer\.1\.weight' contains NaN or inf"):
+        load_key(tmp_path / "k.npz")
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    ("empty", "not a key file"),
+    ("npy", "not a key file"),
+    ("truncated", "not a key file|cannot read"),
+    ("string config", "'hidden' must be an integer"),
+    ("list config", "must be a JSON object"),
+    ("missing field", "lacks the field 'bn_batch'"),
+    ("deep config", "not valid JSON"),
+    ("object weight", "holds Python objects"),
+])
+def test_load_key_refuses_damaged_files_with_a_user_error(tmp_path, damage, pattern):
+    from empirical.errors import UserError
+
+    cfg = tiny("neuracrypt-7")
+    sd = state_dict(random_key(cfg, 0))
+    path = tmp_path / "k.npz"
+    config = json.dumps(cfg.to_json())
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros(3))
+    elif damage == "truncated":
+        save_key(path, random_key(cfg, 0))
+        path.write_bytes(path.read_bytes()[:-300])
+    else:
+        if damage == "string config":
+            config = json.dumps({**cfg.to_json(), "hidden": "16"})
+        elif damage == "list config":
+            config = "[1, 2]"
+        elif damage == "missing field":
+            config = json.dumps({k: v for k, v in cfg.to_json().items() if k != "bn_batch"})
+        elif damage == "deep config":
+            config = "[" * 100000 + "]" * 100000
+        elif damage == "object weight":
+            sd["mixer.1.bias"] = np.array([None] * 16, dtype=object)
+        np.savez(path, config=np.array(config), **sd)
+    with pytest.raises(UserError, match=pattern) as e:
+        load_key(path)
+    assert "\n" not in str(e.value)
+
+
+def test_load_key_checks_memory_before_reading(tmp_path, monkeypatch):
+    import empirical.memory as memory
+
+    cfg = tiny("neuracrypt-7")
+    save_key(tmp_path / "k.npz", random_key(cfg, 0))
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000)
+    with pytest.raises(ValueError, match=r"needs .* of memory; 1000 B is available"):
+        load_key(tmp_path / "k.npz")

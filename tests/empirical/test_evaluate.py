@@ -101,3 +101,21 @@ def test_challenge2_score_of_an_unrelated_key(fresh_images):
     res = challenge2_score(random_key(FAM, 0), random_key(FAM, 1), fresh_images, np)
     assert res["share"] <= 0.15  # chance is 1/40
     assert res["relative_error"] > 0.1
+
+
+def test_true_matching_of_another_games_answer_key_is_one_line():
+    """Not a KeyError: the answer key that does not fit the game is named as such."""
+    from empirical.game import GameError
+
+    game, _ = hand_game()
+    with pytest.raises(GameError, match=r"names id 'z\.png'"):
+        true_matching(game, Secrets(None, {"z.png": "0.npy"}, None))
+    with pytest.raises(GameError, match=r"no original for '2\.npy'"):
+        true_matching(game, Secrets(None, {"c.png": "0.npy", "a.png": "1.npy", "b.png": "3.npy"}, None))
+
+
+def test_challenge2_bytes_grows_with_the_images():
+    from empirical.evaluate import challenge2_bytes
+
+    small, large = challenge2_bytes(FAM, 10), challenge2_bytes(FAM, 10_000)
+    assert small < large and large > 8 * 10_000**2  # the (n, n) distances dominate
