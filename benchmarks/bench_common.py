@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: machine description, timestamps, JSON output.
+"""Helpers shared by the benchmark scripts: machine description, source fingerprint, load, JSON output.
 
 Not a test helper and not part of the package: the scripts under ``benchmarks/`` import it from
 their own folder (``python benchmarks/<script>.py`` puts that folder on ``sys.path``).
@@ -6,37 +6,20 @@ their own folder (``python benchmarks/<script>.py`` puts that folder on ``sys.pa
 from __future__ import annotations
 
 import datetime
-import os
-import platform
 import resource
 import subprocess
 from pathlib import Path
 
+from empirical.machine import fingerprint_record, load_average, load_record, machine_info
+
 REPO = Path(__file__).resolve().parent.parent
+
+__all__ = ["REPO", "GpuMemory", "fit_exponent", "gib", "load_average", "load_record", "machine", "now_utc",
+           "peak_rss_bytes", "sources", "write_json"]
 
 
 def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _mem_total_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
 
 
 def _git() -> dict:
@@ -46,43 +29,24 @@ def _git() -> dict:
         except Exception:
             return ""
 
-    dirty = [ln[3:] for ln in run("status", "--porcelain", "--", "empirical").splitlines() if len(ln) > 3]
-    return {"commit": run("rev-parse", "HEAD").strip() or None, "empirical_uncommitted_files": dirty}
+    dirty = [ln[3:] for ln in run("status", "--porcelain", "--", "empirical", "benchmarks").splitlines()
+             if len(ln) > 3]
+    return {"commit": run("rev-parse", "HEAD").strip() or None, "uncommitted_files": dirty}
 
 
 def machine(xp=None) -> dict:
-    """Where a measurement ran: CPU, cores, memory, load, library versions, git state, GPU if used."""
-    import numpy
-    import scipy
-
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu_model(),
-            "cpus": os.cpu_count(), "memory_gib": _mem_total_gib(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "loadavg_at_start": list(os.getloadavg()), "git": _git(),
-            "package_dir": str(package_dir()), "package_sources_sha": package_fingerprint()}
-    if xp is not None and xp.__name__.startswith("cupy"):
-        props = xp.cuda.runtime.getDeviceProperties(0)
-        name = props["name"]
-        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
-        info["gpu_memory_gib"] = round(props["totalGlobalMem"] / 2**30, 1)
-        info["cupy"] = xp.__version__
-    return info
+    """Where a measurement ran: :func:`empirical.machine.machine_info` (CPU, cores, memory, load
+    average now, library versions, GPU if used) and the git commit with the uncommitted files."""
+    return {**machine_info(xp), "git": _git()}
 
 
-def package_dir() -> Path:
-    """Folder of the ``empirical`` package this process imports (the checkout, or a snapshot on PYTHONPATH)."""
-    import empirical
+def sources(script: str) -> dict:
+    """The ``source_fingerprint`` of a result of ``benchmarks/<script>``: the package and the script.
 
-    return Path(empirical.__file__).resolve().parent
-
-
-def package_fingerprint() -> str:
-    """Short hash of the imported package's sources (others may be editing the checkout meanwhile)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(package_dir().glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:12]
+    A benchmark's numbers depend on the attack (``empirical``), on its own script and on these
+    helpers; the fingerprint covers those sources and nothing else.
+    """
+    return fingerprint_record(("empirical", f"benchmarks/{Path(script).name}", "benchmarks/bench_common.py"))
 
 
 def peak_rss_bytes() -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import machine, now_utc, write_json
+from bench_common import load_average, load_record, machine, now_utc, sources, write_json
 
 PRESETS = ("linear", "neuracrypt-2-noshuffle", "neuracrypt-2", "neuracrypt-7")
 
@@ -62,8 +62,9 @@ def _cmd(args: list, log) -> tuple:
     return proc.stdout, time.perf_counter() - t0
 
 
-def one_game(preset: str, source: str, args, work: Path, log) -> dict:
+def one_game(preset: str, source: str, args: argparse.Namespace, work: Path, log) -> dict:
     tag = f"{preset}-{source}"
+    load0 = load_average()
     data = "bundled"
     if source == "synthetic":
         data = str(work / "synthetic.npy")
@@ -87,7 +88,7 @@ def one_game(preset: str, source: str, args, work: Path, log) -> dict:
            "referee_score": float(m.group(1)) if m else None, "referee_output": out.strip(),
            "stages": attack["stages"], "psim": {k: attack["psim"].get(k) for k in ("balanced_accuracy", "auc")},
            "fresh_images": attack["fresh_images"], "attack_seconds": attack["total_seconds"],
-           "attack_command_seconds": t_attack, "make_seconds": t_make}
+           "attack_command_seconds": t_attack, "make_seconds": t_make, "load": load_record(load0)}
     return row
 
 
@@ -126,9 +127,10 @@ def main(argv=None) -> int:
         print(f"{r['preset']:<24}{r['source']:<11}{r['referee_score']:>14.4f}{first:>8.1%}"
               f"{r['attack_seconds']:>10.0f}{fresh:>9.1%}")
     if args.json:
+        # the work folder is where the files went, not a setting of the measurement: left out (a local path)
         write_json(args.json, {"benchmark": "games", "date": now_utc(), "started": started, "machine": mach,
-                               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                                            if k != "json"},
+                               "source_fingerprint": sources(__file__),
+                               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "work")},
                                "games": rows})
     if tmp is not None:
         tmp.cleanup()

@@ -18,9 +18,12 @@ Writes ``gpu_check.json`` (everything) and ``gpu_challenge_summary.json`` (devic
 share matched, total seconds per variant: the file to commit under ``benchmarks/results/``) into
 ``$OUT``, or ``--out``. Prints a short table last.
 
-Without a CUDA GPU and CuPy it prints why and exits 0 (skipped). ``--backend numpy --small`` is a
-CPU dry run of every code path: NumPy is compared with itself, the challenge part runs a small
-game.
+The exit status is 0 only when every part that ran passed: the tests, every agreement check, and
+every challenge run finished (one that failed, timed out or was not started before the deadline
+counts as a failure; the share it matched does not, since NeuraCrypt-47 is not expected to break).
+Without a CUDA GPU and CuPy nothing is measured: it says so and exits 3. ``--dry-run`` (the same as
+``--backend numpy --small``) is an explicit CPU dry run of every code path, which exits 0 when
+all of it ran: NumPy is compared with itself, the challenge part runs a small game.
 
 On the lent machine (no network): the image holds CuPy, SciPy, scikit-image, Pillow, tqdm, pytest
 and hypothesis but not pydicom or pydicom-data, which the bundled images need; carry their wheels
@@ -28,7 +31,7 @@ and hypothesis but not pydicom or pydicom-data, which the bundled images need; c
 
     PYTHONPATH=. python benchmarks/gpu_check.py                       # everything, N = 14,643
     PYTHONPATH=. python benchmarks/gpu_check.py --n-list 14643 10000 --run-timeout 400
-    PYTHONPATH=. python benchmarks/gpu_check.py --backend numpy --small --out /tmp/gpu_dry
+    PYTHONPATH=. python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_dry
 """
 from __future__ import annotations
 
@@ -46,16 +49,30 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import REPO, GpuMemory, gib, machine, now_utc, package_fingerprint, peak_rss_bytes, write_json
+from bench_common import (
+    REPO,
+    GpuMemory,
+    gib,
+    load_average,
+    load_record,
+    machine,
+    now_utc,
+    peak_rss_bytes,
+    sources,
+    write_json,
+)
 
 CHALLENGE_N = 14_643
 VARIANTS = ("neuracrypt-7", "neuracrypt-47")
+NO_GPU_EXIT = 3  # nothing was measured: no CUDA GPU usable through CuPy
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="cupy", choices=("cupy", "numpy"),
-                    help="cupy (default; skips without a GPU) or numpy (a CPU dry run)")
+                    help=f"cupy (default; exits {NO_GPU_EXIT} without a GPU) or numpy (a CPU run)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="an explicit CPU dry run of every code path: --backend numpy --small")
     ap.add_argument("--small", action="store_true",
                     help="small challenge part (N = 300, 128 px, hidden 128, few steps): a dry run of the code")
     ap.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out",
@@ -155,7 +172,7 @@ def _same(a, b) -> float:
 
 def part_agree(args, xp) -> dict:
     """Each stage on identical inputs with NumPy (reference) and ``xp``; then the whole attack on both."""
-    from empirical.alice import game_in_memory
+    from empirical.alice import bundled_ids, game_in_memory
     from empirical.alignment import align_rows, apply_order
     from empirical.backend import to_numpy
     from empirical.boosting import boost
@@ -253,10 +270,9 @@ def part_agree(args, xp) -> dict:
     check("final", "T'(x) of every original", _rel(y_h, h(y_d)), "rel_diff", 1e-3)
     stage_seconds = time.perf_counter() - t0
 
-    # the whole attack on both backends (a fresh game from game_in_memory)
+    # the whole attack on both backends (a fresh game of the same images)
     t0 = time.perf_counter()
-    ids = [f"{i:06d}.png" for i in range(n)]
-    game, secrets = game_in_memory(imgs, ids, fam, n, seed=args.seed)
+    game, secrets = game_in_memory(imgs, bundled_ids(n), fam, n, seed=args.seed)
     truth = true_matching(game, secrets)
     steps = (100, 40) if args.small else (300, 100)
     cfg = AttackConfig(seed=args.seed, psim=replace(PsimConfig(), steps=steps[0]),
@@ -281,30 +297,13 @@ def part_agree(args, xp) -> dict:
 
 # --- part 3: the challenge-scale attack ------------------------------------------------------------
 
-def alice_on_device(images: np.ndarray, ids: list, config, n_encoded: int, seed: int, xp):
-    """:func:`empirical.challenge.game_in_memory` with the encoding on ``xp``'s device.
-
-    The same draws as ``alice_encode`` (key, encode order, shuffles), so the game is the one the
-    NumPy path would make; the encodings come back to the host because the Game is host data.
-    """
-    from empirical.backend import to_numpy
-    from empirical.encoder import encode, random_key
-    from empirical.fileio import quantize16
-    from empirical.game import Game, Secrets
-
-    images = quantize16(images)
-    rng = np.random.default_rng([seed, 0xA11CE])
-    key = random_key(config, rng.integers(2**63))
-    order = rng.permutation(len(images))[:n_encoded]
-    enc, perms = encode(images[order], key, xp, seed=rng.integers(2**63))
-    enc = to_numpy(enc)
-    answer = {ids[i]: f"{k}.npy" for k, i in enumerate(order)}
-    files = [f"{k}.npy" for k in range(n_encoded)]
-    return Game(config, list(ids), images, files, enc, sorted(answer)), Secrets(key, answer, perms)
-
-
 def challenge_child(spec: dict) -> int:
-    """One (N, variant) run; writes its record to ``spec['record']`` after every stage."""
+    """One (N, variant) run; writes its record to ``spec['record']`` after every stage.
+
+    Alice's encoding runs on the device too (:func:`empirical.alice.game_in_memory` with ``xp``):
+    the same draws as on the host, the encodings brought back because the Game is host data.
+    """
+    from empirical.alice import bundled_ids, game_in_memory
     from empirical.encoder import CHALLENGE_SCALE, preset
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig
@@ -314,11 +313,12 @@ def challenge_child(spec: dict) -> int:
     xp, why = pick_backend(spec["backend"])
     if xp is None:
         raise SystemExit(why)
-    rec = {"variant": spec["variant"], "n": spec["n"], "status": "started", "stages": [],
-           "package_sources_sha": package_fingerprint()}
+    rec = {"variant": spec["variant"], "n": spec["n"], "status": "started", "stages": []}
     out = Path(spec["record"])
+    load0 = load_average()
 
     def save():
+        rec["load"] = load_record(load0)  # the load average at the start and at this record
         rec["host_peak_rss_gib"] = gib(peak_rss_bytes())
         rec.update(mem.info())
         write_json(out, rec)
@@ -330,9 +330,8 @@ def challenge_child(spec: dict) -> int:
             scale = {**CHALLENGE_SCALE, **spec.get("scale", {})}
             fam = preset(spec["variant"], **scale)
             rec["family"] = fam.to_json()
-            ids = [f"{i:06d}.png" for i in range(len(imgs))]
             t0 = time.perf_counter()
-            game, secrets = alice_on_device(imgs, ids, fam, spec["n"], spec["seed"], xp)
+            game, secrets = game_in_memory(imgs, bundled_ids(len(imgs)), fam, spec["n"], seed=spec["seed"], xp=xp)
             sync(xp)
             rec["encode_seconds"] = time.perf_counter() - t0
             del imgs
@@ -477,7 +476,8 @@ def _table(report: dict) -> str:
         if "error" in c:
             lines.append(f"challenge  FAILED to run: {c['error'][:200]}")
         else:
-            lines.append(f"challenge  {c['images']['n']:,} images drawn in {c['images_seconds']:.0f} s (CPU, in the "
+            lines.append(f"challenge  {'ok' if c.get('ok') else 'FAILED'}  "
+                         f"{c['images']['n']:,} images drawn in {c['images_seconds']:.0f} s (CPU, in the "
                          f"background; waited {c['images_waited_seconds']:.0f} s for them)")
             lines.append(f"  {'variant':14s} {'N':>6s} {'status':>10s} {'final':>7s} {'total s':>8s} "
                          f"{'GPU peak':>9s}  stages (s)")
@@ -498,15 +498,18 @@ def main(argv=None) -> int:
         return challenge_child(json.loads(args.child))
     if args.draw:
         return draw_child(json.loads(args.draw))
+    if args.dry_run:
+        args.backend, args.small = "numpy", True
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     xp, why = pick_backend(args.backend)
     if xp is None:
-        msg = f"SKIPPED: no CUDA GPU usable through CuPy here ({why}). Nothing was measured."
-        print(msg)
-        write_json(out_dir / "gpu_check.json", {"benchmark": "gpu_check", "date": now_utc(), "skipped": msg,
+        msg = (f"no CUDA GPU usable through CuPy here ({why}); nothing was measured. This check needs a GPU; "
+               "`--dry-run` runs its code paths on the CPU instead.")
+        print(f"error: {msg}", file=sys.stderr)
+        write_json(out_dir / "gpu_check.json", {"benchmark": "gpu_check", "date": now_utc(), "error": msg,
                                                 "machine": machine()})
-        return 0
+        return NO_GPU_EXIT
     try:
         from empirical.data import bundled_sources
 
@@ -516,7 +519,8 @@ def main(argv=None) -> int:
               "pydicom-data wheels (benchmarks/README.md)", file=sys.stderr)
         return 2
     report = {"benchmark": "gpu_check", "date": now_utc(), "backend": args.backend, "small": args.small,
-              "machine": machine(xp), "argv": sys.argv[1:], "package_sources_sha": package_fingerprint()}
+              "dry_run": args.backend == "numpy", "machine": machine(xp), "source_fingerprint": sources(__file__),
+              "argv": sys.argv[1:]}
 
     def save():
         write_json(out_dir / "gpu_check.json", report)
@@ -545,6 +549,10 @@ def main(argv=None) -> int:
             except Exception as e:
                 report["challenge"] = {**report.get("challenge", {}), "error": f"{type(e).__name__}: {e}",
                                        "traceback": traceback.format_exc()[-4000:]}
+            ch = report.setdefault("challenge", {})
+            # A run counts when it finished; one that failed, timed out or never started does not.
+            ch["ok"] = "error" not in ch and bool(ch.get("runs")) and all(
+                r.get("status") == "done" for r in ch["runs"])
             save()
         if drawing is not None and drawing[0].poll() is None:
             drawing[0].kill()  # only when the challenge part stopped early
@@ -559,13 +567,18 @@ def main(argv=None) -> int:
                for r in report.get("challenge", {}).get("runs", [])]
     if summary:
         write_json(out_dir / "gpu_challenge_summary.json", {"benchmark": "gpu_check challenge scale",
-                                                            "machine": report["machine"], "runs": summary})
+                                                            "machine": report["machine"],
+                                                            "source_fingerprint": report["source_fingerprint"],
+                                                            "runs": summary})
+    failed = [p for p in args.parts if not report.get(p, {}).get("ok", False)]
+    report["failed_parts"] = failed
     report["finished"] = now_utc()
     save()
     print()
     print(_table(report))
-    ok = all(report.get(p, {}).get("ok", True) for p in ("tests", "agree"))
-    return 0 if ok else 1
+    print("all parts passed" + (" (a CPU dry run: nothing measured on a GPU)" if report["dry_run"] else "")
+          if not failed else f"FAILED: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import machine, now_utc, write_json
+from bench_common import load_average, load_record, machine, now_utc, sources, write_json
 
 
 def main(argv=None) -> int:
@@ -43,12 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
-    from empirical.alice import game_in_memory
+    from empirical.alice import bundled_game
     from empirical.assignment import best_assignment, match_encodings
     from empirical.attack import restrict_to_path_list
     from empirical.backend import get_backend, to_numpy
     from empirical.boosting import boost, estimate_global_perm, known_perm_scores
-    from empirical.data import bundled_images
     from empirical.encoder import preset
     from empirical.evaluate import global_perm_share, local_perm_share, share_matched, true_matching
     from empirical.pipeline import AttackConfig, run_attack
@@ -56,13 +55,14 @@ def main(argv=None) -> int:
     xp = get_backend(args.backend)
     started, mach = now_utc(), machine(xp)
     fam = preset(args.preset, image_size=args.image_size, hidden=args.hidden)
-    imgs = bundled_images(args.n, fam.image_size, args.seed, fam.patch)
-    game, secrets = game_in_memory(imgs, [f"{i:06d}.png" for i in range(args.n)], fam, args.n, seed=args.seed)
+    game, secrets = bundled_game(fam, args.n, seed=args.seed)
     game = restrict_to_path_list(game)
     cfg = AttackConfig(seed=args.seed)
+    load0 = load_average()
     t0 = time.perf_counter()
     res = run_attack(game, cfg, xp, quiet=False, work_dir=args.work_dir, stop_after="boost")
     t_attack = time.perf_counter() - t0
+    load = load_record(load0)
 
     # --- Alice's secrets from here on -------------------------------------------------------------
     truth = true_matching(game, secrets)
@@ -110,8 +110,12 @@ def main(argv=None) -> int:
         print(f"  {k:<48}" + (f"{v}" if isinstance(v, int) else f"{v:.1%}"))
     if args.json:
         write_json(args.json, {"benchmark": "oracles", "date": now_utc(), "started": started, "machine": mach,
-                               "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                               "attack_seconds_through_boosting": t_attack, "achieved": achieved, "oracle": oracle})
+                               "source_fingerprint": sources(__file__),
+                               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "work_dir")},
+                               "attack_seconds_through_boosting": t_attack, "load": load,
+                               "stages_resumed": [st.name for st in res.stages if st.info.get("resumed")],
+                               "achieved": achieved,
+                               "oracle": oracle})
     return 0
 
 

@@ -1,10 +1,13 @@
 """Scaling of the whole attack with N: time and peak memory, and the fitted exponent.
 
-For each N in ``--n-list`` a fresh Python process draws N bundled real images, makes a game in
-memory (:func:`empirical.challenge.game_in_memory`) and runs every stage of the attack
+For each N in ``--n-list`` a fresh Python process draws N bundled real images and makes a game in
+memory (:func:`empirical.alice.bundled_game`), and runs every stage of the attack
 (:func:`empirical.pipeline.run_attack`). Each process reports its own peak resident set size
-(``getrusage``), so one N's memory never hides inside another's. The exponent is the
-least-squares slope of log(seconds) against log(N).
+(``getrusage``), so one N's memory never hides inside another's, and the load average at the
+start and the end of its run. The exponent is the least-squares slope of log(seconds) against
+log(N); it is fitted to the times only when no run was taken under load
+(:func:`empirical.machine.fit_refusal`: the one-minute load average stayed within a quarter of the
+cores above the run's own threads), and the output says why otherwise.
 
 Default family: the attack CLI's default, NeuraCrypt-7 at 128 x 128 px, patch 16 (P = 64),
 hidden 256.
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +29,20 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import GpuMemory, fit_exponent, gib, machine, now_utc, package_fingerprint, peak_rss_bytes, write_json
+from bench_common import (
+    GpuMemory,
+    fit_exponent,
+    gib,
+    load_average,
+    load_record,
+    machine,
+    now_utc,
+    peak_rss_bytes,
+    sources,
+    write_json,
+)
+
+from empirical.machine import LOAD_LIMIT_PER_CORE, fit_refusal
 
 DEFAULT_N = (250, 500, 1000, 2000, 4000)
 N_DEPENDENT = ("align", "first", "boost", "final")  # stages whose work grows with N
@@ -53,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def settings(args) -> dict:
+def settings(args: argparse.Namespace) -> dict:
     from empirical.extraction import ExtractConfig
     from empirical.pipeline import AttackConfig
     from empirical.psim import PsimConfig
@@ -62,8 +77,7 @@ def settings(args) -> dict:
             "backend": args.backend, "seed": args.seed,
             "candidates": args.candidates if args.candidates is not None else AttackConfig.candidates,
             "psim_steps": args.psim_steps if args.psim_steps is not None else PsimConfig.steps,
-            "extract_steps": args.extract_steps if args.extract_steps is not None else ExtractConfig.steps,
-            "package_sources_sha": package_fingerprint()}
+            "extract_steps": args.extract_steps if args.extract_steps is not None else ExtractConfig.steps}
 
 
 # --- one N, in its own process ----------------------------------------------------------------
@@ -79,9 +93,8 @@ def _cpu_seconds() -> float:
 def run_one(n: int, s: dict) -> dict:
     import numpy as np
 
-    from empirical.alice import game_in_memory
+    from empirical.alice import bundled_game
     from empirical.backend import get_backend
-    from empirical.data import bundled_images
     from empirical.encoder import preset
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig
@@ -89,13 +102,10 @@ def run_one(n: int, s: dict) -> dict:
     from empirical.psim import PsimConfig
 
     xp = get_backend(s["backend"])
-    source = package_fingerprint()
     fam = preset(s["preset"], image_size=s["image_size"], patch=s["patch"], hidden=s["hidden"])
+    load0 = load_average()
     t0 = time.perf_counter()
-    imgs = bundled_images(n, fam.image_size, s["seed"], fam.patch)
-    ids = [f"{i:06d}.png" for i in range(n)]
-    game, secrets = game_in_memory(imgs, ids, fam, n, seed=s["seed"])
-    del imgs
+    game, secrets = bundled_game(fam, n, seed=s["seed"])
     t_data = time.perf_counter() - t0
     rss_data = peak_rss_bytes()
     cfg = AttackConfig(seed=s["seed"], candidates=s["candidates"],
@@ -127,8 +137,7 @@ def run_one(n: int, s: dict) -> dict:
            "data_cpu_seconds": data_cpu, "attack_cpu_seconds": _cpu_seconds() - data_cpu,
            "final_share_matched": share_matched(result.matching, truth), "stages": stages,
            "peak_rss_bytes_after_data": rss_data, "peak_rss_bytes": peak_rss_bytes(),
-           "peak_rss_gib": gib(peak_rss_bytes()), "loadavg_at_end": list(os.getloadavg()),
-           "package_sources_sha": source, "process_cpu_seconds": _cpu_seconds()}
+           "peak_rss_gib": gib(peak_rss_bytes()), "load": load_record(load0), "process_cpu_seconds": _cpu_seconds()}
     if gpu.hook is not None:
         out["gpu_peak_pool_bytes_in_use"] = gpu.peak
         out["gpu_peak_gib"] = gib(gpu.peak)
@@ -162,7 +171,12 @@ def _spawn(n: int, args) -> dict:
 def _fits(runs: list) -> dict:
     ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["n"])
     ns = [r["n"] for r in ok]
-    fit = {"attack_seconds_exponent": fit_exponent(ns, [r["attack_seconds"] for r in ok]),
+    refusal = fit_refusal(ok)
+    if refusal is not None:  # times stretched by other jobs: fit memory only
+        return {"time_exponents_refused": refusal, "load_limit_per_core": LOAD_LIMIT_PER_CORE,
+                "peak_rss_exponent": fit_exponent(ns, [r["peak_rss_bytes"] for r in ok]), "n_used": ns}
+    fit = {"time_exponents_refused": None, "load_limit_per_core": LOAD_LIMIT_PER_CORE,
+           "attack_seconds_exponent": fit_exponent(ns, [r["attack_seconds"] for r in ok]),
            "total_seconds_exponent": fit_exponent(ns, [r["total_seconds"] for r in ok]),
            "peak_rss_exponent": fit_exponent(ns, [r["peak_rss_bytes"] for r in ok]),
            # CPU time (user + system, all threads) depends much less than wall time on other jobs' load.
@@ -201,7 +215,16 @@ def _table(runs: list, fit: dict) -> str:
         lines.append(f"{r['n']:6d} {r['data_seconds']:8.1f} {r['attack_seconds']:9.1f} {r['total_seconds']:8.1f} {cpu} "
                      f"{r['peak_rss_gib']:7.2f}Gi {first:7.1%} {r['final_share_matched']:7.1%}  "
                      f"{slow['stage']} {slow['seconds']:.1f} s ({slow.get('cpu_seconds', float('nan')):.1f} s CPU)")
-    e = fit["attack_seconds_exponent"]
+    refused = fit.get("time_exponents_refused")
+    if refused is not None:
+        why = ("its load average was not recorded" if refused["reason"] == "not recorded" else
+               f"the one-minute load average reached {refused['load']:.2f}, above the limit {refused['limit']:.2f} "
+               f"(the run's {refused['threads']} threads + {fit['load_limit_per_core']} x {refused['cpus']} cores)")
+        lines.append(f"no exponent of time in N fitted: at N = {refused['n']} {why}; times stretched by other jobs "
+                     "would make the slope measure their load")
+        if fit.get("peak_rss_exponent") is not None:
+            lines.append(f"peak RSS ~ N^{fit['peak_rss_exponent']:.2f} (memory does not depend on the load)")
+    e = fit.get("attack_seconds_exponent")
     if e is not None:
         lines.append(f"fitted exponent (log-log least squares, N = {fit['n_used']}): attack time ~ N^{e:.2f}, "
                      f"total ~ N^{fit['total_seconds_exponent']:.2f}, peak RSS ~ N^{fit['peak_rss_exponent']:.2f}")
@@ -244,27 +267,29 @@ def main(argv=None) -> int:
         else:
             print(f"  {r['total_seconds']:.1f} s, peak RSS {r['peak_rss_gib']:.2f} GiB, "
                   f"final share {r['final_share_matched']:.1%}", file=sys.stderr, flush=True)
+    source = sources(__file__)
     previous = []
     if args.merge and args.json and Path(args.json).exists():  # read now: another invocation may have just written it
         old = json.loads(Path(args.json).read_text())
-        if old.get("settings") == s:
+        if old.get("settings") == s and old.get("source_fingerprint") == source:
             previous = [r for r in old["runs"] if r["n"] not in args.n_list]
         else:
-            print(f"note: {args.json} was made with other settings (or package sources); not merging", file=sys.stderr)
+            print(f"note: {args.json} was made with other settings or other code; not merging", file=sys.stderr)
     all_runs = sorted(previous + runs, key=lambda r: r["n"])
     fit = _fits(all_runs)
     print(_table(all_runs, fit))
     if args.json:
-        mach["loadavg_at_end"] = list(os.getloadavg())
+        mach["loadavg_at_end"] = load_average()
         write_json(args.json, {
             "benchmark": "scaling", "date": now_utc(), "started": started, "machine": mach, "settings": s,
-            "runs": all_runs, "fit": fit,
+            "source_fingerprint": source, "runs": all_runs, "fit": fit,
             "notes": ["each N runs in a fresh process; peak_rss_bytes is that process's peak resident set "
                       "(getrusage ru_maxrss), images, game and attack together",
                       "data_seconds: drawing the bundled images and Alice's encoding (NumPy); attack_seconds: "
                       "run_attack, every stage",
-                      "runs merged from earlier invocations keep their own loadavg_at_end; the machine may have "
-                      "been shared with other jobs (see loadavg)"],
+                      "each run records the load average at its start and end (load); no exponent of time is "
+                      "fitted when a run's one-minute load exceeded its own threads plus a quarter of the cores",
+                      "runs merged from earlier invocations keep their own load records"],
         })
     return 0
 

@@ -30,7 +30,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
@@ -40,7 +39,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import gib, machine, now_utc, peak_rss_bytes, write_json
+from bench_common import gib, load_average, load_record, machine, now_utc, peak_rss_bytes, sources, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,20 +82,17 @@ class Clock:
         return False
 
 
-def embeddings(args, xp):
+def embeddings(args: argparse.Namespace, xp) -> tuple:
     """Game, Alice's secrets, and the p-sim embeddings of every original patch and aligned row."""
-    from empirical.alice import game_in_memory
+    from empirical.alice import bundled_game
     from empirical.alignment import align_rows, apply_order
-    from empirical.data import bundled_images
     from empirical.encoder import preset
     from empirical.pipeline import AttackConfig
     from empirical.psim import PsimConfig, patch_features, row_features, train_psim, training_pairs
 
     fam = preset(args.preset, image_size=args.image_size, patch=args.patch, hidden=args.hidden)
     t0 = time.perf_counter()
-    imgs = bundled_images(args.n, fam.image_size, args.seed, fam.patch)
-    game, secrets = game_in_memory(imgs, [f"{i:06d}.png" for i in range(args.n)], fam, args.n, seed=args.seed)
-    del imgs
+    game, secrets = bundled_game(fam, args.n, seed=args.seed)
     t_data = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -203,7 +199,7 @@ def main(argv=None) -> int:
     from empirical.evaluate import share_matched, true_matching
 
     xp = get_backend(args.backend)
-    started, mach = now_utc(), machine(xp)
+    started, mach, load0 = now_utc(), machine(xp), load_average()
     print(f"building one game: N = {args.n} bundled images, {args.preset}, {args.image_size} px, patch {args.patch}, "
           f"hidden {args.hidden}, backend {backend_name(xp)} ...", file=sys.stderr, flush=True)
     fam, game, secrets, patch_emb, row_emb, t_data, t_emb = embeddings(args, xp)
@@ -257,7 +253,7 @@ def main(argv=None) -> int:
         f"P = {P} patches per image ({fam.image_size}x{fam.image_size} px, patch {fam.patch}), "
         f"p-sim embedding width {E}, {args.preset}, hidden {fam.hidden} (D does not enter this stage's cost)",
         f"machine: {mach['cpus']} CPU cores ({mach['cpu']}), load average at start "
-        f"{mach['loadavg_at_start'][0]:.1f}, backend {backend_name(xp)}",
+        f"{(mach['loadavg'] or [float('nan')])[0]:.1f}, backend {backend_name(xp)}",
         "",
     ]
     for r in runs:
@@ -301,7 +297,8 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {
             "benchmark": "speedup", "date": now_utc(), "started": started,
-            "machine": {**mach, "loadavg_at_end": list(os.getloadavg())},
+            "machine": {**mach, "loadavg_at_end": load_average()}, "source_fingerprint": sources(__file__),
+            "load": load_record(load0),
             "settings": {"n": n, "preset": args.preset, "image_size": fam.image_size, "patch": fam.patch,
                          "patches_per_image": P, "hidden": fam.hidden, "embedding_width": E,
                          "psim_steps": args.psim_steps, "seed": args.seed, "backend": backend_name(xp)},
@@ -318,7 +315,8 @@ def main(argv=None) -> int:
             "notes": ["both methods run on the same embeddings in the same process; exact assignments are "
                       "single-threaded SciPy in both",
                       "original extrapolated from a random sample of pairs unless 'extrapolated' is false",
-                      "the machine may have been shared with other jobs: see loadavg_at_start / loadavg_at_end"],
+                      "the machine may have been shared with other jobs: see load (the load average at the "
+                      "start and the end, the run's threads and the limit of a quiet machine)"],
         })
     return 0
 

@@ -4,9 +4,12 @@ Each function reads :class:`~paper.data_io.Data` and writes exactly one PNG.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from .data_io import Data
 from .style import COLORS, pct, pyplot, save, title
 
 STAGE_LABELS = {"first": "first matching\n(i-sim, §2.1.3)", "final": "final matching\nwith T' (§2.3.2)"}
@@ -18,7 +21,7 @@ def _stage_label(name: str) -> str:
     return STAGE_LABELS.get(name, name)
 
 
-def fig_stages(data, path):
+def fig_stages(data: Data, path: Path | str) -> Path:
     """Share matched after each stage of the NeuraCrypt-7 run, on a log scale from chance to 100%."""
     plt = pyplot()
     d = data["stages"]
@@ -58,7 +61,7 @@ def fig_stages(data, path):
     return save(fig, path)
 
 
-def fig_scaling(data, path):
+def fig_scaling(data: Data, path: Path | str) -> Path:
     """Attack time against N for this project and the per-pair assignment method; share matched."""
     plt = pyplot()
     d = data["scaling"]
@@ -98,7 +101,7 @@ def fig_scaling(data, path):
     return save(fig, path)
 
 
-def fig_psim_roc(data, path):
+def fig_psim_roc(data: Data, path: Path | str) -> Path:
     """p-sim's ROC on held-out patch/row pairs of fresh attacker encoders."""
     plt = pyplot()
     r = data["psim"]["results"]
@@ -117,7 +120,7 @@ def fig_psim_roc(data, path):
     return save(fig, path)
 
 
-def fig_examples(data, path):
+def fig_examples(data: Data, path: Path | str) -> Path:
     """Original, its encoding as a heat map, and the originals the attack matched the encoding to."""
     plt = pyplot()
     r = data["examples"]["results"]
@@ -158,7 +161,7 @@ def fig_examples(data, path):
     return save(fig, path)
 
 
-def fig_variants(data, path):
+def fig_variants(data: Data, path: Path | str) -> Path:
     """Share matched after the first matching, boosting and the final matching, per variant."""
     plt = pyplot()
     rows = data["table1"]["results"]["rows"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
+from .data_io import Data
 from .style import pyplot, save, title
 
 ENCODER_NAMES = {"ideal": "ideal (label-preserving permutation)", "cyclic_shift": "cyclic shift within a class",
@@ -27,7 +29,7 @@ def _frac(s) -> float:
     return float(Fraction(str(s)))
 
 
-def fig_cia(data, path):
+def fig_cia(data: Data, path: Path | str) -> Path:
     """CIA advantage: exact maxima over all games (small domains), and leaky encoders' adversaries."""
     plt = pyplot()
     r = data["theory_cia"]["results"]
@@ -84,7 +86,7 @@ def fig_cia(data, path):
     return save(fig, path)
 
 
-def fig_predictor(data, path):
+def fig_predictor(data: Data, path: Path | str) -> Path:
     """Theorem 1: the extracting predictor's accuracy against the number of votes k, with its bound."""
     plt = pyplot()
     d = data["theory_predictor"]
@@ -132,7 +134,7 @@ def fig_predictor(data, path):
     return save(fig, path)
 
 
-def fig_counterexample(data, path):
+def fig_counterexample(data: Data, path: Path | str) -> Path:
     """Appendix A: Challenge 2's score of a scheme that leaks x, against m/n: exact, normal, Monte Carlo."""
     plt = pyplot()
     d = data["theory_counterexample"]

@@ -14,10 +14,10 @@ from pathlib import Path
 from . import figures_attack as fa
 from . import figures_theory as ft
 from . import tables
-from .data_io import Data, sha256
+from .data_io import Data, MissingData, sha256
+from .write import TEMPLATE, write_paper
 
 MANIFEST = "build.json"
-TEMPLATE = Path(__file__).resolve().parent / "paper_template.md"
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,16 @@ PAPER_SOURCES = ("table1.json", "stages.json", "scaling.json", "psim.json", "exa
                  "theory_cia.json", "theory_predictor.json", "theory_counterexample.json")
 
 
-def paper_output() -> Output:
-    """``paper.md``: drawn from the data files and the template (and the tables it includes)."""
-    from .write import write_paper
-
-    return Output("paper.md", PAPER_SOURCES, write_paper, (*THEORY, "run_all.json"))
+# ``paper.md``: drawn from the data files and the template (and the tables it includes).
+PAPER_OUTPUT = Output("paper.md", PAPER_SOURCES, write_paper, (*THEORY, "run_all.json"))
 
 
-def all_outputs() -> tuple:
-    return (*OUTPUTS, paper_output())
+def all_outputs() -> tuple[Output, ...]:
+    """Every output, ``paper.md`` last (it includes the tables)."""
+    return (*OUTPUTS, PAPER_OUTPUT)
 
 
-def source_hashes(output: Output, data_dir: Path, out_dir: Path) -> dict:
+def source_hashes(output: Output, data_dir: Path, out_dir: Path) -> dict[str, str | None]:
     """SHA-256 of each data file (and, for paper.md, the template and included tables) now on disk."""
     hashes = {}
     for name in output.sources + output.optional_sources:
@@ -75,15 +73,14 @@ def source_hashes(output: Output, data_dir: Path, out_dir: Path) -> dict:
     return hashes
 
 
-def read_manifest(out_dir) -> dict:
+def read_manifest(out_dir: Path | str) -> dict:
     p = Path(out_dir) / MANIFEST
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def build(data_dir, out_dir, only=None, log=print) -> tuple:
+def build(data_dir: Path | str, out_dir: Path | str, only: list[str] | None = None,
+          log: Callable[[str], None] = print) -> tuple[list[Path], dict[str, str]]:
     """Draw every output (or those named in ``only``); returns (written paths, skipped {path: reason})."""
-    from .data_io import MissingData
-
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     data = Data(data_dir)
     manifest = read_manifest(out_dir)

@@ -5,6 +5,7 @@ from collections import defaultdict
 from fractions import Fraction
 from pathlib import Path
 
+from .data_io import Data
 from .style import pct
 
 QUICK_LINE = "*Quick run: smoke-test sizes, not the committed results.*\n\n"
@@ -27,7 +28,7 @@ def _secs(x) -> str:
     return "n/a" if x is None else f"{x:,.1f}"
 
 
-def table1(data, path):
+def table1(data: Data, path: Path | str) -> Path:
     """Table 1: the attack on each NeuraCrypt Challenge variant (share matched per stage, time)."""
     d = data["table1"]
     rows = []
@@ -44,7 +45,7 @@ def table1(data, path):
                   data.quick("table1"))
 
 
-def table1_paper(data, path):
+def table1_paper(data: Data, path: Path | str) -> Path:
     """The paper's Table 1 as reported, for comparison (kept in ``table1.json``)."""
     p = data["table1"]["results"]["paper_reported"]
     rows = [[r["dataset"], f"{r['n']:,}", f"{r['percent_correct']}%"] for r in p["rows"]]
@@ -62,7 +63,7 @@ def _stage_name(stage: str) -> str:
     return STAGE_NAMES.get(stage, stage)
 
 
-def table_stages(data, path):
+def table_stages(data: Data, path: Path | str) -> Path:
     """Every stage of the NeuraCrypt-7 run: share matched, seconds, what else it got right."""
     r = data["stages"]["results"]
     rows = []
@@ -87,7 +88,7 @@ def table_stages(data, path):
                   data.quick("stages"))
 
 
-def table_scaling(data, path):
+def table_scaling(data: Data, path: Path | str) -> Path:
     """Attack time against N, beside the per-pair method's extrapolated i-sim time."""
     r = data["scaling"]["results"]
     rows = [[f"{x['n']:,}", _secs(x["attack_seconds"]), _secs(x["isim_seconds"]), f"{x['pairs']:,}",
@@ -98,7 +99,7 @@ def table_scaling(data, path):
     return _write(path, _table(header, rows), data.quick("scaling"))
 
 
-def table_speedup(data, path):
+def table_speedup(data: Data, path: Path | str) -> Path:
     """The speed-up benchmark: this project's i-sim stage against the per-pair assignment method."""
     r = data["speedup"]["results"]
     if not r.get("available"):
@@ -118,7 +119,7 @@ def table_speedup(data, path):
     return _write(path, lines, data.quick("speedup"))
 
 
-def table_cia(data, path):
+def table_cia(data: Data, path: Path | str) -> Path:
     """Exact CIA checks over every game on small domains, per encoder."""
     r = data["theory_cia"]["results"]
     by = defaultdict(list)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .data_io import Data
 from .style import pct
 
+TEMPLATE = Path(__file__).resolve().parent / "paper_template.md"
 _PLACEHOLDER = re.compile(r"\{\{\s*([\w:.\-]+)\s*\}\}")
 
 
@@ -27,6 +29,50 @@ def _seconds_hours(seconds, hours) -> str:
     return f"{_f(seconds)} s" + (f" ({_f(hours)} h)" if hours is not None and hours >= 0.1 else "")
 
 
+def _final_share_phrase(lowest: float) -> str:
+    """How the final share behaves over the scaling sweep, readable at 100%."""
+    if lowest >= 1.0:
+        return "The share matched is 100% at every N."
+    shown = pct(lowest) if pct(lowest) != "100.0%" else pct(lowest, 2)  # 99.96% is not 100.0%
+    return f"The share matched stays at or above {shown} over the range."
+
+
+def _growth_sentence(sc: dict) -> str:
+    """The growth exponent of the attack's time in N, or why none is fitted.
+
+    An exponent is quoted only when every timing of the sweep records its load average and none
+    was taken under load (:func:`empirical.machine.fit_refusal`): times that other jobs stretched
+    would make the slope measure their load as much as the attack's growth. Data made before the
+    load was recorded beside each timing get no exponent either.
+    """
+    from empirical.machine import fit_refusal
+
+    rows = sc["rows"]
+    ns = ", ".join(_n(r["n"]) for r in rows)
+    refusal = fit_refusal(rows)
+    if refusal is None and sc.get("exponent_attack") is not None:
+        exp = sc["exponent_attack"]
+        note = ("below one because p-sim training and model extraction do not grow with N" if exp < 1 else
+                "p-sim training and model extraction do not grow with N, the matching stages do")
+        return (f"The whole NeuraCrypt-7 attack at N = {ns} grows with exponent {_f(exp, 2)} in N over this range "
+                f"(least-squares slope on log-log axes; {note}), and its i-sim stage with exponent "
+                f"{_f(sc['exponent_isim'], 2)}. Every one of these timings was taken with the machine's one-minute "
+                "load average within a quarter of its cores above the run's own threads.")
+    if refusal is None:
+        return f"The attack was timed at N = {ns}: too few sizes to fit how its time grows with N."
+    if refusal["reason"] == "not recorded":
+        why = ("the data do not record the load average beside each timing, so nothing shows whether other "
+               "jobs stretched them")
+    else:
+        why = (f"at N = {_n(refusal['n'])} the machine's one-minute load average reached {_f(refusal['load'], 2)}, "
+               f"above the limit of {_f(refusal['limit'], 2)} (the run's own {_n(refusal['threads'])} threads plus a "
+               f"quarter of its {_n(refusal['cpus'])} cores)")
+    return (f"The attack was timed at N = {ns}, but no exponent of its growth in N is fitted to these times: {why}. "
+            "A slope fitted to times that other jobs stretched measures their load as much as the attack's growth, "
+            "so the write-up fits one only when every timing's one-minute load average stayed within a quarter of "
+            "the cores above the run's own threads.")
+
+
 def _by_preset(rows) -> dict:
     return {r["preset"]: r for r in rows}
 
@@ -40,7 +86,7 @@ def _quick_banner(data, names) -> str:
             "comes from the full run. Quick files: " + ", ".join(f"`{n}.json`" for n in quick) + ".\n")
 
 
-def context(data) -> dict:
+def context(data: Data) -> dict[str, str]:
     """Every placeholder's text, from the data files."""
     c = {}
     t1 = data["table1"]
@@ -109,14 +155,9 @@ def context(data) -> dict:
              sc_attack_max=_f(srows[-1]["attack_seconds"]), sc_isim_max=_f(srows[-1]["isim_seconds"]),
              sc_pairs_max=_n(srows[-1]["pairs"]),
              sc_perpair_time=_seconds_hours(srows[-1]["per_pair_isim_seconds"], sc["largest_n_per_pair_hours"]),
-             sc_speedup_max=_f(sc["largest_n_isim_speedup"], 0), sc_exp_attack=_f(sc["exponent_attack"], 2),
-             sc_exp_isim=_f(sc["exponent_isim"], 2), sc_ms_pair=_f(pp["ms_per_pair_used"], 3),
+             sc_speedup_max=_f(sc["largest_n_isim_speedup"], 0), sc_ms_pair=_f(pp["ms_per_pair_used"], 3),
              sc_pair_size=_n(pp["assignment_size"]), sc_pair_source=pp["source"],
-             sc_final_min=pct(min(r["share_final"] for r in srows)))
-    exp = sc["exponent_attack"]
-    c["sc_exp_note"] = ("below one because p-sim training and model extraction do not grow with N"
-                        if exp is not None and exp < 1 else
-                        "p-sim training and model extraction do not grow with N, the matching stages do")
+             sc_growth=_growth_sentence(sc), sc_final_phrase=_final_share_phrase(min(r["share_final"] for r in srows)))
     sp_max = sc["largest_n_isim_speedup"]
     c["sc_speedup_phrase"] = (f"{_f(sp_max, 0)} times faster" if sp_max and sp_max >= 1 else
                               "no faster at this small size")
@@ -147,9 +188,7 @@ def context(data) -> dict:
         m = ra["machine"]
         c["run_sentence"] = (f"The data behind this file come from a {'quick' if ra['quick'] else 'full'} run, "
                              f"`{ra['command']}`, which took {_f(ra['total_minutes'])} minutes on {_n(m['cpus'])} "
-                             f"CPU cores ({m['cpu']}) and finished on {ra['date'][:10]}. The machine was shared with "
-                             f"other jobs (load average {_f(m['loadavg'][0])} when it finished), so the times are "
-                             "noisy; each data file records its machine and load.")
+                             f"CPU cores ({m['cpu']}) and finished on {ra['date'][:10]}. " + _load_sentence(ra))
     else:
         c["run_sentence"] = ("The experiments behind this file were run one at a time (there is no `run_all.json`), "
                              "so no total run time is recorded; each data file records its own seconds, machine "
@@ -157,6 +196,25 @@ def context(data) -> dict:
     c["quick_banner"] = _quick_banner(data, ["table1", "stages", "psim", "examples", "scaling", "speedup",
                                              "run_all", "theory_cia", "theory_predictor", "theory_counterexample"])
     return c
+
+
+def _load_sentence(ra: dict) -> str:
+    """How busy the machine was during the whole run, from ``run_all.json``'s load record."""
+    from empirical.machine import load_exceeded
+
+    end = ra["machine"]["loadavg"][0]
+    try:
+        busy = load_exceeded(ra.get("load"))
+    except KeyError:  # made before the run recorded its load at the start
+        return (f"The machine was shared with other jobs (load average {_f(end)} when it finished), so the times "
+                "are noisy; each data file records its machine and load.")
+    if busy is None:
+        return (f"Its one-minute load average stayed within the limit of {_f(ra['load']['limit'])} (the run's own "
+                "threads plus a quarter of the cores) at the start and the end; each data file records its machine "
+                "and the load beside its times.")
+    return (f"Other jobs shared the machine (one-minute load average {_f(busy)}, above the limit of "
+            f"{_f(ra['load']['limit'])}: the run's own threads plus a quarter of the cores), so the times are noisy; "
+            "each data file records its machine and the load beside its times.")
 
 
 def _gf2_name(name: str) -> str:
@@ -219,7 +277,7 @@ def _theory_context(data) -> dict:
     return c
 
 
-def render(template: str, ctx: dict, tables_dir: Path) -> str:
+def render(template: str, ctx: dict[str, str], tables_dir: Path) -> str:
     def sub(m):
         key = m.group(1)
         if key.startswith("table:"):
@@ -231,10 +289,8 @@ def render(template: str, ctx: dict, tables_dir: Path) -> str:
     return _PLACEHOLDER.sub(sub, template)
 
 
-def write_paper(data, path) -> Path:
+def write_paper(data: Data, path: Path | str) -> Path:
     """Render ``paper_template.md`` with the data's numbers into ``path`` (tables from beside it)."""
-    from .outputs import TEMPLATE
-
     path = Path(path)
     text = render(TEMPLATE.read_text(), context(data), path.parent / "tables")
     path.write_text(text)

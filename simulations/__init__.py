@@ -1,7 +1,8 @@
-"""Sweeps that produce every number of the write-up (DESIGN.md §1: Table 1, figures).
+"""Sweeps that produce every number of the write-up: Table 1 and the figures (see ARCHITECTURE.md).
 
 ``python -m simulations <experiment>`` runs one experiment and writes ``paper/data/<name>.json``
-with its configuration, seed, machine and date; ``all`` runs every one of them and
+with its configuration, seed, machine, date, the load beside its timings and the fingerprint of
+the code that made it (:mod:`simulations.common`); ``all`` runs every one of them and
 ``--quick`` shrinks each to a smoke-test size (the JSON then says ``"quick": true``).
 
 * ``table1``   the attack on each public challenge variant (paper Table 1);

@@ -1,8 +1,9 @@
 """``python -m simulations [--quick] [--out DIR] EXPERIMENT [EXPERIMENT ...]``, or ``all``.
 
 Each experiment writes ``<out>/<name>.json`` (default ``paper/data/``) holding its configuration,
-seed, machine, date and results; ``all`` also writes ``run_all.json`` with every experiment's
-seconds and the total. ``--quick`` runs each at a smoke-test size and marks its JSON
+seed, machine, date, the load average beside its seconds, the fingerprint of the code that made
+it, and its results; ``all`` also writes ``run_all.json`` with every experiment's seconds and the
+total. ``--quick`` runs each at a smoke-test size and marks its JSON
 ``"quick": true``. Figures and tables are then drawn by ``python -m paper``.
 """
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from empirical.machine import fingerprint_record, load_average, load_record, machine_info
+
 from . import experiments, external
-from .common import DEFAULT_OUT, Settings, machine_info, now_utc, record, write_json
+from .common import DEFAULT_OUT, SOURCES, Settings, now_utc, record, write_json
 from .runs import RunCache
 
 # In the order ``all`` runs them: the attack runs first, shared through the cache.
@@ -44,19 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def run(names, settings: Settings, out: Path, seed: int = 0, work_dir=None, log=None) -> dict:
+def run(names: list[str], settings: Settings, out: Path, seed: int = 0, work_dir: Path | None = None,
+        log: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Run ``names`` in order into ``out``; returns {name: path written}."""
     cache = RunCache(settings, work_dir, log)
+    xp = cache.xp()
     written, seconds = {}, {}
-    t_all, started_all = time.perf_counter(), now_utc()
+    t_all, started_all, load_all = time.perf_counter(), now_utc(), load_average()
     for name in names:
         cache.log(f"[{name}]{' (quick)' if settings.quick else ''}")
-        started, t0 = now_utc(), time.perf_counter()
+        started, t0, load0 = now_utc(), time.perf_counter(), load_average()
         config, results = EXPERIMENTS[name](cache, seed, out)
         seconds[name] = time.perf_counter() - t0
         seed_used = external.THEORY_SEED if name == "theory" else seed
-        written[name] = write_json(Path(out) / f"{name}.json",
-                                   record(name, settings, seed_used, config, results, seconds[name], started))
+        rec = record(name, settings, seed_used, config, results, seconds[name], started, load0,
+                     xp=None if name == "theory" else xp)
+        written[name] = write_json(Path(out) / f"{name}.json", rec)
         cache.log(f"[{name}] {seconds[name]:.1f} s -> {written[name]}")
     if set(names) == set(EXPERIMENTS):
         total = time.perf_counter() - t_all
@@ -64,13 +71,14 @@ def run(names, settings: Settings, out: Path, seed: int = 0, work_dir=None, log=
             "experiment": "all", "quick": settings.quick, "seed": seed,
             "command": "python -m simulations all" + (" --tiny" if settings.tiny else
                                                       " --quick" if settings.quick else ""),
-            "config": {"settings": settings.to_json()}, "machine": machine_info(), "started": started_all,
-            "date": now_utc(), "seconds": total, "total_minutes": total / 60,
+            "config": {"settings": settings.to_json()}, "machine": machine_info(xp),
+            "source_fingerprint": fingerprint_record(SOURCES["all"]), "started": started_all,
+            "date": now_utc(), "seconds": total, "load": load_record(load_all), "total_minutes": total / 60,
             "experiment_seconds": seconds})
     return written
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = list(EXPERIMENTS) if "all" in args.experiments else list(dict.fromkeys(args.experiments))
     settings = Settings.make(args.quick, args.backend, args.tiny)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import datetime
-import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+from empirical.encoder import EncoderConfig
+from empirical.extraction import ExtractConfig
+from empirical.machine import fingerprint_record, load_record, machine_info
+from empirical.pipeline import AttackConfig
+from empirical.psim import PsimConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "paper" / "data"
@@ -17,23 +19,41 @@ VARIANTS = ("linear", "neuracrypt-2-noshuffle", "neuracrypt-2", "neuracrypt-7", 
 TOTAL_DEPTH = {"linear": 1, "neuracrypt-2-noshuffle": 2, "neuracrypt-2": 2, "neuracrypt-7": 7, "neuracrypt-47": 47}
 REFERENCE_VARIANT = "neuracrypt-7"  # the paper's variant: stages, p-sim and examples come from its run
 
+# The full sweep uses the attack's own defaults: one place defines them (empirical.pipeline,
+# empirical.psim, empirical.extraction, empirical.encoder).
+_FAMILY, _ATTACK, _PSIM, _EXTRACT = EncoderConfig(), AttackConfig(), PsimConfig(), ExtractConfig()
+
+# The sources whose code made each experiment's result (see empirical.machine.source_fingerprint).
+_BENCH_SPEEDUP = ("benchmarks/speedup.py", "benchmarks/bench_common.py")
+ATTACK_SOURCES = ("empirical", "simulations")
+SOURCES = {
+    "table1": ATTACK_SOURCES, "stages": ATTACK_SOURCES, "psim": ATTACK_SOURCES, "examples": ATTACK_SOURCES,
+    "scaling": ATTACK_SOURCES,
+    "speedup": ("empirical", "simulations", *_BENCH_SPEEDUP),  # the benchmark's result, or its script run here
+    "theory": ("theory", "simulations"),
+    "all": ("empirical", "simulations", "theory", *_BENCH_SPEEDUP),
+}
+
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of one sweep. ``full()`` is the committed run; ``quick()`` a smoke test for CI."""
+    """Sizes of one sweep. ``make()`` is the committed run; ``make(quick=True)`` a smoke test for CI.
+
+    The full sweep's training budgets are the attack's defaults, read from its configurations.
+    """
 
     quick: bool
-    image_size: int = 128
-    patch: int = 16
-    hidden: int = 256
+    image_size: int = _FAMILY.image_size
+    patch: int = _FAMILY.patch
+    hidden: int = _FAMILY.hidden
     table1_n: int = 1000
     scaling_n: tuple = (250, 500, 1000, 2000)
-    psim_steps: int = 1500
-    psim_encoders: int = 10
-    psim_images: int = 256
-    extract_steps: int = 250  # ExtractConfig.steps
-    refine_steps: int = 450  # ExtractConfig.refine_steps
-    candidates: int = 15  # AttackConfig.candidates
+    psim_steps: int = _PSIM.steps
+    psim_encoders: int = _PSIM.n_encoders
+    psim_images: int = _PSIM.images_per_encoder
+    extract_steps: int = _EXTRACT.steps
+    refine_steps: int = _EXTRACT.refine_steps
+    candidates: int = _ATTACK.candidates
     fresh_images: int = 500  # fresh images T' is scored on (Challenge 2)
     pair_samples: int = 2000  # pairs timed for the per-pair assignment method
     examples: int = 4
@@ -60,23 +80,6 @@ class Settings:
         return d
 
 
-def machine_info() -> dict:
-    """Where the numbers were measured; the load average says how busy the machine was."""
-    import scipy
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpus": os.cpu_count(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
-
-
 def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -90,8 +93,15 @@ def write_json(path: Path, obj: dict) -> Path:
 
 
 def record(name: str, settings: Settings, seed: int, config: dict, results: dict, seconds: float,
-           started: str) -> dict:
-    """The common envelope of every ``paper/data/<name>.json``."""
+           started: str, load_start: list, xp=None) -> dict:
+    """The common envelope of every ``paper/data/<name>.json``.
+
+    ``load`` holds the load average at the start and the end of the experiment beside its
+    ``seconds``; ``source_fingerprint`` hashes the sources that made the result (:data:`SOURCES`);
+    ``xp`` (the attack's array module) names the GPU in ``machine`` when one was used.
+    """
     return {"experiment": name, "quick": settings.quick, "seed": seed,
-            "config": {"settings": settings.to_json(), **config}, "machine": machine_info(),
-            "started": started, "date": now_utc(), "seconds": seconds, "results": results}
+            "config": {"settings": settings.to_json(), **config}, "machine": machine_info(xp),
+            "source_fingerprint": fingerprint_record(SOURCES[name]),
+            "started": started, "date": now_utc(), "seconds": seconds, "load": load_record(load_start),
+            "results": results}

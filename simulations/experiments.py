@@ -13,11 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from empirical.machine import LOAD_LIMIT_PER_CORE, fit_refusal, load_average, load_record
+
 from .common import REFERENCE_VARIANT, REPO, VARIANTS
 from .runs import RunCache, attack_config
 
-# What the paper reports (seed-paper.txt, Table 1 and §1.3). The extracted text lost the security
-# parameter of each row, so only the dataset, the number of images and the share are kept.
+# What the paper reports: Table 1 of "NeuraCrypt is not private" (Carlini et al., 2021), printed
+# in §1.1 and discussed in §1.3 "Results" (the text this reproduction works from carries no page
+# numbers). That text lost the security parameter of each row, so only the dataset, the number of
+# images and the share are kept.
 PAPER_TABLE1 = {
     "rows": [
         {"dataset": "ImageNet", "n": 10_000, "percent_correct": 100},
@@ -27,6 +31,7 @@ PAPER_TABLE1 = {
         {"dataset": "NeuraCrypt Challenge (CheXpert)", "n": 14_643, "percent_correct": 100},
     ],
     "challenge_scale": {"image_size": 256, "patch": 16, "patches": 256, "hidden": 2048},
+    "source": "Table 1 of the paper (printed in §1.1, discussed in §1.3 Results)",
     "note": "the security-parameter column of the paper's Table 1 was lost in the text extraction",
 }
 
@@ -157,16 +162,17 @@ def per_pair_timing(run, samples: int, seed: int) -> dict:
     rf /= np.linalg.norm(rf, axis=2, keepdims=True) + 1e-9
     rng = np.random.default_rng([seed, 0x9A12])
     a, b = rng.integers(len(pf), size=samples), rng.integers(len(rf), size=samples)
+    load0 = load_average()
     t0 = time.perf_counter()
     c0 = time.process_time()
     for i, j in zip(a, b, strict=True):
         linear_sum_assignment(pf[i] @ rf[j].T, maximize=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"samples": samples, "seconds_per_pair": wall / samples, "cpu_seconds_per_pair": cpu / samples,
-            "assignment_size": int(pf.shape[1])}
+            "assignment_size": int(pf.shape[1]), "load": load_record(load0)}
 
 
-def _slope(ns, ys) -> float | None:
+def _slope(ns: list, ys: list) -> float | None:
     pts = [(n, y) for n, y in zip(ns, ys, strict=True) if y and y > 0]
     if len(pts) < 2:
         return None
@@ -186,7 +192,7 @@ def scaling(cache: RunCache, seed: int, out: Path) -> tuple:
             measured = per_pair_timing(run, s.pair_samples, seed)
         rows.append({"n": n, "attack_seconds": sm["attack_seconds"], "stage_seconds": sm["stage_seconds"],
                      "isim_seconds": sm["stage_seconds"].get("first"), "share_first": sm["share_first"],
-                     "share_final": sm["share_final"], "pairs": n * n})
+                     "share_final": sm["share_final"], "pairs": n * n, "load": sm["load"]})
     bench = _bench_per_pair(measured["assignment_size"])
     per_pair = bench[0] if bench else measured["seconds_per_pair"]
     source = (f"{bench[1]} (the speed-up benchmark, real p-sim embeddings)" if bench else
@@ -195,14 +201,20 @@ def scaling(cache: RunCache, seed: int, out: Path) -> tuple:
         r["per_pair_isim_seconds"] = per_pair * r["pairs"]  # extrapolated: N^2 exact assignments
         r["isim_speedup"] = r["per_pair_isim_seconds"] / r["isim_seconds"] if r["isim_seconds"] else None
     ns = [r["n"] for r in rows]
+    # A growth exponent is fitted only to times taken on an otherwise quiet machine.
+    refusal = fit_refusal(rows)
+    fit = refusal is None
+    no_refusal = {"reason": None, "n": None, "load": None, "limit": None, "threads": None, "cpus": None}
+    growth_fit = {"fitted": fit, "load_limit_per_core": LOAD_LIMIT_PER_CORE, **(refusal or no_refusal)}
     results = {"preset": REFERENCE_VARIANT, "rows": rows,
                "per_pair": {**measured, "seconds_per_pair_used": per_pair, "ms_per_pair_used": 1e3 * per_pair,
                             "source": source,
                             "extrapolated": True,
                             "note": "the per-pair method's i-sim time is N^2 x seconds per pair; its final "
                                     "N x N assignment is not counted, so it is a lower bound"},
-               "exponent_attack": _slope(ns, [r["attack_seconds"] for r in rows]),
-               "exponent_isim": _slope(ns, [r["isim_seconds"] for r in rows]),
+               "exponent_attack": _slope(ns, [r["attack_seconds"] for r in rows]) if fit else None,
+               "exponent_isim": _slope(ns, [r["isim_seconds"] for r in rows]) if fit else None,
+               "growth_fit": growth_fit,
                "largest_n": max(ns), "largest_n_isim_speedup": rows[-1]["isim_speedup"],
                "largest_n_per_pair_hours": rows[-1]["per_pair_isim_seconds"] / 3600}
     config = {"preset": REFERENCE_VARIANT, "n": list(s.scaling_n), "family": _family_config(cache),

@@ -78,15 +78,23 @@ def speedup(cache: RunCache, seed: int, out: Path) -> tuple:
     return {"source": source}, results
 
 
+def _shown(path: Path) -> str:
+    """``path`` as a command line shows it: relative to the repository when inside it, else ``OUT``."""
+    try:
+        return Path(path).resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return "OUT"
+
+
 def theory(cache: RunCache, seed: int, out: Path) -> tuple:
     """Regenerate ``theory_*.json`` through :mod:`theory.experiments` (its own seed and configs)."""
     from theory import experiments
 
-    args = ["--out", str(out), "--seed", str(THEORY_SEED)] + (["--quick"] if cache.settings.quick else [])
-    experiments.main(args)
+    flags = ["--seed", str(THEORY_SEED)] + (["--quick"] if cache.settings.quick else [])
+    experiments.main(["--out", str(out), *flags])
     files = {}
     for name in THEORY_FILES:
         d = json.loads((Path(out) / f"theory_{name}.json").read_text())
         files[name] = {"file": f"theory_{name}.json", "date": d["date"], "seconds": d["seconds"],
                        "config": d["config"]}
-    return {"command": "python -m theory.experiments " + " ".join(args)}, {"files": files}
+    return {"command": " ".join(["python -m theory.experiments --out", _shown(out), *flags])}, {"files": files}

@@ -4,16 +4,23 @@ The attack (:func:`empirical.pipeline.run_attack`) sees only Bob's :class:`~empi
 Alice's secrets are used afterwards, through :mod:`empirical.evaluate`, to say how much each
 stage got right. Runs are memoised per process (:class:`RunCache`), so ``python -m simulations all``
 attacks the reference game once and draws Table 1's row, the per-stage shares, p-sim's ROC and
-the example images from that same run.
+the example images from that same run. Each run keeps the load average at the start and the end
+of its attack beside the attack's seconds (:func:`empirical.machine.load_record`).
 """
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
+from empirical.extraction import ExtractConfig
+from empirical.machine import load_average, load_record
+from empirical.pipeline import AttackConfig
+from empirical.psim import PsimConfig
 from empirical.report import score_stages
 
 from .common import TOTAL_DEPTH, Settings
@@ -31,16 +38,13 @@ class Run:
     result: object
     data_seconds: float
     stages: list  # scored stages, see :func:`score_stages`
+    load: dict = field(default_factory=dict)  # load averages at the attack's start and end
     summary: dict = field(default_factory=dict)
     truth: np.ndarray | None = None
 
 
-def attack_config(settings: Settings, seed: int):
+def attack_config(settings: Settings, seed: int) -> AttackConfig:
     """The attack's configuration at this sweep's size (every field explicit and seeded)."""
-    from empirical.extraction import ExtractConfig
-    from empirical.pipeline import AttackConfig
-    from empirical.psim import PsimConfig
-
     psim = replace(PsimConfig(), steps=settings.psim_steps, n_encoders=settings.psim_encoders,
                    images_per_encoder=settings.psim_images)
     extract = replace(ExtractConfig(), steps=settings.extract_steps, refine_steps=settings.refine_steps, seed=seed)
@@ -67,39 +71,31 @@ def _summary(run: Run, settings: Settings) -> dict:
         "attack_seconds": float(sum(s["seconds"] or 0.0 for s in run.stages)),
         "attack_minutes": float(sum(s["seconds"] or 0.0 for s in run.stages)) / 60,
         "data_seconds": run.data_seconds,
+        "load": run.load,
         "stage_seconds": {s["stage"].split(" ")[0]: s["seconds"] for s in run.stages if s["seconds"] is not None},
         "resumed": any(s.get("resumed") for s in run.stages),
     }
 
 
 class RunCache:
-    """Attack runs of this process, keyed by (variant, N, seed); images shared across variants.
+    """Attack runs of this process, keyed by (variant, N, seed).
 
     ``work_dir`` (optional) is handed to :func:`run_attack`, which then keeps finished stages on
     disk and resumes them in a later process; resumed stages keep their first run's seconds and
     are flagged ``"resumed"``.
     """
 
-    def __init__(self, settings: Settings, work_dir=None, log=None):
+    def __init__(self, settings: Settings, work_dir: Path | None = None, log: Callable[[str], None] | None = None):
         self.settings = settings
         self.work_dir = work_dir
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._runs: dict = {}
-        self._images: dict = {}
 
     def xp(self):
+        """The attack's array module (NumPy, or CuPy with ``--backend cupy``)."""
         from empirical.backend import get_backend
 
         return get_backend(self.settings.backend)
-
-    def images(self, n: int, seed: int) -> np.ndarray:
-        from empirical.data import bundled_images
-
-        key = (n, seed)
-        if key not in self._images:
-            s = self.settings
-            self._images[key] = bundled_images(n, s.image_size, seed, s.patch)
-        return self._images[key]
 
     def run(self, preset: str, n: int, seed: int) -> Run:
         key = (preset, n, seed)
@@ -108,7 +104,7 @@ class RunCache:
         return self._runs[key]
 
     def _attack(self, preset: str, n: int, seed: int) -> Run:
-        from empirical.alice import game_in_memory
+        from empirical.alice import bundled_game
         from empirical.encoder import preset as family
         from empirical.evaluate import true_matching
         from empirical.pipeline import run_attack
@@ -116,17 +112,18 @@ class RunCache:
         s = self.settings
         fam = family(preset, image_size=s.image_size, patch=s.patch, hidden=s.hidden)
         t0 = time.perf_counter()
-        imgs = self.images(n, seed)
-        game, secrets = game_in_memory(imgs, [f"{i:06d}.png" for i in range(n)], fam, n, seed=seed)
+        game, secrets = bundled_game(fam, n, seed=seed)  # the same images for every variant at this N and seed
         t_data = time.perf_counter() - t0
         self.log(f"  {preset}, N = {n}: game ready in {t_data:.1f} s; attacking")
 
         def on_stage(st):
             self.log(f"    {st.name:8s} {st.seconds:8.1f} s")
 
+        load0 = load_average()
         result = run_attack(game, attack_config(s, seed), self.xp(), quiet=True, work_dir=self.work_dir,
                             on_stage=on_stage)
-        run = Run(preset, n, seed, game, secrets, result, t_data, score_stages(result, game, secrets))
+        run = Run(preset, n, seed, game, secrets, result, t_data, score_stages(result, game, secrets),
+                  load=load_record(load0))
         run.truth = true_matching(game, secrets)
         run.summary = _summary(run, s)
         self.log(f"  {preset}, N = {n}: {run.summary['share_final']:.1%} matched, "
@@ -141,8 +138,9 @@ class RunCache:
         s = self.settings
         if s.fresh_images <= 0 or run.result.encoder is None:
             return None
-        t0 = time.perf_counter()
-        imgs = bundled_images(s.fresh_images, s.image_size, seed + 10_000, s.patch)
+        t0, load0 = time.perf_counter(), load_average()
+        imgs = bundled_images(s.fresh_images, s.image_size, seed + 10_000, s.patch)  # none of them in the game
         out = challenge2_score(run.secrets.key, run.result.encoder, imgs, self.xp(), seed=seed)
         out["seconds"] = time.perf_counter() - t0
+        out["load"] = load_record(load0)
         return out

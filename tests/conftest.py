@@ -1,5 +1,8 @@
-"""Shared test helpers: an independent float64 NeuraCrypt encoder written from DESIGN.md §2."""
+"""Shared test helpers: an independent float64 NeuraCrypt encoder (written from the encoder's definition
+in ARCHITECTURE.md, not from the package), finite differences, and an import-cycle finder."""
+import ast
 import os
+from pathlib import Path
 
 # The tests run many small matrix products; one BLAS thread per process avoids threads fighting
 # over the cores (set before NumPy is first imported).
@@ -109,3 +112,69 @@ def central_fd():
     """:func:`_central_fd`, for the gradient checks (session-scoped, so property tests can use it)."""
     return _central_fd
 
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _import_cycles(*packages: str) -> list:
+    """Import cycles among the modules of ``packages`` (sorted module names per cycle).
+
+    Every import counts, at module level or inside a function: a cycle hidden in a function body
+    still ties the two modules together. Read from the source (no module is imported).
+    """
+    modules = {}
+    for pkg in packages:
+        for p in sorted((REPO / pkg).rglob("*.py")):
+            parts = p.relative_to(REPO).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, p in modules.items():
+        base = name.split(".") if p.name == "__init__.py" else name.split(".")[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: up from the importing module's package
+                    up = base[:len(base) - node.level + 1]
+                    mod = ".".join([*up, node.module] if node.module else up)
+                else:
+                    mod = node.module
+                deps.add(mod)
+                deps.update(f"{mod}.{a.name}" for a in node.names)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    # strongly connected components (Tarjan) with more than one module are the cycles
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+@pytest.fixture(scope="session")
+def import_cycles():
+    """:func:`_import_cycles`, for the tests that keep a package free of import cycles."""
+    return _import_cycles

@@ -4,7 +4,8 @@
 * ``theory_predictor.json`` (Theorem 1, Appendix B): :mod:`theory.run_predictor`;
 * ``theory_counterexample.json`` (Appendix A): :mod:`theory.run_counterexample`.
 
-Each file holds its configuration, seed, machine and date.
+Each file holds its configuration, seed, machine, date, the load average beside its seconds, and
+the fingerprint of the ``theory`` sources that made it (checked by ``python -m paper --check``).
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy
+
+from empirical.machine import fingerprint_record, load_average, load_record, machine_info
 
 from .run_cia import CiaExperimentConfig, run_cia
 from .run_counterexample import CounterexampleExperimentConfig, run_counterexample
@@ -41,27 +41,17 @@ def quick_configs() -> tuple[CiaExperimentConfig, PredictorExperimentConfig, Cou
     )
 
 
-def machine_info() -> dict:
-    """Platform facts recorded beside each result."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-    }
-
-
 EXPERIMENTS = ("cia", "predictor", "counterexample")
+SOURCES = ("theory",)  # the code a theory result depends on: its fingerprint covers only these
 
 
-def write_result(out: Path, name: str, config, seed: list[int], results: dict, seconds: float) -> Path:
-    """Write one experiment's JSON with its config, seed, machine and date.
+def write_result(out: Path, name: str, config, seed: list[int], results: dict, seconds: float,
+                 load_start: list[float] | None = None) -> Path:
+    """Write one experiment's JSON with its config, seed, machine, date and source fingerprint.
 
     ``seed`` is the entropy of the experiment's ``numpy.random.default_rng``:
-    ``[--seed, index of the experiment in EXPERIMENTS]``.
+    ``[--seed, index of the experiment in EXPERIMENTS]``. ``load_start`` is the load average when
+    the experiment started; the record keeps it beside the load at the end.
     """
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"theory_{name}.json"
@@ -71,8 +61,10 @@ def write_result(out: Path, name: str, config, seed: list[int], results: dict, s
         "seed": seed[0],
         "rng_entropy": seed,
         "machine": machine_info(),
+        "source_fingerprint": fingerprint_record(SOURCES),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": seconds,
+        "load": load_record(load_average() if load_start is None else load_start),
         "results": results,
     }
     path.write_text(json.dumps(payload, indent=1, default=_jsonable) + "\n")
@@ -109,10 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         # One stream per experiment, so each file reproduces on its own.
         rng = np.random.default_rng([args.seed, offset])
-        start = time.perf_counter()
+        load0, start = load_average(), time.perf_counter()
         results = runners[name](configs[name], rng)
         seconds = time.perf_counter() - start
-        path = write_result(args.out, name, configs[name], [args.seed, offset], results, seconds)
+        path = write_result(args.out, name, configs[name], [args.seed, offset], results, seconds, load0)
         print(f"{name}: {seconds:.1f} s -> {path}", flush=True)
     return 0
 

@@ -5,12 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from empirical.extraction import ExtractConfig
+from empirical.machine import REPO, fit_refusal
+from empirical.pipeline import AttackConfig
+from empirical.psim import PsimConfig
+from paper.provenance import check_fingerprints
 from simulations import external
 from simulations.__main__ import EXPERIMENTS, build_parser, main, run
-from simulations.common import VARIANTS, Settings
+from simulations.common import SOURCES, VARIANTS, Settings
 
 FIXTURE = Path(__file__).resolve().parents[1] / "paper" / "fixtures" / "data"
-ENVELOPE = {"experiment", "quick", "seed", "config", "machine", "date", "seconds", "results"}
+ENVELOPE = {"experiment", "quick", "seed", "config", "machine", "date", "seconds", "load", "source_fingerprint",
+            "results"}
 
 # A benchmark result with the keys benchmarks/speedup.py writes (the ones simulations reads).
 BENCH = {
@@ -153,3 +159,65 @@ def test_scaling_takes_the_per_pair_time_from_a_matching_benchmark(tmp_path, mon
     monkeypatch.setattr(experiments, "REPO", tmp_path)
     assert experiments._bench_per_pair(256) == (0.004, "cpu_speedup.json")
     assert experiments._bench_per_pair(64) is None  # another assignment size: measured instead
+
+
+def test_full_sweep_uses_the_attacks_own_defaults():
+    full, attack, psim, extract = Settings.make(), AttackConfig(), PsimConfig(), ExtractConfig()
+    assert (full.psim_steps, full.psim_encoders, full.psim_images) == (psim.steps, psim.n_encoders,
+                                                                       psim.images_per_encoder)
+    assert (full.extract_steps, full.refine_steps, full.candidates) == (extract.steps, extract.refine_steps,
+                                                                        attack.candidates)
+
+
+def test_results_carry_the_fingerprint_of_the_code_that_made_them(tiny, tmp_path):
+    out, written = tiny
+    for name in written:
+        d = _load(out, name)
+        assert d["source_fingerprint"]["packages"] == list(SOURCES[name]) and "theory" not in SOURCES[name]
+        assert d["load"]["loadavg_end"] and d["load"]["limit"] > 0
+    assert check_fingerprints([out]) == []  # made by the code in the tree: the check passes
+    other = tmp_path / "data"
+    other.mkdir()
+    d = _load(out, "stages")
+    d["source_fingerprint"]["hash"] = "0123456789abcdef"  # as if another version of the attack had made it
+    (other / "stages.json").write_text(json.dumps(d))
+    problems = check_fingerprints([other])
+    assert len(problems) == 1 and "stages.json (top level): made by other code" in problems[0]
+    assert "python -m simulations stages" in problems[0]
+
+
+def test_results_hold_no_local_path(tiny):
+    out, written = tiny
+    for name in written:
+        text = (Path(out) / f"{name}.json").read_text()
+        assert str(REPO) not in text and str(out) not in text, name
+
+
+def test_every_timing_keeps_its_load_and_the_fit_obeys_the_load_rule(tiny):
+    out = tiny[0]
+    for row in _load(out, "table1")["results"]["rows"]:
+        assert row["load"]["loadavg_start"] and row["challenge2"]["load"]["loadavg_end"]
+    r = _load(out, "scaling")["results"]
+    assert all(x["load"]["threads"] >= 1 for x in r["rows"]) and r["per_pair"]["load"]
+    refusal = fit_refusal(r["rows"])
+    g = r["growth_fit"]
+    if refusal is None:  # the machine was quiet while the tests ran: the exponents are fitted
+        assert g["fitted"] and g["reason"] is None and r["exponent_attack"] is not None
+    else:
+        assert not g["fitted"] and r["exponent_attack"] is None and r["exponent_isim"] is None
+        assert {k: g[k] for k in refusal} == refusal
+
+
+def test_load_rule_refuses_busy_and_unrecorded_timings():
+    def row(n, start, end):
+        return {"n": n, "load": {"loadavg_start": [start, 0, 0], "loadavg_end": [end, 0, 0], "threads": 2,
+                                 "cpus": 4, "limit": 3.0}}
+
+    assert fit_refusal([row(100, 0.2, 2.9), row(200, 3.0, 2.0)]) is None  # at the limit is still quiet
+    busy = fit_refusal([row(100, 0.2, 2.9), row(200, 3.2, 2.0)])
+    assert busy == {"reason": "busy", "n": 200, "load": 3.2, "limit": 3.0, "threads": 2, "cpus": 4}
+    assert fit_refusal([row(100, 0.2, 0.3), {"n": 200}])["reason"] == "not recorded"
+
+
+def test_simulations_package_has_no_import_cycle(import_cycles):
+    assert import_cycles("simulations") == []

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from empirical.machine import fingerprint_now
 from theory import experiments
 
 
@@ -14,6 +15,11 @@ def test_quick_run_writes_three_self_describing_files(tmp_path):
         assert data["experiment"] == name and data["seed"] == 7
         assert {"config", "machine", "date", "results"} <= data.keys()
         assert data["machine"]["platform"]
+        # made by the theory's code alone: its fingerprint covers theory/ and matches the sources now
+        assert data["source_fingerprint"]["packages"] == ["theory"]
+        recorded, now, _ = fingerprint_now(data["source_fingerprint"])
+        assert recorded == now
+        assert data["load"]["loadavg_end"] and data["seconds"] >= 0
     cia = json.loads((tmp_path / "theory_cia.json").read_text())["results"]
     assert all(row["max_cia_advantage"] == "0" for row in cia["exhaustive"] if row["encoder"] == "ideal")
     rows = json.loads((tmp_path / "theory_counterexample.json").read_text())["results"]["rows"]
