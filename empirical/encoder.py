@@ -13,11 +13,14 @@ saved in the original state-dict names so keys interoperate with the original co
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .backend import Array, Namespace
 from .errors import UserError
+from .progress import Progress
 
 BN_EPS = 1e-5
 
@@ -142,7 +145,7 @@ class EncoderKey:
     mix_w: np.ndarray | None  # (D, D)  (out, in)
     mix_b: np.ndarray | None  # (D,)
 
-    def to(self, xp) -> EncoderKey:
+    def to(self, xp: Namespace) -> EncoderKey:
         """The same key with its arrays on ``xp``'s device."""
         conv = lambda a: None if a is None else xp.asarray(a)  # noqa: E731
         return replace(
@@ -159,7 +162,7 @@ def _uniform(rng, shape, fan_in):
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-def random_key(config: EncoderConfig, seed) -> EncoderKey:
+def random_key(config: EncoderConfig, seed: int | Sequence[int]) -> EncoderKey:
     """Draw a fresh secret key with PyTorch's default initialisation."""
     rng = np.random.default_rng(seed)
     c, p, d = config.channels, config.patch, config.hidden
@@ -184,7 +187,7 @@ def random_key(config: EncoderConfig, seed) -> EncoderKey:
     )
 
 
-def patchify(x, patch: int):
+def patchify(x: Array, patch: int) -> Array:
     """Split images (B, C, H, W) into rows (B, P, C*p*p): row-major grid, (c, i, j) flattening."""
     b, c, h, w = x.shape
     gh, gw = h // patch, w // patch
@@ -193,14 +196,14 @@ def patchify(x, patch: int):
     return x.reshape(b, gh * gw, c * patch * patch)
 
 
-def batchnorm(h, weight, bias, xp):
+def batchnorm(h: Array, weight: Array, bias: Array, xp: Namespace) -> Array:
     """BatchNorm over all rows of ``h`` (B, P, D) per channel, biased variance (train mode)."""
     mean = h.mean(axis=(0, 1), keepdims=True)
     var = ((h - mean) ** 2).mean(axis=(0, 1), keepdims=True)
     return (h - mean) / xp.sqrt(var + BN_EPS) * weight + bias
 
 
-def encode_batch(x, key: EncoderKey, xp):
+def encode_batch(x: Array, key: EncoderKey, xp: Namespace) -> Array:
     """Encode one BatchNorm batch without shuffling: (B, C, H, W) -> (B, P, D).
 
     ``key`` must already live on ``xp`` (see :meth:`EncoderKey.to`).
@@ -219,8 +222,9 @@ def encode_batch(x, key: EncoderKey, xp):
     return h @ key.mix_w.T + key.mix_b
 
 
-def encode(x, key: EncoderKey, xp=np, seed=None, bn_batch: int | None = None, shuffle: bool | None = None,
-           progress=None):
+def encode(x: Array, key: EncoderKey, xp: Namespace = np, seed: int | Sequence[int] | None = None,
+           bn_batch: int | None = None, shuffle: bool | None = None,
+           progress: Progress | None = None) -> tuple[Array, np.ndarray]:
     """Encode images in consecutive BatchNorm batches, then shuffle each image's rows.
 
     Parameters

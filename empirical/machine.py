@@ -15,6 +15,8 @@ import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .backend import Namespace
+
 PACKAGES = ("empirical", "theory", "simulations", "paper", "benchmarks")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,7 +91,7 @@ def fingerprint_record(packages: Sequence[str], root: Path = REPO) -> dict:
     return {"packages": list(packages), "hash": source_fingerprint(root, packages)}
 
 
-def fingerprint_now(record, root: Path = REPO) -> tuple[str, str, list[str]]:
+def fingerprint_now(record: dict | str | None, root: Path = REPO) -> tuple[str, str, list[str]]:
     """``(recorded hash, hash of the same sources now, packages)`` for a stored ``source_fingerprint``.
 
     A record is either :func:`fingerprint_record`'s dict or a bare hash string, which stands for
@@ -166,7 +168,7 @@ def fit_refusal(timings: Sequence[dict], key: str = "n") -> dict | None:
     return None
 
 
-def machine_info(xp=None) -> dict:
+def machine_info(xp: Namespace | None = None) -> dict:
     """Platform, CPU, cores, memory, load average, library versions, and the GPU if ``xp`` is CuPy."""
     import numpy
     import scipy

@@ -8,10 +8,15 @@ None and the records still carry each stage's own figures.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .evaluate import global_perm_share, local_perm_share, share_matched, true_matching
 from .game import Game, Secrets
+
+if TYPE_CHECKING:
+    from .pipeline import AttackResult
 
 
 def _true_among_candidates(cand: np.ndarray, truth: np.ndarray) -> float:
@@ -19,7 +24,7 @@ def _true_among_candidates(cand: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([k in set(cand[a]) for k, a in enumerate(truth)]))
 
 
-def score_stages(result, game: Game, secrets: Secrets | None) -> list[dict]:
+def score_stages(result: AttackResult, game: Game, secrets: Secrets | None) -> list[dict]:
     """Per-stage records: ``stage``, ``seconds``, ``share_matched`` (or None) and stage figures.
 
     Boosting contributes one record per round (``boost 1``, ``boost 2``, ...); its seconds are on

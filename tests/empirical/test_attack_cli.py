@@ -1,4 +1,4 @@
-"""``python -m empirical.attack`` (DESIGN.md §4) on a game on disk, the referee, and separation.
+"""``python -m empirical.attack`` (ARCHITECTURE.md §1.3) on a game on disk, the referee, and separation.
 
 The attack on ``--game DIR`` must read only GAME/: while it runs, every way of reading Alice's
 answer key, secret key or permutations raises.

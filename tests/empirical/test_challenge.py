@@ -1,4 +1,4 @@
-"""The privacy game on disk (DESIGN.md §3): make, read, score, and every bad input."""
+"""The privacy game on disk (ARCHITECTURE.md §1.2): make, read, score, and every bad input."""
 import json
 import re
 import shutil

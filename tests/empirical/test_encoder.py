@@ -1,4 +1,4 @@
-"""The NeuraCrypt encoder (DESIGN.md §2) against an independent float64 reference."""
+"""The NeuraCrypt encoder (ARCHITECTURE.md §1.1) against an independent float64 reference."""
 import dataclasses
 import json
 
