@@ -1,0 +1,186 @@
+"""What limits T' on images it has never seen: a learning curve of the Challenge 2 score.
+
+T' (the extracted encoder) is scored the way the public challenge scores Challenge 2, on fresh
+images: is T(x) the nearest of the true encodings to T'(x), by squared distance of the patch
+means? The attack's own ``--fresh`` score draws its fresh images as new crops of the same bundled
+pictures the game was drawn from; this script separates the kinds of "fresh":
+
+* ``game``: 500 of the game's own originals, re-encoded (what T' was fitted on);
+* ``crops``: new crops of the game's own pictures (the attack's ``--fresh``);
+* ``pictures``: new pictures of the game's kind, none of which the game contains. For the
+  ``split`` kind the bundled source pictures are split in two (alternate sources): the game is
+  drawn from one half, these from the other; for ``synthetic``, new random fields;
+* ``other``: the other kind (synthetic for a ``split`` game, held-out bundled pictures for a
+  synthetic game): the cross-kind score.
+
+For each set it reports both directions of the nearest-neighbour score (T'(x) against every
+T(x'), which the attack reports; and the public script's T(x) against every submitted T'(x')),
+and the relative error of the patch means, so a gap between the game's images and fresh ones
+(generalisation) can be told from an error that is already large on the game (fit).
+
+Each configuration runs the whole attack (``run_attack``) on a game in memory; configurations
+that differ only in the extraction's step counts (``--steps-scale``) reuse the earlier stages
+from a work dir. Alice's key is read only after the attack has returned, to score T'.
+
+Usage::
+
+    python benchmarks/tprime_fresh.py --json benchmarks/results/cpu_tprime_fresh.json
+    python benchmarks/tprime_fresh.py --presets neuracrypt-7 --kinds split --n-list 600 --hidden-list 256
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import load_average, load_record, machine, now_utc, sources, write_json
+from games import synthetic_images
+
+KINDS = ("split", "synthetic")
+FRESH_SEED = 0xF4E5  # mixed into every fresh draw, so no fresh set repeats a game's draw
+
+
+def split_images(n: int, size: int, seed: int, half: int, patch: int = 16) -> np.ndarray:
+    """``n`` bundled-style crops drawn only from every other source picture (``half`` 0 or 1).
+
+    The same crop, zoom, rotation and contrast draws as the bundled images (``empirical.data``),
+    so the two halves differ only in the pictures they show. Returns (n, 1, size, size) float32.
+    """
+    from empirical.data import _augment, _sample_view, _source_pyramids
+    from empirical.fileio import quantize16
+
+    pyramids, weights = _source_pyramids()
+    keep = np.arange(half, len(pyramids), 2)
+    p = weights[keep] / weights[keep].sum()
+    rng = np.random.default_rng([seed, size, half, 0x5B17])
+    out = np.empty((n, 1, size, size), np.float32)
+    for i in range(n):
+        out[i, 0] = quantize16(_augment(_sample_view(pyramids[keep[rng.choice(len(keep), p=p)]], size, rng), rng))
+    return out
+
+
+def kind_images(kind: str, n: int, size: int, seed: int, held_out: bool) -> np.ndarray:
+    """Images of ``kind``; ``held_out`` gives the pictures a ``split`` game never contains."""
+    if kind == "split":
+        return split_images(n, size, seed, half=1 if held_out else 0)
+    return synthetic_images(n, size, seed + (1 if held_out else 0))[:, None]
+
+
+def nearest_scores(true_key, est_key, images: np.ndarray, xp) -> dict:
+    """Challenge 2 on ``images``, both directions, and the relative error of the patch means."""
+    from empirical.backend import to_numpy
+    from empirical.encoder import encode
+
+    t, _ = encode(images, true_key, xp, seed=1)
+    e, _ = encode(images, est_key, xp, seed=2)
+    a = to_numpy(t.mean(axis=1)).astype(np.float64)  # (n, D): T(x) patch means
+    b = to_numpy(e.mean(axis=1)).astype(np.float64)  # (n, D): T'(x)
+    d2 = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None, :]  # (n, n): T'(x_i) vs T(x_j)
+    idx = np.arange(len(a))
+    return {"n": len(a),
+            "tprime_to_nearest_t": float(np.mean(d2.argmin(axis=1) == idx)),
+            "t_to_nearest_tprime": float(np.mean(d2.argmin(axis=0) == idx)),
+            "relative_error": float(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))}
+
+
+def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: list, args, work: Path) -> list:
+    """Attack one game, then score T' for every extraction step scale; one row per scale."""
+    from empirical.alice import bundled_ids, game_in_memory
+    from empirical.backend import get_backend
+    from empirical.encoder import preset as family
+    from empirical.evaluate import share_matched, true_matching
+    from empirical.extraction import ExtractConfig
+    from empirical.pipeline import AttackConfig, run_attack
+
+    xp = get_backend(args.backend)
+    fam = family(preset, image_size=args.image_size, hidden=hidden)
+    imgs = kind_images(kind, n, args.image_size, seed, held_out=False)
+    game, secrets = game_in_memory(imgs, bundled_ids(n), fam, n, seed=seed)
+    other = "synthetic" if kind == "split" else "split"
+    sets = {"game": game.originals[:args.fresh],
+            "crops": kind_images(kind, args.fresh, args.image_size, seed + FRESH_SEED, held_out=False),
+            "pictures": kind_images(kind, args.fresh, args.image_size, seed + 2 * FRESH_SEED, held_out=True),
+            "other": kind_images(other, args.fresh, args.image_size, seed + 3 * FRESH_SEED, held_out=True)}
+    rows = []
+    for scale in scales:
+        base = ExtractConfig()
+        ec = dataclasses.replace(base, steps=round(base.steps * scale), refine_steps=round(base.refine_steps * scale),
+                                 seed=seed)
+        cfg = AttackConfig(seed=seed, extract=ec)
+        load0 = load_average()
+        t0 = time.perf_counter()
+        res = run_attack(game, cfg, xp, quiet=True, work_dir=work / f"{preset}-{kind}-{n}-{hidden}-{seed}")
+        seconds = time.perf_counter() - t0
+        # --- Alice's secrets from here on ----------------------------------------------------------
+        truth = true_matching(game, secrets)
+        st = {s.name: s for s in res.stages}
+        row = {"preset": preset, "kind": kind, "n": n, "hidden": hidden, "seed": seed, "steps_scale": scale,
+               "extract_steps": ec.steps, "refine_steps": ec.refine_steps,
+               "final_share_matched": share_matched(res.matching, truth),
+               "extract_seconds": st["extract"].seconds, "refined_on": st["extract"].info.get("refined_on"),
+               "loss_last": st["extract"].info.get("loss_last"),
+               "refine_loss_last": st["extract"].info.get("refine_loss_last"),
+               "attack_seconds": seconds, "resumed": [s.name for s in res.stages if s.info.get("resumed")],
+               "fresh": {name: nearest_scores(secrets.key, res.encoder, x, xp) for name, x in sets.items()},
+               "load": load_record(load0)}
+        rows.append(row)
+        f = row["fresh"]
+        print(f"{preset:<14}{kind:<10}{n:>6}{hidden:>6}{seed:>5}{scale:>6.1f}{row['final_share_matched']:>8.1%}"
+              + "".join(f"{f[k]['tprime_to_nearest_t']:>8.1%}{f[k]['t_to_nearest_tprime']:>7.1%}"
+                        f"{f[k]['relative_error']:>7.3f}" for k in sets)
+              + f"{row['extract_seconds']:>8.0f}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=["neuracrypt-7", "neuracrypt-2"])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--n-list", nargs="+", type=int, default=[600, 1000])
+    ap.add_argument("--hidden-list", nargs="+", type=int, default=[256])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--steps-scale", nargs="+", type=float, default=[1.0, 2.0],
+                    help="multiply the extraction's fit and refit steps by each (default: %(default)s)")
+    ap.add_argument("--fresh", type=int, default=500, help="images in each fresh set (default 500)")
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
+    ap.add_argument("--json", help="write the results here (after every configuration)")
+    args = ap.parse_args(argv)
+    if min(args.steps_scale) <= 0 or args.fresh < 2:
+        ap.error("--steps-scale must be positive and --fresh at least 2")
+
+    started, mach = now_utc(), machine()
+    sets = "game", "crops", "pictures", "other"
+    print(f"{'family':<14}{'kind':<10}{'N':>6}{'D':>6}{'seed':>5}{'steps':>6}{'match':>8}"
+          + "".join(f"{s[:5] + '->':>8}{'<-':>7}{'err':>7}" for s in sets) + f"{'ext s':>8}")
+    print("(each set: T'(x) to the nearest T(x'), T(x) to the nearest T'(x'), relative error of the patch means)")
+    rows: list = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets:
+            for kind in args.kinds:
+                for hidden in args.hidden_list:
+                    for n in args.n_list:
+                        for seed in args.seeds:
+                            rows += one_config(preset, kind, n, hidden, seed, sorted(args.steps_scale), args,
+                                               Path(tmp))
+                            if args.json:
+                                write_json(args.json, {
+                                    "benchmark": "tprime_fresh", "date": now_utc(), "started": started,
+                                    "machine": mach, "source_fingerprint": sources(__file__),
+                                    "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                                    "sets": {"game": "the game's own originals, re-encoded",
+                                             "crops": "new crops of the game's own pictures",
+                                             "pictures": "new pictures of the game's kind, not in the game",
+                                             "other": "pictures of the other kind (cross-kind)"},
+                                    "runs": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Oracle for T''s generalisation: which extraction setting closes the gap to new pictures?
+
+Companion of ``tprime_fresh.py`` (whose image kinds and scores it uses): one game, attacked once
+up to model extraction; then model extraction alone is re-run with each variant of its settings
+(``ExtractConfig`` fields, e.g. the whitening floor, the robust loss's threshold, images per
+step), the earlier stages coming from a work dir, and T' is scored on the four image sets of
+``tprime_fresh.py`` (the game's images, new crops, new pictures of the kind, the other kind).
+
+Usage::
+
+    python benchmarks/tprime_knobs.py --variant default: --variant floor1e-2:whiten=1e-2,refine_whiten=1e-2 \\
+        --json benchmarks/results/cpu_tprime_knobs.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import load_average, load_record, machine, now_utc, write_json
+from tprime_fresh import FRESH_SEED, kind_images, nearest_scores
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``name:field=value,field=value`` -> ``(name, {field: value})`` with the field's own type."""
+    from empirical.extraction import ExtractConfig
+
+    name, _, body = text.partition(":")
+    types = {f.name: type(getattr(ExtractConfig(), f.name)) for f in dataclasses.fields(ExtractConfig)}
+    out = {}
+    for item in filter(None, body.split(",")):
+        field, _, value = item.partition("=")
+        if field not in types:
+            raise SystemExit(f"--variant {text!r}: ExtractConfig has no field {field!r} (has {', '.join(types)})")
+        out[field] = types[field](float(value)) if types[field] is int else types[field](value)
+    return name, out
+
+
+def main(argv=None) -> int:
+    from empirical.alice import bundled_ids, game_in_memory
+    from empirical.backend import get_backend
+    from empirical.encoder import preset as family
+    from empirical.evaluate import share_matched, true_matching
+    from empirical.extraction import ExtractConfig
+    from empirical.machine import fingerprint_record
+    from empirical.pipeline import AttackConfig, run_attack
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="neuracrypt-7")
+    ap.add_argument("--kind", default="split", choices=("split", "synthetic"))
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", action="append", required=True, help="name:field=value,... (repeatable)")
+    ap.add_argument("--fresh", type=int, default=500)
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    variants = [parse_variant(v) for v in args.variant]
+
+    started, mach, xp = now_utc(), machine(), get_backend("numpy")
+    fam = family(args.preset, image_size=args.image_size, hidden=args.hidden)
+    seed, size = args.seed, args.image_size
+    game, secrets = game_in_memory(kind_images(args.kind, args.n, size, seed, held_out=False), bundled_ids(args.n),
+                                   fam, args.n, seed=seed)
+    other = "synthetic" if args.kind == "split" else "split"
+    sets = {"game": game.originals[:args.fresh],
+            "crops": kind_images(args.kind, args.fresh, size, seed + FRESH_SEED, held_out=False),
+            "pictures": kind_images(args.kind, args.fresh, size, seed + 2 * FRESH_SEED, held_out=True),
+            "other": kind_images(other, args.fresh, size, seed + 3 * FRESH_SEED, held_out=True)}
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for name, fields in variants:
+            ec = dataclasses.replace(ExtractConfig(), seed=seed, **fields)
+            load0, t0 = load_average(), time.perf_counter()
+            res = run_attack(game, AttackConfig(seed=seed, extract=ec), xp, quiet=True, work_dir=work)
+            seconds = time.perf_counter() - t0
+            # --- Alice's secrets from here on ------------------------------------------------------
+            st = {s.name: s for s in res.stages}
+            matched = share_matched(res.matching, true_matching(game, secrets))
+            row = {"variant": name, "fields": fields, "final_share_matched": matched,
+                   "extract_seconds": st["extract"].seconds, "run_seconds": seconds,
+                   "extract_info": st["extract"].info,
+                   "fresh": {k: nearest_scores(secrets.key, res.encoder, x, xp) for k, x in sets.items()},
+                   "load": load_record(load0)}
+            rows.append(row)
+            f = row["fresh"]
+            print(f"{name:<22}{row['final_share_matched']:>8.1%}"
+                  + "".join(f"  {k} {f[k]['tprime_to_nearest_t']:.1%}/{f[k]['t_to_nearest_tprime']:.1%}"
+                            f" err {f[k]['relative_error']:.3f}" for k in sets)
+                  + f"  {row['extract_seconds']:.0f} s", flush=True)
+            if args.json:
+                write_json(args.json, {
+                    "benchmark": "tprime_knobs", "date": now_utc(), "started": started, "machine": mach,
+                    "source_fingerprint": fingerprint_record(("empirical", "benchmarks/tprime_knobs.py",
+                                                              "benchmarks/tprime_fresh.py", "benchmarks/games.py",
+                                                              "benchmarks/bench_common.py")),
+                    "settings": {k: v for k, v in vars(args).items() if k != "json"}, "runs": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
