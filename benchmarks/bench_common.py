@@ -40,13 +40,15 @@ def machine(xp=None) -> dict:
     return {**machine_info(xp), "git": _git()}
 
 
-def sources(script: str) -> dict:
+def sources(script: str, *uses: str) -> dict:
     """The ``source_fingerprint`` of a result of ``benchmarks/<script>``: the package and the script.
 
-    A benchmark's numbers depend on the attack (``empirical``), on its own script and on these
-    helpers; the fingerprint covers those sources and nothing else.
+    A benchmark's numbers depend on the attack (``empirical``), on its own script, on these
+    helpers and on the other benchmark files it ``uses`` (names inside ``benchmarks/``); the
+    fingerprint covers those sources and nothing else.
     """
-    return fingerprint_record(("empirical", f"benchmarks/{Path(script).name}", "benchmarks/bench_common.py"))
+    return fingerprint_record(("empirical", f"benchmarks/{Path(script).name}", *(f"benchmarks/{u}" for u in uses),
+                               "benchmarks/bench_common.py"))
 
 
 def peak_rss_bytes() -> int:

@@ -13,10 +13,12 @@ pictures the game was drawn from; this script separates the kinds of "fresh":
 * ``other``: the other kind (synthetic for a ``split`` game, held-out bundled pictures for a
   synthetic game): the cross-kind score.
 
-For each set it reports both directions of the nearest-neighbour score (T'(x) against every
-T(x'), which the attack reports; and the public script's T(x) against every submitted T'(x')),
-and the relative error of the patch means, so a gap between the game's images and fresh ones
-(generalisation) can be told from an error that is already large on the game (fit).
+For each set it reports both directions of the nearest-neighbour score
+(:func:`empirical.evaluate.challenge2_score`: T'(x) against every T(x'), and the public script's
+T(x) against every submitted T'(x')) and the relative error of the patch means, so a gap between
+the game's images and fresh ones (generalisation) can be told from an error that is already large
+on the game (fit); beside them, the attack's own estimate from the matched pairs it held back
+from extraction, which needs no key.
 
 Each configuration runs the whole attack (``run_attack``) on a game in memory; configurations
 that differ only in the extraction's step counts (``--steps-scale``) reuse the earlier stages
@@ -72,21 +74,41 @@ def kind_images(kind: str, n: int, size: int, seed: int, held_out: bool) -> np.n
     return synthetic_images(n, size, seed + (1 if held_out else 0))[:, None]
 
 
-def nearest_scores(true_key, est_key, images: np.ndarray, xp) -> dict:
-    """Challenge 2 on ``images``, both directions, and the relative error of the patch means."""
-    from empirical.backend import to_numpy
-    from empirical.encoder import encode
+SETS = {"game": "the game's own originals, re-encoded",
+        "crops": "new crops of the game's own pictures",
+        "pictures": "new pictures of the game's kind, not in the game",
+        "other": "pictures of the other kind (cross-kind)"}
 
-    t, _ = encode(images, true_key, xp, seed=1)
-    e, _ = encode(images, est_key, xp, seed=2)
-    a = to_numpy(t.mean(axis=1)).astype(np.float64)  # (n, D): T(x) patch means
-    b = to_numpy(e.mean(axis=1)).astype(np.float64)  # (n, D): T'(x)
-    d2 = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None, :]  # (n, n): T'(x_i) vs T(x_j)
-    idx = np.arange(len(a))
-    return {"n": len(a),
-            "tprime_to_nearest_t": float(np.mean(d2.argmin(axis=1) == idx)),
-            "t_to_nearest_tprime": float(np.mean(d2.argmin(axis=0) == idx)),
-            "relative_error": float(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))}
+
+def fresh_sets(kind: str, game_originals: np.ndarray, seed: int, n: int, size: int) -> dict:
+    """The four image sets T' is scored on (:data:`SETS`), ``n`` images each."""
+    other = "synthetic" if kind == "split" else "split"
+    return {"game": game_originals[:n],
+            "crops": kind_images(kind, n, size, seed + FRESH_SEED, held_out=False),
+            "pictures": kind_images(kind, n, size, seed + 2 * FRESH_SEED, held_out=True),
+            "other": kind_images(other, n, size, seed + 3 * FRESH_SEED, held_out=True)}
+
+
+def score_sets(true_key, est_key, sets: dict, xp) -> dict:
+    """Challenge 2 (both directions) and the relative error of the patch means, on every set."""
+    from empirical.evaluate import challenge2_score
+
+    return {name: challenge2_score(true_key, est_key, x, xp, seed=1) for name, x in sets.items()}
+
+
+def held_out_estimate(info: dict) -> str:
+    """The attack's own estimate on its held-back pairs, as printed: ``est/back`` or ``-``."""
+    h = info.get("held_out")
+    return "-" if not h else f"{h['est_to_nearest_truth']:.1%}/{h['truth_to_nearest_est']:.1%}"
+
+
+def score_columns(fresh: dict) -> str:
+    """One printed row's scores: for each set, both directions and the relative error."""
+    return "".join(f"{f['share']:>8.1%}{f['share_public']:>7.1%}{f['relative_error']:>7.3f}" for f in fresh.values())
+
+
+def score_header() -> str:
+    return "".join(f"{s[:5] + '->':>8}{'<-':>7}{'err':>7}" for s in SETS)
 
 
 def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: list, args, work: Path) -> list:
@@ -95,24 +117,21 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
     from empirical.backend import get_backend
     from empirical.encoder import preset as family
     from empirical.evaluate import share_matched, true_matching
-    from empirical.extraction import ExtractConfig
+    from empirical.extraction import ExtractConfig, fit_steps
     from empirical.pipeline import AttackConfig, run_attack
 
     xp = get_backend(args.backend)
     fam = family(preset, image_size=args.image_size, hidden=hidden)
     imgs = kind_images(kind, n, args.image_size, seed, held_out=False)
     game, secrets = game_in_memory(imgs, bundled_ids(n), fam, n, seed=seed)
-    other = "synthetic" if kind == "split" else "split"
-    sets = {"game": game.originals[:args.fresh],
-            "crops": kind_images(kind, args.fresh, args.image_size, seed + FRESH_SEED, held_out=False),
-            "pictures": kind_images(kind, args.fresh, args.image_size, seed + 2 * FRESH_SEED, held_out=True),
-            "other": kind_images(other, args.fresh, args.image_size, seed + 3 * FRESH_SEED, held_out=True)}
+    sets = fresh_sets(kind, game.originals, seed, args.fresh, args.image_size)
     rows = []
     for scale in scales:
         base = ExtractConfig()
         ec = dataclasses.replace(base, steps=round(base.steps * scale), refine_steps=round(base.refine_steps * scale),
                                  seed=seed)
         cfg = AttackConfig(seed=seed, extract=ec)
+        planned = fit_steps(ec, fam)  # the family's scaled steps (empirical.extraction.step_scale)
         load0 = load_average()
         t0 = time.perf_counter()
         res = run_attack(game, cfg, xp, quiet=True, work_dir=work / f"{preset}-{kind}-{n}-{hidden}-{seed}")
@@ -121,19 +140,15 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
         truth = true_matching(game, secrets)
         st = {s.name: s for s in res.stages}
         row = {"preset": preset, "kind": kind, "n": n, "hidden": hidden, "seed": seed, "steps_scale": scale,
-               "extract_steps": ec.steps, "refine_steps": ec.refine_steps,
+               "extract_steps": planned[0], "refine_steps": planned[1],
                "final_share_matched": share_matched(res.matching, truth),
-               "extract_seconds": st["extract"].seconds, "refined_on": st["extract"].info.get("refined_on"),
-               "loss_last": st["extract"].info.get("loss_last"),
-               "refine_loss_last": st["extract"].info.get("refine_loss_last"),
+               "extract_seconds": st["extract"].seconds, "extract_info": st["extract"].info,
                "attack_seconds": seconds, "resumed": [s.name for s in res.stages if s.info.get("resumed")],
-               "fresh": {name: nearest_scores(secrets.key, res.encoder, x, xp) for name, x in sets.items()},
+               "fresh": score_sets(secrets.key, res.encoder, sets, xp),
                "load": load_record(load0)}
         rows.append(row)
-        f = row["fresh"]
         print(f"{preset:<14}{kind:<10}{n:>6}{hidden:>6}{seed:>5}{scale:>6.1f}{row['final_share_matched']:>8.1%}"
-              + "".join(f"{f[k]['tprime_to_nearest_t']:>8.1%}{f[k]['t_to_nearest_tprime']:>7.1%}"
-                        f"{f[k]['relative_error']:>7.3f}" for k in sets)
+              + score_columns(row["fresh"]) + f"{held_out_estimate(row['extract_info']):>14}"
               + f"{row['extract_seconds']:>8.0f}", flush=True)
     return rows
 
@@ -156,10 +171,10 @@ def main(argv=None) -> int:
         ap.error("--steps-scale must be positive and --fresh at least 2")
 
     started, mach = now_utc(), machine()
-    sets = "game", "crops", "pictures", "other"
-    print(f"{'family':<14}{'kind':<10}{'N':>6}{'D':>6}{'seed':>5}{'steps':>6}{'match':>8}"
-          + "".join(f"{s[:5] + '->':>8}{'<-':>7}{'err':>7}" for s in sets) + f"{'ext s':>8}")
-    print("(each set: T'(x) to the nearest T(x'), T(x) to the nearest T'(x'), relative error of the patch means)")
+    print(f"{'family':<14}{'kind':<10}{'N':>6}{'D':>6}{'seed':>5}{'steps':>6}{'match':>8}" + score_header()
+          + f"{'held back':>14}{'ext s':>8}")
+    print("(each set: T'(x) to the nearest T(x'), T(x) to the nearest T'(x'), relative error of the patch means;"
+          " held back: the attack's own estimate on the pairs it held back)")
     rows: list = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets:
@@ -172,12 +187,9 @@ def main(argv=None) -> int:
                             if args.json:
                                 write_json(args.json, {
                                     "benchmark": "tprime_fresh", "date": now_utc(), "started": started,
-                                    "machine": mach, "source_fingerprint": sources(__file__),
+                                    "machine": mach, "source_fingerprint": sources(__file__, "games.py"),
                                     "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                                    "sets": {"game": "the game's own originals, re-encoded",
-                                             "crops": "new crops of the game's own pictures",
-                                             "pictures": "new pictures of the game's kind, not in the game",
-                                             "other": "pictures of the other kind (cross-kind)"},
+                                    "sets": SETS,
                                     "runs": rows})
     return 0
 

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, load_record, machine, now_utc, write_json
-from tprime_fresh import FRESH_SEED, kind_images, nearest_scores
+from bench_common import load_average, load_record, machine, now_utc, sources, write_json
+from tprime_fresh import SETS, fresh_sets, held_out_estimate, kind_images, score_columns, score_header, score_sets
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -46,7 +46,6 @@ def main(argv=None) -> int:
     from empirical.encoder import preset as family
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig
-    from empirical.machine import fingerprint_record
     from empirical.pipeline import AttackConfig, run_attack
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,11 +66,8 @@ def main(argv=None) -> int:
     seed, size = args.seed, args.image_size
     game, secrets = game_in_memory(kind_images(args.kind, args.n, size, seed, held_out=False), bundled_ids(args.n),
                                    fam, args.n, seed=seed)
-    other = "synthetic" if args.kind == "split" else "split"
-    sets = {"game": game.originals[:args.fresh],
-            "crops": kind_images(args.kind, args.fresh, size, seed + FRESH_SEED, held_out=False),
-            "pictures": kind_images(args.kind, args.fresh, size, seed + 2 * FRESH_SEED, held_out=True),
-            "other": kind_images(other, args.fresh, size, seed + 3 * FRESH_SEED, held_out=True)}
+    sets = fresh_sets(args.kind, game.originals, seed, args.fresh, size)
+    print(f"{'variant':<22}{'match':>8}" + score_header() + f"{'held back':>14}{'ext s':>8}")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for name, fields in variants:
@@ -85,21 +81,16 @@ def main(argv=None) -> int:
             row = {"variant": name, "fields": fields, "final_share_matched": matched,
                    "extract_seconds": st["extract"].seconds, "run_seconds": seconds,
                    "extract_info": st["extract"].info,
-                   "fresh": {k: nearest_scores(secrets.key, res.encoder, x, xp) for k, x in sets.items()},
+                   "fresh": score_sets(secrets.key, res.encoder, sets, xp),
                    "load": load_record(load0)}
             rows.append(row)
-            f = row["fresh"]
-            print(f"{name:<22}{row['final_share_matched']:>8.1%}"
-                  + "".join(f"  {k} {f[k]['tprime_to_nearest_t']:.1%}/{f[k]['t_to_nearest_tprime']:.1%}"
-                            f" err {f[k]['relative_error']:.3f}" for k in sets)
-                  + f"  {row['extract_seconds']:.0f} s", flush=True)
+            print(f"{name:<22}{row['final_share_matched']:>8.1%}" + score_columns(row["fresh"])
+                  + f"{held_out_estimate(row['extract_info']):>14}{row['extract_seconds']:>8.0f}", flush=True)
             if args.json:
                 write_json(args.json, {
                     "benchmark": "tprime_knobs", "date": now_utc(), "started": started, "machine": mach,
-                    "source_fingerprint": fingerprint_record(("empirical", "benchmarks/tprime_knobs.py",
-                                                              "benchmarks/tprime_fresh.py", "benchmarks/games.py",
-                                                              "benchmarks/bench_common.py")),
-                    "settings": {k: v for k, v in vars(args).items() if k != "json"}, "runs": rows})
+                    "source_fingerprint": sources(__file__, "tprime_fresh.py", "games.py"),
+                    "settings": {k: v for k, v in vars(args).items() if k != "json"}, "sets": SETS, "runs": rows})
     return 0
 
 

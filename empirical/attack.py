@@ -251,7 +251,8 @@ def _run(args: argparse.Namespace) -> int:
         rows.insert(0, ("data", None, t_data, f"{len(game.files)} encodings of {len(game.ids)} originals"))
     if fresh is not None:
         rows.append(("T' on fresh images", None, fresh["seconds"],
-                     f"nearest-neighbour score {fresh['share']:.1%} on {fresh['n']} images (Challenge 2)"))
+                     f"Challenge 2 on {fresh['n']} images: T'(x) to the nearest T(x') {fresh['share']:.1%}, "
+                     f"T(x) to the nearest T'(x') {fresh['share_public']:.1%}"))
     print()
     _print_table(rows, t_attack)
     if args.game:

@@ -160,7 +160,8 @@ def _cmd_score_encoder(args: argparse.Namespace) -> int:
     imgs = load_images(args.data, args.n, fam_a.image_size, seed=args.seed, patch=fam_a.patch)
     result = challenge2_score(true_key, est_key, imgs, seed=args.seed)
     print(f"T' nearest-neighbour score: {result['share']:.4f} on {result['n']} images "
-          f"(chance {1 / result['n']:.4f}); relative error of patch means {result['relative_error']:.3f}")
+          f"(chance {1 / result['n']:.4f}); the public script's direction (T(x) to the nearest T'(x')) "
+          f"{result['share_public']:.4f}; relative error of patch means {result['relative_error']:.3f}")
     if args.json:
         write_json(args.json, result)
     return 0

@@ -3,7 +3,9 @@
 Only this module reads Alice's answer key and permutations, and only after the attack has
 returned. It also scores an extracted encoder T' the way the public challenge scores
 Challenge 2: on fresh images, is T(x) the nearest neighbour of T'(x), by the mean squared error
-between patch means (rows averaged, which the shuffle cannot change), among all T(x')?
+between patch means (rows averaged, which the shuffle cannot change), among all T(x')? And the
+other way round, as the public challenge's script asks: is T'(x) the nearest to T(x) among all
+T'(x')?
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .encoder import EncoderConfig, EncoderKey, encode
+from .extraction import nearest_shares
 from .game import Game, GameError, Secrets
 
 
@@ -63,17 +66,18 @@ def challenge2_bytes(config: EncoderConfig, n: int) -> int:
 
 def challenge2_score(true_key: EncoderKey, est_key: EncoderKey, images: np.ndarray, xp: ModuleType = np,
                      seed: int = 0) -> dict:
-    """Nearest-neighbour score of T' on ``images`` (none of which were in the game).
+    """Nearest-neighbour scores of T' on ``images`` (none of which were in the game), both directions.
 
     Both encoders encode the images in the same BatchNorm batches; each image's output is
-    summarised by the mean of its rows. T' scores a hit on x when T(x) is the closest T(x') to
-    T'(x) in mean squared error.
+    summarised by the mean of its rows. ``share``: T'(x) is closer to T(x) than to any other
+    T(x'); ``share_public``: T(x) is closer to T'(x) than to any other T'(x') (how the public
+    challenge's script scores a submission). ``relative_error``: mean absolute error of the patch
+    means over their mean absolute value.
     """
     t, _ = encode(images, true_key, xp, seed=seed)
     e, _ = encode(images, est_key, xp, seed=seed + 1)
     a = to_numpy(t.mean(axis=1)).astype(np.float64)  # (n, D)
     b = to_numpy(e.mean(axis=1)).astype(np.float64)
-    d2 = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None, :]  # (n, n): T'(x_i) vs T(x_j)
-    hits = d2.argmin(axis=1) == np.arange(len(a))
-    return {"share": float(hits.mean()), "n": len(a),
+    s = nearest_shares(a, b)
+    return {"share": s["est_to_nearest_truth"], "share_public": s["truth_to_nearest_est"], "n": len(a),
             "relative_error": float(np.mean(np.abs(a - b)) / np.mean(np.abs(a)))}

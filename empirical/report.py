@@ -63,7 +63,8 @@ def score_stages(result: AttackResult, game: Game, secrets: Secrets | None) -> l
                 rec["global_perm_share"] = global_perm_share(result.pi, common)
         elif st.name == "extract":
             rec["share_matched"] = share(st.matching)
-            rec.update({k: st.info[k] for k in ("loss_first", "loss_last", "refined_on") if k in st.info})
+            rec.update({k: v for k, v in st.info.items() if k.startswith(("loss_", "refine_", "steps_", "held_out"))
+                        or k == "refined_on"})
             rec["matched_by_first_fit"] = st.matching is not None
         elif st.name == "final":
             rec["share_matched"] = share(st.matching)
@@ -94,8 +95,14 @@ def _note(rec: dict) -> str:
     if name == "extract":
         note = f"robust loss {rec['loss_first']:.3f} -> {rec['loss_last']:.3f}"
         if rec["matched_by_first_fit"]:
-            return note + "; matched by the first fit of T', then refitted on that matching"
-        return note + (f"; {rec['refined_on']}" if "refined_on" in rec else "")
+            note += "; matched by the first fit of T', then refitted on that matching"
+        elif "refined_on" in rec:
+            note += f"; {rec['refined_on']}"
+        held = rec.get("held_out")
+        if held:
+            note += (f"; on {held['n']} held-back pairs T'(x) to the nearest {held['est_to_nearest_truth']:.1%},"
+                     f" back {held['truth_to_nearest_est']:.1%}")
+        return note
     if name == "final":
         return f"used: {rec['used']}" if "used" in rec else ""
     return ""

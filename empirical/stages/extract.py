@@ -4,6 +4,10 @@ T' of the public architecture is fitted to boosting's matched, aligned pairs wit
 T' then matches the images itself; where it separates them better than p-sim does (median
 margins, :mod:`empirical.stages.final`), its own matching is cleaner than boosting's and a second,
 squared-loss fit on it brings T' closer to T. Otherwise T' is left as it is.
+
+Both fits hold back the same share of the pairs (:func:`empirical.extraction.holdout_split`); the
+stage reports the steps each fit ran and kept, and T''s nearest-neighbour shares on the held-back
+pairs: the attacker's own estimate of its Challenge 2 score, made without Alice's key.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import numpy as np
 
 from .. import extraction, mlp, tprime
 from ..backend import to_numpy
-from ..extraction import fit_encoder, refine_encoder
+from ..extraction import EncoderFit, fit_encoder, fit_steps, held_out_scores, holdout_split, refine_encoder
 from ..mlp import Params
 from ..progress import progress_bar
 from . import final
@@ -22,13 +26,25 @@ from .base import Context, Stage, StageResult, register
 LOSS_TAIL = 20  # the reported final loss of a fit is the mean over this many last steps
 
 
+def _fit_info(prefix: str, fit: EncoderFit, planned: int) -> dict:
+    """What one fit reports: its loss, the steps planned, run and kept, the last held-out error."""
+    info = {f"{prefix}loss_first": fit.losses[0], f"{prefix}loss_last": float(np.mean(fit.losses[-LOSS_TAIL:])),
+            f"{prefix}steps_planned": planned, f"{prefix}steps_run": len(fit.losses)}
+    if fit.held_out:
+        info[f"{prefix}steps_kept"] = fit.best_step
+        info[f"{prefix}held_out_error"] = min(e for _, e in fit.held_out)
+    return info
+
+
 def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray], StageResult]:
     ec, fam, xp = ctx.cfg.extract, ctx.game.config, ctx.xp
     tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
-    refine = fam.depth >= 0 and ec.refine_steps > 0
-    with progress_bar(ec.steps + (ec.refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
-        params, losses = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar)
-        info = {"loss_first": losses[0], "loss_last": float(np.mean(losses[-LOSS_TAIL:]))}
+    steps, refine_steps = fit_steps(ec, fam)
+    refine = fam.depth >= 0 and refine_steps > 0
+    with progress_bar(steps + (refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
+        fit = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar)
+        params = fit.params
+        info = _fit_info("", fit, steps)
         m_fit = m_boost
         if refine:
             m_t, t_margin = final.encoder_matching(ctx, params, m_boost)
@@ -36,12 +52,15 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray], StageResult]:
             info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
             if t_margin >= p_margin:
                 m_fit = m_t
-                params, r_losses = refine_encoder(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, fam, ec, xp,
-                                                  progress=bar)
-                info.update(refine_loss_first=r_losses[0], refine_loss_last=float(np.mean(r_losses[-LOSS_TAIL:])),
-                            refined_on="extracted encoder's matching")
+                ref = refine_encoder(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, fam, ec, xp, progress=bar)
+                params = ref.params
+                info.update(_fit_info("refine_", ref, refine_steps), refined_on="extracted encoder's matching")
             else:
                 info["refined_on"] = "not refined (T' margins smaller)"
+                bar(refine_steps)
+    held = holdout_split(groups, ec).held
+    if len(held):  # pairs neither fit has seen, matched as the last fit's matching says
+        info["held_out"] = held_out_scores(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, held, fam, xp)
     # The stage's matching is T''s own (first fit) when it was trusted for the refit.
     own = m_fit if m_fit is not m_boost else None
     return (params, m_fit), StageResult("extract", matching=own, info=info)

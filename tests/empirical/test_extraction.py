@@ -231,8 +231,9 @@ def fits():
             key = random_key(fam, 101)
             targets, _ = encode(imgs, key, np, shuffle=False)
             calls = []
-            params, losses = fit_encoder(imgs, targets, groups, fam, ExtractConfig(steps=60, images_per_step=16),
-                                         np, progress=calls.append)
+            params, losses = fit_encoder(imgs, targets, groups, fam,
+                                         ExtractConfig(steps=60, images_per_step=16, adapt_steps=False),
+                                         np, progress=calls.append)[:2]
             assert len(losses) == 60 and sum(calls) == 60
             pred = encode_each(params, imgs, fam, mean_batch_stats(params, imgs, groups, fam, np), np)
             a, b = pred.reshape(N_FIT, -1).astype(np.float64), targets.reshape(N_FIT, -1).astype(np.float64)
@@ -297,15 +298,110 @@ def test_refine_encoder_lowers_the_squared_error():
     imgs = bundled_images(64, 64, seed=3, patch=16)
     groups = np.arange(64) // 32
     targets, _ = encode(imgs, random_key(fam, 7), np, shuffle=False)
-    cfg = ExtractConfig(steps=30, images_per_step=16, refine_steps=30)
-    params, _ = fit_encoder(imgs, targets, groups, fam, cfg, np)
+    cfg = ExtractConfig(steps=30, images_per_step=16, refine_steps=30, adapt_steps=False)
+    params = fit_encoder(imgs, targets, groups, fam, cfg, np).params
 
     def mse(p):
         return float(np.mean([((forward(p, patchify(imgs[groups == g], 16), fam, np)[0] - targets[groups == g]) ** 2)
                               .mean() for g in (0, 1)]))
 
-    refined, losses = refine_encoder(params, imgs, targets, groups, fam, cfg, np)
+    refined, losses = refine_encoder(params, imgs, targets, groups, fam, cfg, np)[:2]
     assert len(losses) == 30 and np.isfinite(losses).all()
     assert mse(refined) < mse(params)
-    _, none = refine_encoder(params, imgs, targets, groups, fam, replace(cfg, refine_steps=0), np)
+    none = refine_encoder(params, imgs, targets, groups, fam, replace(cfg, refine_steps=0), np).losses
     assert none == []  # no steps: only the last layer's least-squares refit
+
+
+# --- adapting to the game: steps by family, the held-back pairs --------------------------------
+
+def test_step_scale_gives_cheaper_families_more_steps():
+    from empirical.extraction import MAX_STEP_SCALE, fit_steps, step_scale
+
+    nc7 = preset("neuracrypt-7")
+    assert step_scale(nc7) == 1.0  # the reference: the configured steps
+    nc2 = step_scale(preset("neuracrypt-2"))
+    assert 1.0 < nc2 <= MAX_STEP_SCALE
+    assert step_scale(preset("neuracrypt-7", hidden=512)) == 1.0  # costlier: never fewer steps
+    assert step_scale(preset("linear")) == 1.0  # solved by least squares
+    cfg = ExtractConfig(steps=100, refine_steps=200)
+    assert fit_steps(cfg, preset("neuracrypt-2")) == (round(100 * nc2), round(200 * nc2))
+    from dataclasses import replace
+    assert fit_steps(replace(cfg, adapt_steps=False), preset("neuracrypt-2")) == (100, 200)
+
+
+def test_holdout_split_holds_back_a_share_of_each_batch():
+    from empirical.extraction import MIN_HELD_OUT, holdout_split
+
+    groups = np.repeat([0, 1, 2], [200, 200, 100])
+    a = holdout_split(groups, ExtractConfig(holdout=0.1, seed=4))
+    assert len(np.intersect1d(a.fit, a.held)) == 0 and len(a.fit) + len(a.held) == len(groups)
+    assert [int((groups[a.held] == g).sum()) for g in (0, 1, 2)] == [20, 20, 10]
+    assert np.array_equal(a.held, holdout_split(groups, ExtractConfig(holdout=0.1, seed=4)).held)
+    assert not np.array_equal(a.held, holdout_split(groups, ExtractConfig(holdout=0.1, seed=5)).held)
+    small = holdout_split(np.zeros(10 * MIN_HELD_OUT - 1, int), ExtractConfig(holdout=0.1))
+    assert len(small.held) == 0 and len(small.fit) == 10 * MIN_HELD_OUT - 1  # too few to hold back
+    assert len(holdout_split(groups, ExtractConfig(holdout=0.0)).held) == 0
+
+
+def _small_pairs(n=96, depth=1):
+    fam = preset("neuracrypt-7", image_size=32, patch=8, hidden=16, bn_batch=n // 2, depth=depth)
+    imgs = bundled_images(n, 32, seed=8, patch=8)
+    targets, _ = encode(imgs, random_key(fam, 9), np, shuffle=False)
+    return fam, imgs, targets, np.arange(n) // (n // 2)
+
+
+def test_training_stops_when_the_held_out_error_stops_falling():
+    """With a learning rate of 0 the held-out error never falls below its first value: the fit stops
+    after PATIENCE more checks and keeps the parameters of the first."""
+    from empirical.extraction import EVAL_EVERY, PATIENCE, _held, _train, _whitened_patches, holdout_split
+
+    fam, imgs, targets, groups = _small_pairs()
+    cfg = ExtractConfig(holdout=0.4)
+    split = holdout_split(groups, cfg)
+    rows = _whitened_patches(imgs, fam, 1e-3, np).rows
+    params = params_from_key(random_key(fam, 1), np)
+    held = _held(rows, targets, groups, split, np)
+    rng = np.random.default_rng(0)
+    calls = []
+    log = _train(params, rows[split.fit], targets[split.fit], groups[split.fit], fam, 1000, 0.0, 8,
+                 lambda y, t: (0.0, np.zeros_like(y)), rng, np, False, calls.append, held=held)
+    assert len(log.losses) == EVAL_EVERY * (PATIENCE + 1) < 1000
+    assert sum(calls) == 1000  # the progress bar still reaches its end
+    assert log.best_step == EVAL_EVERY and [s for s, _ in log.held_out][-1] == EVAL_EVERY * (PATIENCE + 1)
+    full = _train(params, rows[split.fit], targets[split.fit], groups[split.fit], fam, 60, 0.0, 8,
+                  lambda y, t: (0.0, np.zeros_like(y)), rng, np, False, None)
+    assert len(full.losses) == 60 and full.held_out == []  # no hold-out: every step runs
+
+
+def test_fit_keeps_the_parameters_with_the_lowest_held_out_error():
+    fam, imgs, targets, groups = _small_pairs()
+    cfg = ExtractConfig(steps=100, images_per_step=16, holdout=0.4, adapt_steps=False)
+    fit = fit_encoder(imgs, targets, groups, fam, cfg, np)
+    errs = [e for _, e in fit.held_out]
+    assert len(errs) >= 2 and fit.best_step == fit.held_out[int(np.argmin(errs))][0]
+    assert errs[-1] < errs[0]  # the fit generalises to pairs it never saw
+
+
+def test_nearest_shares_in_both_directions():
+    from empirical.extraction import nearest_shares
+
+    truth = np.array([[0.0], [1.0]])
+    est = np.array([[0.4], [0.45]])
+    # est[1] is nearer truth[0] than truth[1]; yet truth[1] is nearer est[1] than est[0]
+    assert nearest_shares(truth, est) == {"est_to_nearest_truth": 0.5, "truth_to_nearest_est": 1.0}
+    assert nearest_shares(truth, truth) == {"est_to_nearest_truth": 1.0, "truth_to_nearest_est": 1.0}
+
+
+def test_held_out_scores_of_the_true_encoder_are_perfect():
+    from empirical.extraction import held_out_scores
+
+    fam, imgs, _, _ = _small_pairs(n=40, depth=2)
+    key = random_key(fam, 9)
+    targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=20)
+    held = np.array([1, 5, 8, 13, 21, 22, 30, 34])
+    out = held_out_scores(params_from_key(key, np), imgs, targets, np.arange(40) // 20, held, fam, np)
+    assert out == {"est_to_nearest_truth": 1.0, "truth_to_nearest_est": 1.0, "n": 8}
+    wrong = targets.copy()
+    wrong[held] = targets[held[::-1]]  # every held-back image paired with another held-back image's encoding
+    out = held_out_scores(params_from_key(key, np), imgs, wrong, np.arange(40) // 20, held, fam, np)
+    assert out["est_to_nearest_truth"] == 0.0
