@@ -40,6 +40,16 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, out
 
 
+def add_game_args(ap: argparse.ArgumentParser) -> None:
+    """The game's options shared with ``tprime_oracle.py``: family, kind, N, width, seed, fresh images."""
+    ap.add_argument("--preset", default="neuracrypt-7")
+    ap.add_argument("--kind", default="split", choices=("split", "synthetic"))
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", type=int, default=500)
+
+
 def main(argv=None) -> int:
     from empirical.alice import bundled_ids, game_in_memory
     from empirical.backend import get_backend
@@ -49,13 +59,8 @@ def main(argv=None) -> int:
     from empirical.pipeline import AttackConfig, run_attack
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="neuracrypt-7")
-    ap.add_argument("--kind", default="split", choices=("split", "synthetic"))
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
+    add_game_args(ap)
     ap.add_argument("--variant", action="append", required=True, help="name:field=value,... (repeatable)")
-    ap.add_argument("--fresh", type=int, default=500)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--json")
     args = ap.parse_args(argv)

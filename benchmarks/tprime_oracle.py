@@ -16,7 +16,7 @@ Variants (``--variant``, repeatable):
 
 Usage::
 
-    python benchmarks/tprime_oracle.py --preset neuracrypt-2 --variant mixer-means:10 --variant lbfgs:300 \\
+    python benchmarks/tprime_oracle.py --preset neuracrypt-2 --variant mixer-means:10 --variant lbfgs:100 \\
         --variant refine:refine_lr=1e-2
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import load_average, load_record, machine, now_utc, sources, write_json
 from tprime_fresh import fresh_sets, kind_images
-from tprime_knobs import parse_variant
+from tprime_knobs import add_game_args, parse_variant
 
 
 def spread_error(true_key, est_key, images, xp) -> float:
@@ -111,13 +111,8 @@ def main(argv=None) -> int:
     from empirical.tprime import key_from_params
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="neuracrypt-7")
-    ap.add_argument("--kind", default="split", choices=("split", "synthetic"))
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
+    add_game_args(ap)
     ap.add_argument("--variant", action="append", default=[], help="mixer-means:L, refine:f=v,..., lbfgs:ITERS")
-    ap.add_argument("--fresh", type=int, default=500)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     for text in args.variant:  # refuse a bad variant before minutes of fitting
