@@ -29,11 +29,10 @@ def _secs(x) -> str:
 
 
 def _challenge2(c2: dict | None) -> str:
-    """Both directions of Challenge 2 where the data has them (older data: the attack's one)."""
+    """Both directions of Challenge 2: T'(x) to the nearest T(x') / T(x) to the nearest T'(x')."""
     if not c2:
         return "n/a"
-    both = pct(c2["share"]) + (f" / {pct(c2['share_public'])}" if "share_public" in c2 else "")
-    return f"{both} of {c2['n']:,}"
+    return f"{pct(c2['share'])} / {pct(c2['share_public'])} of {c2['n']:,}"
 
 
 def table1(data: Data, path: Path | str) -> Path:
