@@ -117,7 +117,8 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
     from empirical.backend import get_backend
     from empirical.encoder import preset as family
     from empirical.evaluate import share_matched, true_matching
-    from empirical.extraction import ExtractConfig, fit_steps
+    from empirical.extraction import ExtractConfig
+    from empirical.fit_budget import fit_steps
     from empirical.pipeline import AttackConfig, run_attack
 
     xp = get_backend(args.backend)
@@ -131,7 +132,7 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
         ec = dataclasses.replace(base, steps=round(base.steps * scale), refine_steps=round(base.refine_steps * scale),
                                  seed=seed)
         cfg = AttackConfig(seed=seed, extract=ec)
-        planned = fit_steps(ec, fam)  # the family's scaled steps (empirical.extraction.step_scale)
+        planned = fit_steps(ec, fam)  # the family's scaled steps (empirical.fit_budget.step_scale)
         load0 = load_average()
         t0 = time.perf_counter()
         res = run_attack(game, cfg, xp, quiet=True, work_dir=work / f"{preset}-{kind}-{n}-{hidden}-{seed}")

@@ -16,8 +16,8 @@ import numpy as np
 
 from .backend import to_numpy
 from .encoder import EncoderConfig, EncoderKey, encode
-from .extraction import nearest_shares
 from .game import Game, GameError, Secrets
+from .nearest import nearest_shares
 
 
 def true_matching(game: Game, secrets: Secrets) -> np.ndarray:

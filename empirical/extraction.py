@@ -17,12 +17,12 @@ is mapped back to pixels afterwards; the function T' computes is unchanged by th
 plain squared loss, which is what the nearest-neighbour use of T' measures.
 
 Extraction adapts to the game. Steps are given for NeuraCrypt-7's default size and scaled up for
-families whose steps cost less (:func:`step_scale`: NeuraCrypt-2's cost about a third), so
-every family gets about the same work. A share of the matched images (:attr:`ExtractConfig.holdout`)
-is held back from both fits: every :data:`EVAL_EVERY` steps their error is measured, the
-parameters with the lowest held-out error are kept, and a fit stops once that error has not
-improved for :data:`PATIENCE` checks. The held-back pairs also give the attacker its own
-estimate of T''s Challenge 2 score (:func:`held_out_scores`), with no help from Alice.
+families whose steps cost less (:mod:`empirical.fit_budget`), so every family gets about the same
+work. A share of the matched images (:attr:`ExtractConfig.holdout`) is held back from both fits
+(:mod:`empirical.holdout`): every :data:`EVAL_EVERY` steps their error is measured, the parameters
+with the lowest held-out error are kept, and once the learning rate has decayed past the middle of
+its schedule (:data:`STOP_FROM`) a fit stops when that error has not improved for :data:`PATIENCE`
+checks. The held-back pairs also give the attacker its own estimate of T''s Challenge 2 score.
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .encoder import EncoderConfig, patchify, random_key
+from .fit_budget import fit_steps
+from .holdout import HeldOut, Split, held_out_error, held_out_plan, holdout_split
 from .mlp import Adam, Params
 from .progress import Progress
 from .tprime import (
@@ -48,22 +50,18 @@ from .tprime import (
 )
 
 # The network's functions are importable from here too, where the attack's callers have found them.
-__all__ = ["BatchNormStats", "EncoderFit", "ExtractConfig", "HeldOut", "LossAndGradient", "Split", "Whitening",
-           "backward", "batch_stats", "encode_each", "fit_encoder", "fit_steps", "forward", "held_out_error",
-           "held_out_scores", "holdout_split", "huber_loss", "key_from_params", "mean_batch_stats",
-           "nearest_shares", "params_from_key", "patch_whitening", "refine_encoder", "refit_mixer", "squared_loss",
-           "step_cost", "step_scale"]
+__all__ = ["BatchNormStats", "EncoderFit", "ExtractConfig", "LossAndGradient", "Whitening", "backward",
+           "batch_stats", "encode_each", "fit_encoder", "forward", "huber_loss", "key_from_params",
+           "mean_batch_stats", "params_from_key", "patch_whitening", "refine_encoder", "refit_mixer", "squared_loss"]
 
-FIT_STREAM, REFINE_STREAM, HOLD_STREAM = 0xE7, 0xE8, 0xE9  # tags mixed into the seed: independent draws
+FIT_STREAM, REFINE_STREAM = 0xE7, 0xE8  # tags mixed into the seed: independent draws
 CENTRE_IMAGES = 64  # images whose patches set each first-layer bias (to minus the median response) at the start
 REVIVE_EVERY = 10  # steps between checks for first-layer units that are off for every patch
 REVIVE_IMAGES = 16  # images whose patches centre a re-drawn unit
 WARMUP_STEPS = 20  # the learning rate rises linearly over this many steps, then decays as a half cosine
 EVAL_EVERY = 25  # steps between measurements of the held-out error
-PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error
-MIN_HELD_OUT = 32  # fewer held-back images than this: no hold-out (every pair is fitted)
-MAX_STEP_SCALE = 4.0  # the most that step_scale multiplies the configured steps by
-BN_ELEMENTWISE = 40  # per-row, per-unit operations of a block's BatchNorm and ReLU, forward and backward
+PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
+STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
 WHITEN_ROWS = 16384  # about this many patch rows (every k-th) estimate the whitening covariance
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
@@ -80,7 +78,7 @@ class ExtractConfig:
     refine_lr: float = 4e-3  # refine_encoder's peak Adam learning rate (per step)
     refine_images_per_step: int = 64  # images per step of refine_encoder, from one BatchNorm batch
     holdout: float = 0.1  # share of the matched images held back from both fits (stopping, self-estimate)
-    adapt_steps: bool = True  # scale steps and refine_steps by step_scale(family)
+    adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family)
     seed: int = 0  # seeds T''s initialisation, the held-back images and the batches drawn in both fits
 
 
@@ -109,19 +107,6 @@ class EncoderFit(NamedTuple):
     best_step: int = 0  # the steps done when the kept parameters were reached (0: no hold-out)
 
 
-class HeldOut(NamedTuple):
-    """Matched pairs kept out of a fit, to measure it on."""
-
-    rows: Array  # (h, P, C*p*p) patch rows, prepared (whitened) as the fit's own
-    targets: Array  # (h, P, D)
-    groups: np.ndarray  # (h,) host, each pair's BatchNorm batch
-
-
-class Split(NamedTuple):
-    fit: np.ndarray  # (n_fit,) host indices of the pairs a fit trains on
-    held: np.ndarray  # (n_held,) host indices of the pairs held back (may be empty)
-
-
 LossFn = Callable[[Array, Array], LossAndGradient]
 
 
@@ -141,108 +126,13 @@ def squared_loss(y: Array, target: Array, xp: Namespace) -> LossAndGradient:
     return LossAndGradient(float((r * r).mean()), 2 * r / r.size)
 
 
-def step_cost(family: EncoderConfig) -> float:
-    """Arithmetic of one image's forward and backward pass through T', about (for step_scale)."""
-    d = family.hidden
-    per_row = 2 * family.patch_dim * d  # the patch layer: forward and weight gradient
-    if family.depth >= 0:
-        per_row += family.depth * (3 * d * d + BN_ELEMENTWISE * d) + 3 * d * d  # blocks, then the mixer
-    return float(family.n_patches * per_row)
-
-
-def step_scale(family: EncoderConfig) -> float:
-    """How much more steps ``family`` gets than NeuraCrypt-7 at its default size, for the same work.
-
-    The ratio of :func:`step_cost` s, at least 1 (a costlier family keeps the configured steps) and
-    at most :data:`MAX_STEP_SCALE`. The linear family is solved by least squares, so it gets 1.
-    """
-    if family.depth == -1:
-        return 1.0
-    reference = EncoderConfig(channels=1, image_size=128, patch=16, hidden=256, depth=4)
-    return float(min(MAX_STEP_SCALE, max(1.0, step_cost(reference) / step_cost(family))))
-
-
-def fit_steps(cfg: ExtractConfig, family: EncoderConfig) -> tuple[int, int]:
-    """``(steps, refine_steps)`` for ``family``: the configured ones, scaled when ``cfg.adapt_steps``."""
-    scale = step_scale(family) if cfg.adapt_steps else 1.0
-    return round(cfg.steps * scale), round(cfg.refine_steps * scale)
-
-
-def holdout_split(groups: np.ndarray, cfg: ExtractConfig) -> Split:
-    """Hold back ``cfg.holdout`` of the pairs, the same share of each BatchNorm batch, from ``cfg.seed``.
-
-    Fewer than :data:`MIN_HELD_OUT` held back (a small game): nothing is, and every pair is fitted.
-    """
-    n = len(groups)
-    everything = Split(np.arange(n), np.arange(0))
-    if cfg.holdout <= 0 or cfg.holdout * n < MIN_HELD_OUT:
-        return everything
-    rng = np.random.default_rng([cfg.seed, HOLD_STREAM])
-    held = []
-    for g in np.unique(groups):
-        members = np.flatnonzero(groups == g)
-        k = round(cfg.holdout * len(members))
-        if 0 < k < len(members):
-            held.append(rng.choice(members, k, replace=False))
-    if not held:
-        return everything
-    held = np.sort(np.concatenate(held))
-    return Split(np.setdiff1d(np.arange(n), held), held)
-
-
-def held_out_error(params: Params, held: HeldOut, family: EncoderConfig, xp: Namespace) -> float:
-    """Squared error of T' on held-back pairs over the targets' variance (BatchNorm on each batch's pairs)."""
-    err = 0.0
-    for g in np.unique(held.groups):
-        idx = xp.asarray(np.flatnonzero(held.groups == g))
-        r = forward(params, held.rows[idx], family, xp).y - held.targets[idx]
-        err += float((r * r).sum())
-    return err / (held.targets.size * float(held.targets.var()))
-
-
-def held_out_scores(params: Params, images: Array, targets: Array, groups: np.ndarray, held: np.ndarray,
-                    family: EncoderConfig, xp: Namespace) -> dict:
-    """The attacker's own Challenge 2 estimate on pairs no fit has seen: both nearest-neighbour shares.
-
-    ``images`` (n, C, H, W) the matched originals, ``targets`` (n, P, D) the encodings matched to
-    them, ``groups`` (n,) host their BatchNorm batches, ``held`` the host indices of the held-back
-    pairs. Each held-back image is encoded by T' with the BatchNorm statistics of its whole batch
-    (as Alice's encoder saw it); outputs and targets are summarised by their patch means.
-    """
-    out = []
-    for g in np.unique(groups[held]):
-        rows = patchify(xp.asarray(images[xp.asarray(np.flatnonzero(groups == g))], dtype=xp.float32), family.patch)
-        stats = batch_stats(params, rows, family, xp)
-        mine = held[groups[held] == g]
-        y = forward(params, patchify(xp.asarray(images[xp.asarray(mine)], dtype=xp.float32), family.patch), family, xp,
-                    bn_stats=stats).y
-        out.append((mine, to_numpy(y.mean(axis=1)), to_numpy(targets[xp.asarray(mine)].mean(axis=1))))
-    order = np.concatenate([m for m, _, _ in out])
-    est, truth = np.concatenate([e for _, e, _ in out]), np.concatenate([t for _, _, t in out])
-    keep = np.argsort(order)
-    return {**nearest_shares(truth[keep], est[keep]), "n": len(order)}
-
-
-def nearest_shares(truth: np.ndarray, est: np.ndarray) -> dict:
-    """Challenge 2's nearest-neighbour shares between (n, D) summaries ``truth[i]`` and ``est[i]``.
-
-    ``est_to_nearest_truth``: est[i] is closest to truth[i] among all truth rows (T'(x) to the
-    nearest T(x')); ``truth_to_nearest_est``: truth[i] is closest to est[i] among all est rows (the
-    public challenge's script: T(x) to the nearest submitted vector).
-    """
-    a, b = np.asarray(truth, np.float64), np.asarray(est, np.float64)
-    d2 = (b * b).sum(1)[:, None] - 2 * b @ a.T + (a * a).sum(1)[None, :]  # (n, n): est i vs truth j
-    idx = np.arange(len(a))
-    return {"est_to_nearest_truth": float(np.mean(d2.argmin(axis=1) == idx)),
-            "truth_to_nearest_est": float(np.mean(d2.argmin(axis=0) == idx))}
-
-
-def _revive_dead_units(params: Params, opt: Adam, z0: Array, rows: Array, rng: np.random.Generator,
-                       xp: Namespace) -> int:
+def _revive_dead_units(params: Params, opt: Adam, z0: Array, rows: Array, fit: np.ndarray,
+                       rng: np.random.Generator, xp: Namespace) -> int:
     """Re-draw first-layer units that are off for every patch of the step, centred on the data.
 
     A unit whose ReLU is off everywhere gets no gradient and never comes back; without BatchNorm
-    after it (neuracrypt-2) Adam's early steps can switch many off. Returns how many were re-drawn.
+    after it (neuracrypt-2) Adam's early steps can switch many off. A re-drawn unit is centred on
+    fitted images (``fit``, host indices into ``rows``). Returns how many were re-drawn.
     """
     dead = to_numpy((z0 > 0).sum(axis=0) == 0)
     n_dead = int(dead.sum())
@@ -251,7 +141,7 @@ def _revive_dead_units(params: Params, opt: Adam, z0: Array, rows: Array, rng: n
     fan_in = params["W0"].shape[1]
     bound = 1.0 / np.sqrt(fan_in)  # PyTorch's default initialisation, as the family's keys use
     w = xp.asarray(rng.uniform(-bound, bound, (n_dead, fan_in)).astype(np.float32))
-    pick = rng.choice(rows.shape[0], min(REVIVE_IMAGES, rows.shape[0]), replace=False)
+    pick = rng.choice(fit, min(REVIVE_IMAGES, len(fit)), replace=False)
     sample = rows[xp.asarray(pick)].reshape(-1, fan_in)
     units = xp.asarray(np.flatnonzero(dead))
     params["W0"][units] = w
@@ -310,17 +200,20 @@ class TrainLog(NamedTuple):
     best_step: int  # steps done when the returned parameters were reached (the last step without a hold-out)
 
 
-def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, family: EncoderConfig, steps: int,
-           lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
+def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: np.ndarray, family: EncoderConfig,
+           steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
            revive: bool, progress: Progress | None, held: HeldOut | None = None) -> TrainLog:
-    """Adam steps on ``params`` (in place), each on images of one BatchNorm batch.
+    """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
-    The learning rate warms up over :data:`WARMUP_STEPS` and decays as a half cosine over ``steps``.
-    With ``held``, the held-out error is measured every :data:`EVAL_EVERY` steps and at the end;
-    ``params`` end as the measured parameters with the lowest, and training stops after
-    :data:`PATIENCE` measurements without a new lowest (the progress bar is advanced to its end).
+    ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
+    trained on, ``groups`` (n,) host every pair's batch. The learning rate warms up over
+    :data:`WARMUP_STEPS` and decays as a half cosine over ``steps``. With ``held`` (a plan of
+    :func:`empirical.holdout.held_out_plan`), the held-out error is measured every
+    :data:`EVAL_EVERY` steps and at the end; ``params`` end as the measured parameters with the
+    lowest, and from :data:`STOP_FROM` of the steps on, training stops after :data:`PATIENCE`
+    measurements without a new lowest (the progress bar is advanced to its end).
     """
-    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    members = [fit[groups[fit] == g] for g in np.unique(groups[fit])]
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
     losses: list[float] = []
     curve: list[tuple[int, float]] = []
@@ -335,18 +228,18 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fami
         f = min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * step / steps))
         opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
         if revive and step % REVIVE_EVERY == 0:
-            _revive_dead_units(params, opt, cache.z0, rows, rng, xp)
+            _revive_dead_units(params, opt, cache.z0, rows, fit, rng, xp)
         losses.append(loss)
         if progress is not None:
             progress(1)
         if held is not None and ((step + 1) % EVAL_EVERY == 0 or step + 1 == steps):
-            err = held_out_error(params, held, family, xp)
+            err = held_out_error(params, rows, targets, held, family, xp)
             curve.append((step + 1, err))
             if err < best_err:
                 best_err, best, best_step, since = err, {k: v.copy() for k, v in params.items()}, step + 1, 0
             else:
                 since += 1
-            if since >= PATIENCE:
+            if since >= PATIENCE and step + 1 >= STOP_FROM * steps:
                 if progress is not None:
                     progress(steps - step - 1)
                 break
@@ -355,70 +248,63 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fami
     return TrainLog(losses, curve, best_step)
 
 
-def _held(prepared: Array, targets: Array, groups: np.ndarray, split: Split, xp: Namespace) -> HeldOut | None:
-    if len(split.held) == 0:
-        return None
-    h = xp.asarray(split.held)
-    return HeldOut(prepared[h], targets[h], groups[split.held])
-
-
 def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig,
-                xp: Namespace, progress: Progress | None = None) -> EncoderFit:
+                xp: Namespace, progress: Progress | None = None, *, split: Split | None = None) -> EncoderFit:
     """Fit T' to ``targets`` (n, P, D): the rows of the encoding matched to each image, in position order.
 
-    ``groups`` (n,) host is each pair's BatchNorm batch. The pairs :func:`holdout_split` holds back
-    are not fitted (they decide when to stop). Returns an :class:`EncoderFit`.
+    ``groups`` (n,) host is each pair's BatchNorm batch. The pairs ``split`` holds back (by default
+    :func:`empirical.holdout.holdout_split`'s) are not fitted: they decide which parameters are kept
+    and when to stop. Returns an :class:`EncoderFit`.
     """
     rng = np.random.default_rng([cfg.seed, FIT_STREAM])
     params = params_from_key(random_key(family, rng.integers(2**63)), xp)
-    split = holdout_split(groups, cfg)
+    split = holdout_split(groups, cfg) if split is None else split
     steps, _ = fit_steps(cfg, family)
     images = xp.asarray(images)  # no copy when they are on the device already
     rows, mu, z = _whitened_patches(images, family, cfg.whiten, xp)  # (n, P, C*p*p)
-    fit = xp.asarray(split.fit)
     # Centre each first-layer unit on the data: a random bias can leave units that are off for
     # every patch, and a dead unit never recovers (neuracrypt-2 lost all of them this way).
     pick = rng.choice(split.fit, min(CENTRE_IMAGES, len(split.fit)), replace=False)
     sample = rows[xp.asarray(pick)].reshape(-1, rows.shape[2])
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = xp.asarray(targets, dtype=xp.float32)
-    delta = cfg.huber * float(targets.std())
-    log = _train(params, rows[fit], targets[fit], groups[split.fit], family, steps, cfg.lr, cfg.images_per_step,
+    delta = cfg.huber * float(targets[xp.asarray(pick)].std())  # the targets' scale, from fitted pairs only
+    log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
-                 held=_held(rows, targets, groups, split, xp))
-    params = refit_mixer(_from_white(params, mu, z, xp), images[fit], targets[fit], groups[split.fit], family, xp)
+                 held=held_out_plan(targets, groups, split, xp))
+    params = refit_mixer(_from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 
 
 def refine_encoder(params: Params, images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig,
-                   cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None) -> EncoderFit:
+                   cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None, *,
+                   split: Split | None = None) -> EncoderFit:
     """Continue fitting T' (warm start from ``params``) with a squared loss; an :class:`EncoderFit`.
 
     Meant for pairs that are all (or nearly all) right, such as the matching T' itself gives:
     without outliers to resist, the squared loss fits the mean, which is what a distance between
-    encodings compares. The pairs :func:`holdout_split` holds back (the same as
-    :func:`fit_encoder`'s) are not fitted. The last layer is refitted by least squares at the end,
-    as in :func:`fit_encoder`.
+    encodings compares. The pairs ``split`` holds back (by default the same as :func:`fit_encoder`'s)
+    are not fitted. The last layer is refitted by least squares at the end, as in :func:`fit_encoder`.
     """
-    split = holdout_split(groups, cfg)
-    fit = xp.asarray(split.fit)
+    split = holdout_split(groups, cfg) if split is None else split
     images, targets = xp.asarray(images), xp.asarray(targets, dtype=xp.float32)
     _, steps = fit_steps(cfg, family)
     if family.depth == -1 or steps <= 0:  # the linear family is already solved exactly
-        return EncoderFit(refit_mixer(params, images[fit], targets[fit], groups[split.fit], family, xp), [])
+        return EncoderFit(refit_mixer(params, images, targets, groups, family, xp, subset=split.fit), [])
     rng = np.random.default_rng([cfg.seed, REFINE_STREAM])
     rows, mu, z = _whitened_patches(images, family, cfg.refine_whiten, xp)
     work = {k: v.copy() for k, v in _to_white(params, mu, z, xp).items()}
-    log = _train(work, rows[fit], targets[fit], groups[split.fit], family, steps, cfg.refine_lr,
-                 cfg.refine_images_per_step, lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
-                 held=_held(rows, targets, groups, split, xp))
-    params = refit_mixer(_from_white(work, mu, z, xp), images[fit], targets[fit], groups[split.fit], family, xp)
+    log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
+                 lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
+                 held=held_out_plan(targets, groups, split, xp))
+    params = refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 
 
 def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig,
-                xp: Namespace, ridge: float = MIXER_RIDGE) -> Params:
-    """Refit the last Linear layer of T' by ridge least squares on all matched pairs.
+                xp: Namespace, ridge: float = MIXER_RIDGE, *, subset: np.ndarray | None = None) -> Params:
+    """Refit the last Linear layer of T' by ridge least squares on the matched pairs (``subset``: host
+    indices of the ones to use; default all).
 
     Given the layers below, the output is linear in the mixer's weights, so its best value is a
     regression of the targets on T''s penultimate features (BatchNorm with each of Alice's
@@ -431,8 +317,9 @@ def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarra
     gram = xp.zeros((n_in + 1, n_in + 1), dtype=xp.float64)
     cross = xp.zeros((n_in + 1, d), dtype=xp.float64)
     count = 0
-    for g in np.unique(groups):
-        idx = xp.asarray(np.flatnonzero(groups == g))
+    use = np.arange(len(groups)) if subset is None else np.asarray(subset)
+    for g in np.unique(groups[use]):
+        idx = xp.asarray(use[groups[use] == g])
         rows = patchify(xp.asarray(images[idx], dtype=xp.float32), family.patch)
         cache = forward(params, rows, family, xp).cache
         # The last linear layer's input: the mixer's features, or the raw patches for the linear family.

@@ -2,10 +2,10 @@
 
 T' of the public architecture is fitted to boosting's matched, aligned pairs with a robust loss.
 T' then matches the images itself; where it separates them better than p-sim does (median
-margins, :mod:`empirical.stages.final`), its own matching is cleaner than boosting's and a second,
-squared-loss fit on it brings T' closer to T. Otherwise T' is left as it is.
+margins, :mod:`empirical.stages.final`), its own matching is the cleaner one. A second,
+squared-loss fit on the cleaner matching brings T' closer to T.
 
-Both fits hold back the same share of the pairs (:func:`empirical.extraction.holdout_split`); the
+Both fits hold back the same pairs (:func:`empirical.holdout.holdout_split`, drawn once here); the
 stage reports the steps each fit ran and kept, and T''s nearest-neighbour shares on the held-back
 pairs: the attacker's own estimate of its Challenge 2 score, made without Alice's key.
 """
@@ -15,9 +15,11 @@ import sys
 
 import numpy as np
 
-from .. import extraction, mlp, tprime
+from .. import extraction, fit_budget, holdout, mlp, nearest, tprime
 from ..backend import to_numpy
-from ..extraction import EncoderFit, fit_encoder, fit_steps, held_out_scores, holdout_split, refine_encoder
+from ..extraction import EncoderFit, fit_encoder, refine_encoder
+from ..fit_budget import fit_steps
+from ..holdout import held_out_scores, holdout_split
 from ..mlp import Params
 from ..progress import progress_bar
 from . import final
@@ -41,24 +43,28 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray], StageResult]:
     tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
     steps, refine_steps = fit_steps(ec, fam)
     refine = fam.depth >= 0 and refine_steps > 0
+    split = holdout_split(groups, ec)
     with progress_bar(steps + (refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
-        fit = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar)
+        fit = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar, split=split)
         params = fit.params
         info = _fit_info("", fit, steps)
         m_fit = m_boost
         if refine:
+            # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
+            # as well as p-sim did (median margins), else boosting's.
             m_t, t_margin = final.encoder_matching(ctx, params, m_boost)
             p_margin = final.boosting_margin(ctx)
             info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
             if t_margin >= p_margin:
                 m_fit = m_t
-                ref = refine_encoder(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, fam, ec, xp, progress=bar)
-                params = ref.params
-                info.update(_fit_info("refine_", ref, refine_steps), refined_on="extracted encoder's matching")
+                info["refined_on"] = "extracted encoder's matching"
             else:
-                info["refined_on"] = "not refined (T' margins smaller)"
-                bar(refine_steps)
-    held = holdout_split(groups, ec).held
+                info["refined_on"] = "boosting's matching (T' margins smaller)"
+            ref = refine_encoder(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, fam, ec, xp, progress=bar,
+                                 split=split)
+            params = ref.params
+            info.update(_fit_info("refine_", ref, refine_steps))
+    held = split.held
     if len(held):  # pairs neither fit has seen, matched as the last fit's matching says
         info["held_out"] = held_out_scores(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, held, fam, xp)
     # The stage's matching is T''s own (first fit) when it was trusted for the refit.
@@ -81,6 +87,7 @@ def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray]:
 
 
 STAGE = register(Stage(
-    name="extract", fields=("extract",), sources=(sys.modules[__name__], extraction, tprime, mlp, final),
+    name="extract", fields=("extract",),
+    sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final),
     compute=compute, attach=attach, save=save, load=load,
 ))

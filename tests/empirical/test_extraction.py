@@ -315,7 +315,7 @@ def test_refine_encoder_lowers_the_squared_error():
 # --- adapting to the game: steps by family, the held-back pairs --------------------------------
 
 def test_step_scale_gives_cheaper_families_more_steps():
-    from empirical.extraction import MAX_STEP_SCALE, fit_steps, step_scale
+    from empirical.fit_budget import MAX_STEP_SCALE, fit_steps, step_scale
 
     nc7 = preset("neuracrypt-7")
     assert step_scale(nc7) == 1.0  # the reference: the configured steps
@@ -330,7 +330,7 @@ def test_step_scale_gives_cheaper_families_more_steps():
 
 
 def test_holdout_split_holds_back_a_share_of_each_batch():
-    from empirical.extraction import MIN_HELD_OUT, holdout_split
+    from empirical.holdout import MIN_HELD_OUT, holdout_split
 
     groups = np.repeat([0, 1, 2], [200, 200, 100])
     a = holdout_split(groups, ExtractConfig(holdout=0.1, seed=4))
@@ -351,26 +351,65 @@ def _small_pairs(n=96, depth=1):
 
 
 def test_training_stops_when_the_held_out_error_stops_falling():
-    """With a learning rate of 0 the held-out error never falls below its first value: the fit stops
-    after PATIENCE more checks and keeps the parameters of the first."""
-    from empirical.extraction import EVAL_EVERY, PATIENCE, _held, _train, _whitened_patches, holdout_split
+    """With a learning rate of 0 the held-out error never falls below its first value: the fit keeps the
+    parameters of the first check, and stops at the first check that is both PATIENCE checks later and
+    past STOP_FROM of its steps (not while the learning rate is still high)."""
+    from empirical.extraction import EVAL_EVERY, PATIENCE, STOP_FROM, _train, _whitened_patches
+    from empirical.holdout import held_out_plan, holdout_split
 
     fam, imgs, targets, groups = _small_pairs()
-    cfg = ExtractConfig(holdout=0.4)
-    split = holdout_split(groups, cfg)
+    split = holdout_split(groups, ExtractConfig(holdout=0.4))
     rows = _whitened_patches(imgs, fam, 1e-3, np).rows
     params = params_from_key(random_key(fam, 1), np)
-    held = _held(rows, targets, groups, split, np)
-    rng = np.random.default_rng(0)
-    calls = []
-    log = _train(params, rows[split.fit], targets[split.fit], groups[split.fit], fam, 1000, 0.0, 8,
-                 lambda y, t: (0.0, np.zeros_like(y)), rng, np, False, calls.append, held=held)
-    assert len(log.losses) == EVAL_EVERY * (PATIENCE + 1) < 1000
-    assert sum(calls) == 1000  # the progress bar still reaches its end
-    assert log.best_step == EVAL_EVERY and [s for s, _ in log.held_out][-1] == EVAL_EVERY * (PATIENCE + 1)
-    full = _train(params, rows[split.fit], targets[split.fit], groups[split.fit], fam, 60, 0.0, 8,
-                  lambda y, t: (0.0, np.zeros_like(y)), rng, np, False, None)
+    held = held_out_plan(targets, groups, split, np)
+    no_step = lambda y, t: (0.0, np.zeros_like(y))  # noqa: E731
+    for steps in (1000, 100):
+        calls = []
+        log = _train(params, rows, targets, groups, split.fit, fam, steps, 0.0, 8, no_step,
+                     np.random.default_rng(0), np, False, calls.append, held=held)
+        first_allowed = max(EVAL_EVERY * (PATIENCE + 1), int(np.ceil(STOP_FROM * steps / EVAL_EVERY)) * EVAL_EVERY)
+        assert len(log.losses) == min(first_allowed, steps)
+        assert sum(calls) == steps  # the progress bar still reaches its end
+        assert log.best_step == EVAL_EVERY and log.held_out[-1][0] == len(log.losses)
+    assert len(_train(params, rows, targets, groups, split.fit, fam, 1000, 0.0, 8, no_step,
+                      np.random.default_rng(0), np, False, None, held=held).losses) == 500  # STOP_FROM 0.5
+    full = _train(params, rows, targets, groups, split.fit, fam, 60, 0.0, 8, no_step,
+                  np.random.default_rng(0), np, False, None)
     assert len(full.losses) == 60 and full.held_out == []  # no hold-out: every step runs
+
+
+def test_fits_never_train_on_held_back_pairs():
+    """Poison every held-back target: a fit that never reads them is unchanged."""
+    from empirical.holdout import holdout_split
+
+    fam, imgs, targets, groups = _small_pairs()
+    cfg = ExtractConfig(steps=30, refine_steps=30, images_per_step=16, holdout=0.4, adapt_steps=False)
+    split = holdout_split(groups, cfg)
+    poisoned = targets.copy()
+    poisoned[split.held] = 1e3
+    held_none = split._replace(held=np.arange(0))  # no measurement either: only the fitted pairs are read
+    a = fit_encoder(imgs, targets, groups, fam, cfg, np, split=held_none)
+    b = fit_encoder(imgs, poisoned, groups, fam, cfg, np, split=held_none)
+    assert len(split.held) > 0
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_held_out_error_uses_each_batch_statistics_images():
+    """The true encoder has zero held-out error only when BatchNorm sees the whole batch, as Alice's did."""
+    from empirical.holdout import HeldOut, held_out_error, held_out_plan, holdout_split
+
+    fam, imgs, _, _ = _small_pairs(n=80, depth=2)
+    key = random_key(fam, 9)
+    targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=40)
+    groups = np.arange(80) // 40
+    rows = patchify(imgs, fam.patch)
+    split = holdout_split(groups, ExtractConfig(holdout=0.5))
+    plan = held_out_plan(targets, groups, split, np)
+    true = params_from_key(key, np)
+    assert held_out_error(true, rows, targets, plan, fam, np) < 1e-6
+    only_held = HeldOut(tuple((h, h) for h, _ in plan.batches), plan.scale)  # statistics of the held-back alone
+    assert held_out_error(true, rows, targets, only_held, fam, np) > 1e-3
 
 
 def test_fit_keeps_the_parameters_with_the_lowest_held_out_error():
@@ -383,7 +422,7 @@ def test_fit_keeps_the_parameters_with_the_lowest_held_out_error():
 
 
 def test_nearest_shares_in_both_directions():
-    from empirical.extraction import nearest_shares
+    from empirical.nearest import nearest_shares
 
     truth = np.array([[0.0], [1.0]])
     est = np.array([[0.4], [0.45]])
@@ -393,7 +432,7 @@ def test_nearest_shares_in_both_directions():
 
 
 def test_held_out_scores_of_the_true_encoder_are_perfect():
-    from empirical.extraction import held_out_scores
+    from empirical.holdout import held_out_scores
 
     fam, imgs, _, _ = _small_pairs(n=40, depth=2)
     key = random_key(fam, 9)
