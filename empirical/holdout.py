@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 HOLD_STREAM = 0xE9  # tag mixed into the seed: the held-back pairs are an independent draw
 MIN_HELD_OUT = 32  # fewer held-back images than this: no hold-out (every pair is fitted)
-EVAL_BATCHES = 4  # the held-out error is measured on the held-back pairs of at most this many batches
-STATS_IMAGES = 256  # images of a batch (held-back ones first) whose T' statistics the measurement uses
+EVAL_BATCHES = 2  # the held-out error is measured on the held-back pairs of at most this many batches
+STATS_IMAGES = 128  # images of a batch (held-back ones first) whose T' statistics the measurement uses
 
 
 class Split(NamedTuple):

@@ -58,6 +58,9 @@ def remake_hint(path: Path, obj=None) -> str:
         if script.exists():
             return f"re-run `python benchmarks/{script.name}` with the settings it records (benchmarks/README.md)"
         return "re-run the benchmark that wrote it (benchmarks/README.md)"
+    if isinstance(obj, dict) and "stage_records" in obj and "final_share_matched" in obj:  # the attack's --json
+        return ("re-run `python -m empirical.attack --json PATH` with the settings in its `config` "
+                "(benchmarks/README.md gives the commands)")
     if name.startswith("theory"):
         return "`python -m simulations theory`"
     if name == "run_all":

@@ -312,36 +312,7 @@ def test_refine_encoder_lowers_the_squared_error():
     assert none == []  # no steps: only the last layer's least-squares refit
 
 
-# --- adapting to the game: steps by family, the held-back pairs --------------------------------
-
-def test_step_scale_gives_cheaper_families_more_steps():
-    from empirical.fit_budget import MAX_STEP_SCALE, fit_steps, step_scale
-
-    nc7 = preset("neuracrypt-7")
-    assert step_scale(nc7) == 1.0  # the reference: the configured steps
-    nc2 = step_scale(preset("neuracrypt-2"))
-    assert 1.0 < nc2 <= MAX_STEP_SCALE
-    assert step_scale(preset("neuracrypt-7", hidden=512)) == 1.0  # costlier: never fewer steps
-    assert step_scale(preset("linear")) == 1.0  # solved by least squares
-    cfg = ExtractConfig(steps=100, refine_steps=200)
-    assert fit_steps(cfg, preset("neuracrypt-2")) == (round(100 * nc2), round(200 * nc2))
-    from dataclasses import replace
-    assert fit_steps(replace(cfg, adapt_steps=False), preset("neuracrypt-2")) == (100, 200)
-
-
-def test_holdout_split_holds_back_a_share_of_each_batch():
-    from empirical.holdout import MIN_HELD_OUT, holdout_split
-
-    groups = np.repeat([0, 1, 2], [200, 200, 100])
-    a = holdout_split(groups, ExtractConfig(holdout=0.1, seed=4))
-    assert len(np.intersect1d(a.fit, a.held)) == 0 and len(a.fit) + len(a.held) == len(groups)
-    assert [int((groups[a.held] == g).sum()) for g in (0, 1, 2)] == [20, 20, 10]
-    assert np.array_equal(a.held, holdout_split(groups, ExtractConfig(holdout=0.1, seed=4)).held)
-    assert not np.array_equal(a.held, holdout_split(groups, ExtractConfig(holdout=0.1, seed=5)).held)
-    small = holdout_split(np.zeros(10 * MIN_HELD_OUT - 1, int), ExtractConfig(holdout=0.1))
-    assert len(small.held) == 0 and len(small.fit) == 10 * MIN_HELD_OUT - 1  # too few to hold back
-    assert len(holdout_split(groups, ExtractConfig(holdout=0.0)).held) == 0
-
+# --- the held-back pairs in the training loop ----------------------------------------------------
 
 def _small_pairs(n=96, depth=1):
     fam = preset("neuracrypt-7", image_size=32, patch=8, hidden=16, bn_batch=n // 2, depth=depth)
@@ -395,23 +366,6 @@ def test_fits_never_train_on_held_back_pairs():
         np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
-def test_held_out_error_uses_each_batch_statistics_images():
-    """The true encoder has zero held-out error only when BatchNorm sees the whole batch, as Alice's did."""
-    from empirical.holdout import HeldOut, held_out_error, held_out_plan, holdout_split
-
-    fam, imgs, _, _ = _small_pairs(n=80, depth=2)
-    key = random_key(fam, 9)
-    targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=40)
-    groups = np.arange(80) // 40
-    rows = patchify(imgs, fam.patch)
-    split = holdout_split(groups, ExtractConfig(holdout=0.5))
-    plan = held_out_plan(targets, groups, split, np)
-    true = params_from_key(key, np)
-    assert held_out_error(true, rows, targets, plan, fam, np) < 1e-6
-    only_held = HeldOut(tuple((h, h) for h, _ in plan.batches), plan.scale)  # statistics of the held-back alone
-    assert held_out_error(true, rows, targets, only_held, fam, np) > 1e-3
-
-
 def test_fit_keeps_the_parameters_with_the_lowest_held_out_error():
     fam, imgs, targets, groups = _small_pairs()
     cfg = ExtractConfig(steps=100, images_per_step=16, holdout=0.4, adapt_steps=False)
@@ -419,28 +373,3 @@ def test_fit_keeps_the_parameters_with_the_lowest_held_out_error():
     errs = [e for _, e in fit.held_out]
     assert len(errs) >= 2 and fit.best_step == fit.held_out[int(np.argmin(errs))][0]
     assert errs[-1] < errs[0]  # the fit generalises to pairs it never saw
-
-
-def test_nearest_shares_in_both_directions():
-    from empirical.nearest import nearest_shares
-
-    truth = np.array([[0.0], [1.0]])
-    est = np.array([[0.4], [0.45]])
-    # est[1] is nearer truth[0] than truth[1]; yet truth[1] is nearer est[1] than est[0]
-    assert nearest_shares(truth, est) == {"est_to_nearest_truth": 0.5, "truth_to_nearest_est": 1.0}
-    assert nearest_shares(truth, truth) == {"est_to_nearest_truth": 1.0, "truth_to_nearest_est": 1.0}
-
-
-def test_held_out_scores_of_the_true_encoder_are_perfect():
-    from empirical.holdout import held_out_scores
-
-    fam, imgs, _, _ = _small_pairs(n=40, depth=2)
-    key = random_key(fam, 9)
-    targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=20)
-    held = np.array([1, 5, 8, 13, 21, 22, 30, 34])
-    out = held_out_scores(params_from_key(key, np), imgs, targets, np.arange(40) // 20, held, fam, np)
-    assert out == {"est_to_nearest_truth": 1.0, "truth_to_nearest_est": 1.0, "n": 8}
-    wrong = targets.copy()
-    wrong[held] = targets[held[::-1]]  # every held-back image paired with another held-back image's encoding
-    out = held_out_scores(params_from_key(key, np), imgs, wrong, np.arange(40) // 20, held, fam, np)
-    assert out["est_to_nearest_truth"] == 0.0

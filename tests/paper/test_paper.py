@@ -198,6 +198,15 @@ def test_result_made_by_other_code_fails_the_check(copy, capsys):
     assert "not made by the code now in the tree" in printed
 
 
+def test_each_kind_of_result_is_told_its_own_command(tmp_path):
+    from paper.provenance import remake_hint
+
+    attack_run = {"config": {}, "stage_records": [], "final_share_matched": 1.0}
+    assert "python -m empirical.attack" in remake_hint(tmp_path / "cpu_default_seed0.json", attack_run)
+    assert "benchmarks/games.py" in remake_hint(tmp_path / "cpu_games.json", {"benchmark": "games"})
+    assert remake_hint(tmp_path / "table1.json", {}) == "`python -m simulations table1`"
+
+
 def test_nested_and_missing_fingerprints_are_reported(copy):
     data, _out = copy
     d = json.loads((data / "speedup.json").read_text())
