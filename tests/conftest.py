@@ -89,6 +89,24 @@ def helpers():
                                  assert_close_f32=assert_close_f32)
 
 
+def _small_pairs(n: int = 96, depth: int = 1):
+    """``(family, images, targets, groups)``: ``n`` bundled 32-px images encoded without shuffle by a
+    small NeuraCrypt-7-style key in two BatchNorm batches, for tests of fitting T' to matched pairs."""
+    from empirical.data import bundled_images
+    from empirical.encoder import encode, preset, random_key
+
+    fam = preset("neuracrypt-7", image_size=32, patch=8, hidden=16, bn_batch=n // 2, depth=depth)
+    imgs = bundled_images(n, 32, seed=8, patch=8)
+    targets, _ = encode(imgs, random_key(fam, 9), np, shuffle=False)
+    return fam, imgs, targets, np.arange(n) // (n // 2)
+
+
+@pytest.fixture
+def small_pairs():
+    """:func:`_small_pairs`, for the extraction and hold-out tests."""
+    return _small_pairs
+
+
 def _central_fd(f, arrays: dict, eps: float = 1e-6) -> dict:
     """Central finite differences of the scalar ``f()`` for every entry of every array in ``arrays``
     (changed in place and restored)."""

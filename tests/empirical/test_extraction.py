@@ -314,21 +314,14 @@ def test_refine_encoder_lowers_the_squared_error():
 
 # --- the held-back pairs in the training loop ----------------------------------------------------
 
-def _small_pairs(n=96, depth=1):
-    fam = preset("neuracrypt-7", image_size=32, patch=8, hidden=16, bn_batch=n // 2, depth=depth)
-    imgs = bundled_images(n, 32, seed=8, patch=8)
-    targets, _ = encode(imgs, random_key(fam, 9), np, shuffle=False)
-    return fam, imgs, targets, np.arange(n) // (n // 2)
-
-
-def test_training_stops_when_the_held_out_error_stops_falling():
+def test_training_stops_when_the_held_out_error_stops_falling(small_pairs):
     """With a learning rate of 0 the held-out error never falls below its first value: the fit keeps the
     parameters of the first check, and stops at the first check that is both PATIENCE checks later and
     past STOP_FROM of its steps (not while the learning rate is still high)."""
     from empirical.extraction import EVAL_EVERY, PATIENCE, STOP_FROM, _train, _whitened_patches
     from empirical.holdout import held_out_plan, holdout_split
 
-    fam, imgs, targets, groups = _small_pairs()
+    fam, imgs, targets, groups = small_pairs()
     split = holdout_split(groups, ExtractConfig(holdout=0.4))
     rows = _whitened_patches(imgs, fam, 1e-3, np).rows
     params = params_from_key(random_key(fam, 1), np)
@@ -349,11 +342,11 @@ def test_training_stops_when_the_held_out_error_stops_falling():
     assert len(full.losses) == 60 and full.held_out == []  # no hold-out: every step runs
 
 
-def test_fits_never_train_on_held_back_pairs():
+def test_fits_never_train_on_held_back_pairs(small_pairs):
     """Poison every held-back target: a fit that never reads them is unchanged."""
     from empirical.holdout import holdout_split
 
-    fam, imgs, targets, groups = _small_pairs()
+    fam, imgs, targets, groups = small_pairs()
     cfg = ExtractConfig(steps=30, refine_steps=30, images_per_step=16, holdout=0.4, adapt_steps=False)
     split = holdout_split(groups, cfg)
     poisoned = targets.copy()
@@ -366,8 +359,8 @@ def test_fits_never_train_on_held_back_pairs():
         np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
-def test_fit_keeps_the_parameters_with_the_lowest_held_out_error():
-    fam, imgs, targets, groups = _small_pairs()
+def test_fit_keeps_the_parameters_with_the_lowest_held_out_error(small_pairs):
+    fam, imgs, targets, groups = small_pairs()
     cfg = ExtractConfig(steps=100, images_per_step=16, holdout=0.4, adapt_steps=False)
     fit = fit_encoder(imgs, targets, groups, fam, cfg, np)
     errs = [e for _, e in fit.held_out]

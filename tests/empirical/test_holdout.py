@@ -1,8 +1,7 @@
 """holdout: the matched pairs held back from extraction, their error and the attacker's own estimate."""
 import numpy as np
 
-from empirical.data import bundled_images
-from empirical.encoder import encode, patchify, preset, random_key
+from empirical.encoder import encode, patchify, random_key
 from empirical.extraction import ExtractConfig
 from empirical.holdout import (
     EVAL_BATCHES,
@@ -17,13 +16,6 @@ from empirical.holdout import (
 from empirical.tprime import params_from_key
 
 
-def _small_pairs(n=96, depth=1):
-    fam = preset("neuracrypt-7", image_size=32, patch=8, hidden=16, bn_batch=n // 2, depth=depth)
-    imgs = bundled_images(n, 32, seed=8, patch=8)
-    targets, _ = encode(imgs, random_key(fam, 9), np, shuffle=False)
-    return fam, imgs, targets, np.arange(n) // (n // 2)
-
-
 def test_holdout_split_holds_back_a_share_of_each_batch():
     groups = np.repeat([0, 1, 2], [200, 200, 100])
     a = holdout_split(groups, ExtractConfig(holdout=0.1, seed=4))
@@ -36,10 +28,10 @@ def test_holdout_split_holds_back_a_share_of_each_batch():
     assert len(holdout_split(groups, ExtractConfig(holdout=0.0)).held) == 0
 
 
-def test_held_out_error_uses_each_batch_statistics_images():
+def test_held_out_error_uses_each_batch_statistics_images(small_pairs):
     """The true encoder has zero held-out error only when BatchNorm sees the whole batch, as Alice's did."""
 
-    fam, imgs, _, _ = _small_pairs(n=80, depth=2)
+    fam, imgs, _, _ = small_pairs(n=80, depth=2)
     key = random_key(fam, 9)
     targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=40)
     groups = np.arange(80) // 40
@@ -52,8 +44,8 @@ def test_held_out_error_uses_each_batch_statistics_images():
     assert held_out_error(true, rows, targets, only_held, fam, np) > 1e-3
 
 
-def test_held_out_scores_of_the_true_encoder_are_perfect():
-    fam, imgs, _, _ = _small_pairs(n=40, depth=2)
+def test_held_out_scores_of_the_true_encoder_are_perfect(small_pairs):
+    fam, imgs, _, _ = small_pairs(n=40, depth=2)
     key = random_key(fam, 9)
     targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=20)
     held = np.array([1, 5, 8, 13, 21, 22, 30, 34])
