@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     graphs["cross"] = signal(g_pos, cross_graph(re, template)[0])
 
     true_obj = po.objective(c_pos, c_slot, true_pi)
-    syms = po.grid_symmetries(side)
+    syms = po.grid_symmetries(side * side)
 
     def outcome(pi):
         return {"objective": po.objective(c_pos, c_slot, pi),

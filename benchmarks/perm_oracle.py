@@ -44,30 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import load_average, load_record, machine, now_utc, sources, write_json
 from tprime_fresh import kind_images
 
-CHAINS = 32  # independent annealing runs; the one with the highest objective is kept
-STEPS = 1_000_000  # proposed exchanges per run
-DRAW_BLOCK = 4096  # annealing steps whose random numbers are drawn together
-T_START, T_END = 0.5, 0.01  # the annealing temperature's range, in units of one entry's typical contribution
-
-
-def correlation_graph(emb: np.ndarray) -> np.ndarray:
-    """(n, P, E) embeddings -> (P, P): mean over dimensions of the across-image correlation of two places."""
-    a = emb.astype(np.float64)
-    a = a - a.mean(axis=1, keepdims=True)  # each image's own level removed: what is left is local
-    a = (a - a.mean(axis=0)) / (a.std(axis=0) + 1e-12)  # (n, P, E) each (place, dimension) standardised
-    c = np.einsum("kse,kte->st", a, a) / (a.shape[0] * a.shape[2])  # (P, P)
-    np.fill_diagonal(c, 0.0)
-    return c
-
-
-def grid_symmetries(side: int) -> list[np.ndarray]:
-    """The 8 symmetries of a side x side grid, each as an index map over row-major positions."""
-    g = np.arange(side * side).reshape(side, side)
-    out = []
-    for k in range(4):
-        r = np.rot90(g, k)
-        out += [r.ravel(), r.T.ravel()]
-    return out
+from empirical.graph_perm import (  # noqa: F401  (graph_variants.py reads these through this module)
+    anneal,
+    correlation_graph,
+    graph_start,
+    grid_symmetries,
+    objective,
+    two_swap,
+)
 
 
 def grid_neighbours(side: int) -> list[set]:
@@ -78,73 +62,6 @@ def grid_neighbours(side: int) -> list[set]:
         out.append({(r + dr) * side + (c + dc) for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))
                     if 0 <= r + dr < side and 0 <= c + dc < side})
     return out
-
-
-def objective(a: np.ndarray, b: np.ndarray, pi: np.ndarray) -> float:
-    """sum over j, j' of a[j, j'] b[pi j, pi j']."""
-    return float((a * b[np.ix_(pi, pi)]).sum())
-
-
-def two_swap(a: np.ndarray, b: np.ndarray, pi: np.ndarray, max_swaps: int = 5000) -> np.ndarray:
-    """Local search: exchange the slots of two positions while that raises the objective (best first).
-
-    For symmetric ``a`` and ``b`` with zero diagonals, exchanging positions u and v changes the
-    objective by 2 (G[u, v] + G[v, u] - G[u, u] - G[v, v] + 2 a[u, v] m[u, v]), where m = b read
-    through pi and G = a m.
-    """
-    pi = pi.copy()
-    for _ in range(max_swaps):
-        m = b[np.ix_(pi, pi)]
-        g = a @ m
-        d = g.diagonal()
-        delta = 2 * (g + g.T - d[:, None] - d[None, :] + 2 * a * m)
-        np.fill_diagonal(delta, 0.0)
-        u, v = np.unravel_index(np.argmax(delta), delta.shape)
-        if delta[u, v] <= 1e-12:
-            break
-        pi[u], pi[v] = pi[v], pi[u]
-    return pi
-
-
-def anneal(a: np.ndarray, b: np.ndarray, chains: int, steps: int, rng: np.random.Generator) -> np.ndarray:
-    """Simulated annealing of the quadratic assignment, ``chains`` independent runs at once.
-
-    Each step proposes to exchange the slots of two random positions in every chain; the change of
-    the objective is 2 (a[u] - a[v]) . (m[v] - m[u]) without the terms j = u, v (m = b read through
-    the chain's permutation); a rise is always taken, a fall with probability exp(change / T). T
-    falls geometrically from T_START to T_END times the typical size of one entry's contribution.
-    Returns (chains, P) permutations, position j -> slot.
-    """
-    P = len(a)
-    scale = np.abs(a).mean() * np.abs(b).mean() * P
-    temps = scale * T_START * (T_END / T_START) ** (np.arange(steps) / steps)
-    pis = np.stack([rng.permutation(P) for _ in range(chains)])  # (R, P)
-    c = np.arange(chains)
-    for s0 in range(0, steps, DRAW_BLOCK):  # the random numbers of DRAW_BLOCK steps drawn at once
-        n = min(DRAW_BLOCK, steps - s0)
-        us, vs = rng.integers(0, P, (n, chains)), rng.integers(0, P, (n, chains))
-        logr = np.log(rng.random((n, chains))) * temps[s0:s0 + n, None]  # accept when delta > T log(r)
-        for u, v, lr in zip(us, vs, logr, strict=True):
-            su, sv = pis[c, u], pis[c, v]  # (R,) the slots the two positions hold
-            du = a[u] - a[v]  # (R, P)
-            dm = b[sv[:, None], pis] - b[su[:, None], pis]  # (R, P) rows v and u of b read through each chain
-            delta = 2 * ((du * dm).sum(1) - du[c, u] * dm[c, u] - du[c, v] * dm[c, v])
-            take = np.flatnonzero((u != v) & (delta > lr))
-            pis[take, u[take]], pis[take, v[take]] = sv[take], su[take]
-    return pis
-
-
-def recover_perm(c_pos: np.ndarray, c_slot: np.ndarray, seed: int) -> tuple[np.ndarray, float, list[float]]:
-    """Position j -> slot, maximising sum C_pos[j, j'] C_slot[pi j, pi j'].
-
-    :func:`anneal` with :data:`CHAINS` chains, each finished by :func:`two_swap`; the highest
-    objective wins. Returns ``(pi, its objective, every chain's objective)``.
-    """
-    rng = np.random.default_rng([seed, 0x9E77])
-    found = [two_swap(c_pos, c_slot, p) for p in anneal(c_pos, c_slot, CHAINS, STEPS, rng)]
-    objs = [objective(c_pos, c_slot, p) for p in found]
-    best = int(np.argmax(objs))
-    return found[best], objs[best], objs
 
 
 def main(argv=None) -> int:
@@ -160,7 +77,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from empirical.alice import bundled_game, bundled_ids, game_in_memory
-    from empirical.assignment import match_encodings, match_margins
+    from empirical.assignment import match_encodings
     from empirical.backend import to_numpy
     from empirical.boosting import boost, known_perm_scores
     from empirical.encoder import preset
@@ -182,19 +99,17 @@ def main(argv=None) -> int:
     pe, re = to_numpy(res.patch_emb), to_numpy(res.row_emb)  # (N, P, E) each
     P, side = fam.n_patches, fam.image_size // fam.patch
 
-    # --- the attacker's side: statistics, recovery, the symmetry chosen by its own margins ----------
+    # --- the attacker's side: the attack's own graph start (empirical.graph_perm), then boosting ----
     t1 = time.perf_counter()
-    c_pos, c_slot = correlation_graph(pe), correlation_graph(re)
-    pi_hat, obj_found, chain_objs = recover_perm(c_pos, c_slot, args.seed)
-    candidates = []
-    for g in grid_symmetries(side):
-        pi_g = pi_hat[g]  # position j takes the slot recovered for position g[j]
-        score = known_perm_scores(pe, re, pi_g, xp)  # (N_o, N)
-        m = match_encodings(score)
-        candidates.append((pi_g, m, float(np.median(match_margins(score, m, xp)))))
-    chosen = int(np.argmax([c[2] for c in candidates]))
-    m_boost, _, _ = boost(pe, re, candidates[chosen][1], xp, cfg.boost_rounds, cfg.seed)
+    gs = graph_start(pe, re, args.seed, xp)
+    candidates = [(pi_g, match_encodings(known_perm_scores(pe, re, pi_g, xp)), margin)  # each symmetry's
+                  for pi_g, margin in zip(gs.symmetry_pis, gs.info["symmetry_margins"], strict=True)]
+    chosen = gs.info["symmetry_chosen"]
+    m_boost, _, _ = boost(pe, re, gs.matching, xp, cfg.boost_rounds, cfg.seed)
     t_recover = time.perf_counter() - t1
+
+    c_pos, c_slot = correlation_graph(pe), correlation_graph(re)
+    chain_objs, obj_found = gs.info["chain_objectives"], gs.info["objective"]
 
     # --- Alice's secrets from here on ---------------------------------------------------------------
     truth = true_matching(game, secrets)

@@ -29,6 +29,7 @@ from .pipeline import AttackConfig, run_attack
 from .psim import PsimConfig
 from .report import score_stages, table_rows
 from .secret_files import check_secrets, load_secrets, perms_path, read_answer_key
+from .stages.boost import GRAPH_SEARCH
 
 DEFAULT_SUBMISSION = "parallel_data_predictions.json"
 MAX_SEED = 2**63 - 1 - 10_000  # the fresh images are drawn with seed + 10,000
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help="array backend (default auto)")
     ap.add_argument("--candidates", type=int, default=AttackConfig.candidates,
                     help="encodings per original that get an exact i-sim (default %(default)s)")
+    ap.add_argument("--graph-search", default=AttackConfig.graph_search, choices=GRAPH_SEARCH,
+                    help="boosting's second start from the correlation graph of the positions (no matching "
+                         "needed): auto (when boosting from the first matching ends with median margin <= 0), "
+                         "always or never (default %(default)s)")
     ap.add_argument("--psim-steps", type=int, default=PsimConfig.steps, help="p-sim training steps")
     ap.add_argument("--extract-steps", type=int, default=ExtractConfig.steps,
                     help="model extraction: robust-loss steps on boosting's matching (default %(default)s)")
@@ -199,7 +204,7 @@ def _game(args: argparse.Namespace) -> tuple[Game, Secrets | None, float]:
 
 
 def _config(args: argparse.Namespace) -> AttackConfig:
-    return AttackConfig(seed=args.seed, candidates=args.candidates,
+    return AttackConfig(seed=args.seed, candidates=args.candidates, graph_search=args.graph_search,
                         psim=replace(PsimConfig(), steps=args.psim_steps),
                         extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps,
                                         refine_steps=args.refine_steps))

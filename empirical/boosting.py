@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .assignment import best_assignment, match_encodings
+from .assignment import best_assignment, match_encodings, match_margins
 from .backend import Array, Namespace
 
 BOOST_STREAM = 0xB005  # tag mixed into the seed: the position splits draw independently of other stages
@@ -45,6 +45,15 @@ def known_perm_scores(patch_emb: Array, row_emb: Array, pi: np.ndarray, xp: Name
     for s in range(0, a.shape[0], chunk):
         out[s:s + chunk] = a[s:s + chunk] @ b.T
     return out
+
+
+def median_margin(patch_emb: Array, row_emb: Array, pi: np.ndarray, matching: np.ndarray, xp: Namespace) -> float:
+    """Median margin (:func:`empirical.assignment.match_margins`) of ``matching`` under the scores of ``pi``.
+
+    The attacker's own measure of a matching's confidence: above zero, most encodings are matched to
+    the original that scores them highest.
+    """
+    return float(np.median(match_margins(known_perm_scores(patch_emb, row_emb, pi, xp), matching, xp)))
 
 
 def _crossfit_round(patch_emb: Array, row_emb: Array, pi: np.ndarray, rng: np.random.Generator,

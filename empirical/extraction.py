@@ -35,7 +35,7 @@ import numpy as np
 from .backend import Array, Namespace, to_numpy
 from .encoder import EncoderConfig, patchify, random_key
 from .fit_budget import fit_steps
-from .holdout import HeldOut, Split, held_out_error, held_out_plan, holdout_split
+from .holdout import HeldOut, Split, held_out_error, held_out_matching, held_out_plan, holdout_split
 from .mlp import Adam, Params
 from .progress import Progress
 from .tprime import (
@@ -62,6 +62,7 @@ WARMUP_STEPS = 20  # the learning rate rises linearly over this many steps, then
 EVAL_EVERY = 25  # steps between measurements of the held-out error
 PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
+PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_share) looks
 WHITEN_ROWS = 16384  # about this many patch rows (every k-th) estimate the whitening covariance
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
@@ -78,6 +79,8 @@ class ExtractConfig:
     refine_lr: float = 4e-3  # refine_encoder's peak Adam learning rate (per step)
     refine_images_per_step: int = 64  # images per step of refine_encoder, from one BatchNorm batch
     holdout: float = 0.1  # share of the matched images held back from both fits (stopping, self-estimate)
+    probe_share: float = 0.2  # fit_encoder gives up when, after PROBE_AT of its steps, T' matches fewer of
+    # the held-back pairs than this to their own encoding (all rows compared; 0: never give up)
     adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family)
     seed: int = 0  # seeds T''s initialisation, the held-back images and the batches drawn in both fits
 
@@ -105,6 +108,8 @@ class EncoderFit(NamedTuple):
     losses: list[float]  # the loss at each step
     held_out: tuple[tuple[int, float], ...] = ()  # (steps done, held-out relative squared error) at each check
     best_step: int = 0  # the steps done when the kept parameters were reached (0: no hold-out)
+    probe: dict | None = None  # held-back nearest-neighbour shares at the probe (None: no probe ran)
+    gave_up: bool = False  # the probe found T' worthless and the fit stopped there
 
 
 LossFn = Callable[[Array, Array], LossAndGradient]
@@ -198,11 +203,16 @@ class TrainLog(NamedTuple):
     losses: list[float]  # the training loss at each step run
     held_out: list[tuple[int, float]]  # (steps done, held-out error) at each check
     best_step: int  # steps done when the returned parameters were reached (the last step without a hold-out)
+    gave_up: bool = False  # the probe said stop
+
+
+Probe = tuple[int, Callable[[Params], bool]]  # (after this many steps, go on?) given the working parameters
 
 
 def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: np.ndarray, family: EncoderConfig,
            steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
-           revive: bool, progress: Progress | None, held: HeldOut | None = None) -> TrainLog:
+           revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None
+           ) -> TrainLog:
     """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
     ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
@@ -211,13 +221,14 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     :func:`empirical.holdout.held_out_plan`), the held-out error is measured every
     :data:`EVAL_EVERY` steps and at the end; ``params`` end as the measured parameters with the
     lowest, and from :data:`STOP_FROM` of the steps on, training stops after :data:`PATIENCE`
-    measurements without a new lowest (the progress bar is advanced to its end).
+    measurements without a new lowest (the progress bar is advanced to its end). With ``probe``
+    ``(k, go_on)``, training stops after ``k`` steps when ``go_on(params)`` is false.
     """
     members = [fit[groups[fit] == g] for g in np.unique(groups[fit])]
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
     losses: list[float] = []
     curve: list[tuple[int, float]] = []
-    best_err, best, best_step, since = np.inf, None, steps, 0
+    best_err, best, best_step, since, gave_up = np.inf, None, steps, 0, False
     for step in range(steps):
         idx = members[rng.integers(len(members))]
         if len(idx) > images_per_step:
@@ -243,9 +254,14 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
                 if progress is not None:
                     progress(steps - step - 1)
                 break
+        if probe is not None and step + 1 == probe[0] and not probe[1](params):
+            gave_up = True
+            if progress is not None:
+                progress(steps - step - 1)
+            break
     if best is not None:
         params.update(best)
-    return TrainLog(losses, curve, best_step)
+    return TrainLog(losses, curve, best_step, gave_up)
 
 
 def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig,
@@ -254,7 +270,12 @@ def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: Encod
 
     ``groups`` (n,) host is each pair's BatchNorm batch. The pairs ``split`` holds back (by default
     :func:`empirical.holdout.holdout_split`'s) are not fitted: they decide which parameters are kept
-    and when to stop. Returns an :class:`EncoderFit`.
+    and when to stop. After :data:`PROBE_AT` of the steps a probe (a copy of T' with its mixer
+    refitted) matches the held-back images to the held-back encodings
+    (:func:`empirical.holdout.held_out_matching`); when fewer than ``cfg.probe_share`` are matched
+    right, the fit gives up there (``gave_up``): the pairs carry no encoder it can learn, or too
+    many are wrong, and more steps would be minutes spent for nothing.
+    Returns an :class:`EncoderFit`.
     """
     rng = np.random.default_rng([cfg.seed, FIT_STREAM])
     params = params_from_key(random_key(family, rng.integers(2**63)), xp)
@@ -269,11 +290,22 @@ def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: Encod
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = xp.asarray(targets, dtype=xp.float32)
     delta = cfg.huber * float(targets[xp.asarray(pick)].std())  # the targets' scale, from fitted pairs only
+    probed: list[dict] = []
+
+    def go_on(work: Params) -> bool:
+        trial = refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
+        share = held_out_matching(trial, images, targets, groups, split.held, family, xp)
+        probed.append({"step": at, "matched": share, "n": len(split.held)})
+        return share >= cfg.probe_share
+
+    at = max(1, round(PROBE_AT * steps))
+    probe = (at, go_on) if cfg.probe_share > 0 and len(split.held) and family.depth >= 0 and at < steps else None
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
-                 held=held_out_plan(targets, groups, split, xp))
+                 held=held_out_plan(targets, groups, split, xp), probe=probe)
     params = refit_mixer(_from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
-    return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
+    return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0,
+                      probed[0] if probed else None, log.gave_up)
 
 
 def refine_encoder(params: Params, images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig,

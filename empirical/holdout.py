@@ -97,14 +97,12 @@ def held_out_error(params: Params, rows: Array, targets: Array, plan: HeldOut, f
     return err / max(plan.scale, 1e-30)
 
 
-def held_out_scores(params: Params, images: Array, targets: Array, groups: np.ndarray, held: np.ndarray,
-                    family: EncoderConfig, xp: Namespace) -> dict:
-    """The attacker's own Challenge 2 estimate on pairs no fit has seen: both nearest-neighbour shares.
+def _held_out_outputs(params: Params, images: Array, targets: Array, groups: np.ndarray, held: np.ndarray,
+                      family: EncoderConfig, xp: Namespace, summary) -> tuple[np.ndarray, np.ndarray]:
+    """``(truth, est)`` host, in ``held``'s order: ``summary`` of each held-back pair's target and T' output.
 
-    ``images`` (n, C, H, W) the matched originals, ``targets`` (n, P, D) the encodings matched to
-    them, ``groups`` (n,) host their BatchNorm batches, ``held`` the host indices of the held-back
-    pairs. Each held-back image is encoded by T' with the BatchNorm statistics of its whole batch
-    (as Alice's encoder saw it); outputs and targets are summarised by their patch means.
+    Each held-back image is encoded by T' with the BatchNorm statistics of its whole batch (as
+    Alice's encoder saw it); ``summary`` maps (n, P, D) to (n, d).
     """
     out = []
     for g in np.unique(groups[held]):
@@ -112,9 +110,30 @@ def held_out_scores(params: Params, images: Array, targets: Array, groups: np.nd
         stats = batch_stats(params, rows, family, xp)
         mine = held[groups[held] == g]
         y = forward(params, patchify(xp.asarray(images[xp.asarray(mine)], dtype=xp.float32), family.patch), family, xp,
-                    bn_stats=stats).y
-        out.append((mine, to_numpy(y.mean(axis=1)), to_numpy(targets[xp.asarray(mine)].mean(axis=1))))
+                    bn_stats=stats).y  # (n_g, P, D)
+        out.append((mine, to_numpy(summary(y)), to_numpy(summary(targets[xp.asarray(mine)]))))
     order = np.concatenate([m for m, _, _ in out])
     est, truth = np.concatenate([e for _, e, _ in out]), np.concatenate([t for _, _, t in out])
     keep = np.argsort(order)
-    return {**nearest_shares(truth[keep], est[keep]), "n": len(order)}
+    return truth[keep], est[keep]
+
+
+def held_out_scores(params: Params, images: Array, targets: Array, groups: np.ndarray, held: np.ndarray,
+                    family: EncoderConfig, xp: Namespace) -> dict:
+    """The attacker's own Challenge 2 estimate on pairs no fit has seen: both nearest-neighbour shares.
+
+    ``images`` (n, C, H, W) the matched originals, ``targets`` (n, P, D) the encodings matched to
+    them, ``groups`` (n,) host their BatchNorm batches, ``held`` the host indices of the held-back
+    pairs. Outputs and targets are summarised by their patch means, as Challenge 2 does.
+    """
+    truth, est = _held_out_outputs(params, images, targets, groups, held, family, xp, lambda a: a.mean(axis=1))
+    return {**nearest_shares(truth, est), "n": len(truth)}
+
+
+def held_out_matching(params: Params, images: Array, targets: Array, groups: np.ndarray, held: np.ndarray,
+                      family: EncoderConfig, xp: Namespace) -> float:
+    """Share of the held-back pairs whose T' output, all rows compared, is nearest to its own encoding
+    among the held-back encodings: how well T' would match images (arguments as :func:`held_out_scores`)."""
+    truth, est = _held_out_outputs(params, images, targets, groups, held, family, xp,
+                                   lambda a: a.reshape(a.shape[0], -1))
+    return nearest_shares(truth, est)["est_to_nearest_truth"]

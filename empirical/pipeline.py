@@ -47,6 +47,7 @@ class AttackConfig:
     psim: PsimConfig = field(default_factory=PsimConfig)  # p-sim's training (empirical.psim)
     candidates: int = 15  # encodings per original that get an exact i-sim
     boost_rounds: int = 12  # at most this many cross-fitted boosting rounds (stops when stable)
+    graph_search: str = "auto"  # second boosting start from the correlation graph: auto, always or never
     extract: ExtractConfig = field(default_factory=ExtractConfig)  # model extraction (empirical.extraction)
 
     def to_json(self) -> dict:

@@ -59,12 +59,13 @@ def score_stages(result: AttackResult, game: Game, secrets: Secrets | None) -> l
             rec["stage"] = f"boost {len(hist)}"
             rec["share_matched"] = share(st.matching)
             rec["rounds"] = int(st.info.get("rounds", len(hist)))
+            rec.update({k: st.info[k] for k in ("start", "start_reason", "median_margin", "graph") if k in st.info})
             if common is not None and result.pi is not None:
                 rec["global_perm_share"] = global_perm_share(result.pi, common)
         elif st.name == "extract":
             rec["share_matched"] = share(st.matching)
-            rec.update({k: v for k, v in st.info.items() if k.startswith(("loss_", "refine_", "steps_", "held_out"))
-                        or k == "refined_on"})
+            keep = ("loss_", "refine_", "steps_", "held_out", "probe")
+            rec.update({k: v for k, v in st.info.items() if k.startswith(keep) or k in ("refined_on", "stopped")})
             rec["matched_by_first_fit"] = st.matching is not None
         elif st.name == "final":
             rec["share_matched"] = share(st.matching)
@@ -89,11 +90,15 @@ def _note(rec: dict) -> str:
         return rec["method"] + ("" if inside is None else f"; true encoding among candidates {inside:.1%}")
     if name == "boost" and "rounds" in rec:
         note = f"{rec['rounds']} round(s)"
+        if "start" in rec:
+            note += f" from the {rec['start']} ({rec['start_reason']})"
         if "global_perm_share" in rec:
             note += f"; global permutation right {rec['global_perm_share']:.1%}"
         return note
     if name == "extract":
         note = f"robust loss {rec['loss_first']:.3f} -> {rec['loss_last']:.3f}"
+        if "stopped" in rec:
+            note += f"; {rec['stopped']}"
         if rec["matched_by_first_fit"]:
             note += "; matched by the first fit of T', then refitted on that matching"
         elif "refined_on" in rec:

@@ -62,6 +62,7 @@ class Context:
     targets: Array = None  # (N, P, D) xp: encoding rows in the original's position order
     params: Params | None = None  # T''s parameters (xp arrays)
     fit_matching: np.ndarray | None = None  # (N,) the matching T' was last fitted on
+    extract_gave_up: bool = False  # extraction's probe found T' worthless (final keeps boosting's matching)
     final: np.ndarray | None = None  # (N,) the final matching
     cache: dict = field(default_factory=dict)  # values derived once per run (see stages.final)
 

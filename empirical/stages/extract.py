@@ -8,6 +8,10 @@ squared-loss fit on the cleaner matching brings T' closer to T.
 Both fits hold back the same pairs (:func:`empirical.holdout.holdout_split`, drawn once here); the
 stage reports the steps each fit ran and kept, and T''s nearest-neighbour shares on the held-back
 pairs: the attacker's own estimate of its Challenge 2 score, made without Alice's key.
+
+The first fit probes itself early (:func:`empirical.extraction.fit_encoder`): when T' picks the
+right held-back encoding too rarely, it stops there, the refit is skipped, and the stage says so;
+the final stage then keeps boosting's matching, whose margins a worthless T' cannot beat.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ def _fit_info(prefix: str, fit: EncoderFit, planned: int) -> dict:
     return info
 
 
-def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray], StageResult]:
+def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]:
     ec, fam, xp = ctx.cfg.extract, ctx.game.config, ctx.xp
     tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
     steps, refine_steps = fit_steps(ec, fam)
@@ -48,6 +52,14 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray], StageResult]:
         fit = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar, split=split)
         params = fit.params
         info = _fit_info("", fit, steps)
+        if fit.probe is not None:
+            info["probe"] = fit.probe
+        if fit.gave_up:
+            info["stopped"] = (f"stopped after {len(fit.losses)} of {steps} steps and no refit: T' matched "
+                               f"{fit.probe['matched']:.1%} of the {fit.probe['n']} held-back pairs "
+                               f"(below {ec.probe_share:.0%}), so it cannot improve the matching")
+            bar(refine_steps if refine else 0)
+            refine = False
         m_fit = m_boost
         if refine:
             # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
@@ -69,21 +81,21 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray], StageResult]:
         info["held_out"] = held_out_scores(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, held, fam, xp)
     # The stage's matching is T''s own (first fit) when it was trusted for the refit.
     own = m_fit if m_fit is not m_boost else None
-    return (params, m_fit), StageResult("extract", matching=own, info=info)
+    return (params, m_fit, fit.gave_up), StageResult("extract", matching=own, info=info)
 
 
-def attach(ctx: Context, value: tuple[Params, np.ndarray]) -> None:
-    ctx.params, ctx.fit_matching = value
+def attach(ctx: Context, value: tuple[Params, np.ndarray, bool]) -> None:
+    ctx.params, ctx.fit_matching, ctx.extract_gave_up = value
 
 
-def save(value: tuple[Params, np.ndarray]) -> tuple[dict, dict]:
-    params, m_fit = value
-    return {**{f"p.{k}": to_numpy(a) for k, a in params.items()}, "fit_matching": m_fit}, {}
+def save(value: tuple[Params, np.ndarray, bool]) -> tuple[dict, dict]:
+    params, m_fit, gave_up = value
+    return {**{f"p.{k}": to_numpy(a) for k, a in params.items()}, "fit_matching": m_fit}, {"gave_up": gave_up}
 
 
-def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray]:
+def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray, bool]:
     params = {k[2:]: ctx.xp.asarray(v) for k, v in arrays.items() if k.startswith("p.")}
-    return params, arrays["fit_matching"]
+    return params, arrays["fit_matching"], bool(meta["gave_up"])
 
 
 STAGE = register(Stage(

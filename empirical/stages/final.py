@@ -4,7 +4,8 @@ Every original is encoded with T' and matched to the encoding nearest to it. T' 
 images far better than p-sim; whether it does is judged on the run's own evidence, never on
 Alice's secrets: the median matching margin (how much better each matched pair scores than the
 next best) of T''s matching against that of boosting's p-sim matching. The larger margin wins, so
-a poor fit of T' cannot make the result worse than boosting's.
+a poor fit of T' cannot make the result worse than boosting's. When extraction gave up (its
+probe found T' worthless), T' is not tried at all and boosting's matching is kept.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import assignment, tprime
+from .. import assignment, boosting, tprime
 from ..assignment import match_encodings, match_margins
-from ..boosting import known_perm_scores
+from ..boosting import median_margin
 from ..mlp import Params
 from ..tprime import encode_each, mean_batch_stats
 from .base import Array, Context, Stage, StageResult, no_arrays, register
@@ -61,12 +62,14 @@ def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> Encod
 def boosting_margin(ctx: Context) -> float:
     """Median margin of boosting's p-sim matching (computed once per run)."""
     if "boosting_margin" not in ctx.cache:
-        p_score = known_perm_scores(ctx.patch_emb, ctx.row_emb, ctx.pi, ctx.xp)  # (N_o, N)
-        ctx.cache["boosting_margin"] = float(np.median(match_margins(p_score, ctx.boosted, ctx.xp)))
+        ctx.cache["boosting_margin"] = median_margin(ctx.patch_emb, ctx.row_emb, ctx.pi, ctx.boosted, ctx.xp)
     return ctx.cache["boosting_margin"]
 
 
 def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
+    if ctx.extract_gave_up:  # T' matched the held-back pairs no better than the probe's bar: nothing to try
+        return ctx.boosted, StageResult("final", matching=ctx.boosted,
+                                        info={"used": "boosting (extraction gave up, so T' was not tried)"})
     m, t_margin = encoder_matching(ctx, ctx.params, ctx.fit_matching)
     p_margin = boosting_margin(ctx)
     use_t = t_margin >= p_margin
@@ -81,7 +84,7 @@ def attach(ctx: Context, matching: np.ndarray) -> None:
 
 
 STAGE = register(Stage(
-    name="final", fields=(), sources=(sys.modules[__name__], tprime, assignment),
+    name="final", fields=(), sources=(sys.modules[__name__], tprime, assignment, boosting),
     compute=compute, attach=attach, save=no_arrays,
     load=lambda arrays, meta, ctx: arrays["matching"],
 ))

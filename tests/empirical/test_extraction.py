@@ -1,4 +1,6 @@
 """Model extraction (paper §2.3.1): T' forward/backward against finite differences, and fitting."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -290,7 +292,7 @@ def test_whitened_parameters_compute_the_same_function(eps):
 
 
 def test_refine_encoder_lowers_the_squared_error():
-    from dataclasses import replace
+
 
     from empirical.extraction import refine_encoder
 
@@ -361,9 +363,28 @@ def test_fits_never_train_on_held_back_pairs(small_pairs):
 
 
 def test_fit_keeps_the_parameters_with_the_lowest_held_out_error(small_pairs):
-    fam, imgs, targets, groups = small_pairs()
-    cfg = ExtractConfig(steps=100, images_per_step=16, holdout=0.4, adapt_steps=False)
+    fam, imgs, targets, groups = small_pairs()  # learns slowly: the probe (tested below) is off here
+    cfg = ExtractConfig(steps=100, images_per_step=16, holdout=0.4, adapt_steps=False, probe_share=0.0)
     fit = fit_encoder(imgs, targets, groups, fam, cfg, np)
     errs = [e for _, e in fit.held_out]
     assert len(errs) >= 2 and fit.best_step == fit.held_out[int(np.argmin(errs))][0]
     assert errs[-1] < errs[0]  # the fit generalises to pairs it never saw
+
+
+# --- the early probe: a fit that cannot learn gives up ----------------------------------------------
+
+def test_fit_gives_up_early_on_pairs_that_carry_no_encoder(small_pairs):
+    """Targets of other images (every pair wrong): the probe finds T' no better than chance on the
+    held-back pairs and the fit stops at PROBE_AT of its steps; on the right pairs it runs on."""
+    from empirical.extraction import PROBE_AT
+
+    fam, imgs, targets, groups = small_pairs()
+    cfg = ExtractConfig(steps=200, lr=2e-2, images_per_step=16, holdout=0.4, adapt_steps=False, probe_share=0.2)
+    wrong = targets[np.random.default_rng(0).permutation(len(targets))]
+    bad = fit_encoder(imgs, wrong, groups, fam, cfg, np)
+    assert bad.gave_up and len(bad.losses) == round(PROBE_AT * cfg.steps)
+    assert bad.probe["matched"] < 0.2 and bad.probe["n"] > 0
+    good = fit_encoder(imgs, targets, groups, fam, cfg, np)
+    assert not good.gave_up and good.probe["matched"] >= 0.2 and len(good.losses) > len(bad.losses)
+    off = fit_encoder(imgs, wrong, groups, fam, replace(cfg, probe_share=0.0), np)
+    assert off.probe is None and not off.gave_up

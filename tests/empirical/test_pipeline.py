@@ -192,9 +192,9 @@ def test_game_in_memory_hands_bob_nothing_secret():
         assert not isinstance(v, (dict, type(secrets), type(secrets.key)))
 
 
-ATTACK_MODULES = ["alignment", "psim", "isim", "boosting", "extraction", "fit_budget", "holdout", "nearest", "tprime",
-                  "pipeline", "store", "assignment", "moments", "mlp", *(f"stages/{name}" for name in STAGES),
-                  "stages/base", "stages/__init__"]
+ATTACK_MODULES = ["alignment", "psim", "isim", "boosting", "graph_perm", "extraction", "fit_budget", "holdout",
+                  "nearest", "tprime", "pipeline", "store", "assignment", "moments", "mlp",
+                  *(f"stages/{name}" for name in STAGES), "stages/base", "stages/__init__"]
 FORBIDDEN_NAMES = {"Secrets", "load_secrets", "save_secrets", "read_answer_key", "load_key", "true_matching",
                    "local_perm_share", "alice_encode", "check_secrets", "read_perms"}
 FORBIDDEN_ATTRS = {"answer", "perms", "secrets"}
