@@ -62,7 +62,7 @@ WARMUP_STEPS = 20  # the learning rate rises linearly over this many steps, then
 EVAL_EVERY = 25  # steps between measurements of the held-out error
 PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
-PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_share) looks
+PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
 WHITEN_ROWS = 16384  # about this many patch rows (every k-th) estimate the whitening covariance
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
@@ -79,8 +79,8 @@ class ExtractConfig:
     refine_lr: float = 4e-3  # refine_encoder's peak Adam learning rate (per step)
     refine_images_per_step: int = 64  # images per step of refine_encoder, from one BatchNorm batch
     holdout: float = 0.1  # share of the matched images held back from both fits (stopping, self-estimate)
-    probe_share: float = 0.2  # fit_encoder gives up when, after PROBE_AT of its steps, T' matches fewer of
-    # the held-back pairs than this to their own encoding (all rows compared; 0: never give up)
+    probe_alpha: float = 0.01  # fit_encoder gives up when, after PROBE_AT of its steps, T''s matches of
+    # the held-back pairs are as few as chance gives with probability above this (0: never give up)
     adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family)
     seed: int = 0  # seeds T''s initialisation, the held-back images and the batches drawn in both fits
 
@@ -264,6 +264,18 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     return TrainLog(losses, curve, best_step, gave_up)
 
 
+def chance_bar(n: int, alpha: float) -> int:
+    """The fewest right picks among ``n`` held-back pairs that chance alone reaches with probability at most
+    ``alpha``: a T' that knows nothing picks each pair's own encoding with probability 1/n, so its count
+    of right picks is Binomial(n, 1/n) (about Poisson(1): 5 or more for alpha 0.01)."""
+    from scipy.stats import binom
+
+    k = 1
+    while binom.sf(k - 1, n, 1 / n) > alpha:  # P(count >= k)
+        k += 1
+    return k
+
+
 def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig,
                 xp: Namespace, progress: Progress | None = None, *, split: Split | None = None) -> EncoderFit:
     """Fit T' to ``targets`` (n, P, D): the rows of the encoding matched to each image, in position order.
@@ -272,9 +284,11 @@ def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: Encod
     :func:`empirical.holdout.holdout_split`'s) are not fitted: they decide which parameters are kept
     and when to stop. After :data:`PROBE_AT` of the steps a probe (a copy of T' with its mixer
     refitted) matches the held-back images to the held-back encodings
-    (:func:`empirical.holdout.held_out_matching`); when fewer than ``cfg.probe_share`` are matched
-    right, the fit gives up there (``gave_up``): the pairs carry no encoder it can learn, or too
-    many are wrong, and more steps would be minutes spent for nothing.
+    (:func:`empirical.holdout.held_out_matching`, by all rows and by patch means; the better
+    counts). When that many right ones are no fewer than a T' that knows nothing would get by
+    chance with probability ``cfg.probe_alpha`` or more (:func:`chance_bar`), the fit gives up
+    there (``gave_up``): the pairs carry no encoder it can learn, or too many of them are wrong,
+    and more steps would be minutes spent for nothing. A fit that learns slowly but learns passes.
     Returns an :class:`EncoderFit`.
     """
     rng = np.random.default_rng([cfg.seed, FIT_STREAM])
@@ -294,12 +308,13 @@ def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: Encod
 
     def go_on(work: Params) -> bool:
         trial = refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
-        share = held_out_matching(trial, images, targets, groups, split.held, family, xp)
-        probed.append({"step": at, "matched": share, "n": len(split.held)})
-        return share >= cfg.probe_share
+        shares = held_out_matching(trial, images, targets, groups, split.held, family, xp)
+        hits = round(max(shares["rows"], shares["patch_means"]) * shares["n"])
+        probed.append({"step": at, **shares, "right": hits, "bar": chance_bar(shares["n"], cfg.probe_alpha)})
+        return hits >= probed[-1]["bar"]
 
     at = max(1, round(PROBE_AT * steps))
-    probe = (at, go_on) if cfg.probe_share > 0 and len(split.held) and family.depth >= 0 and at < steps else None
+    probe = (at, go_on) if cfg.probe_alpha > 0 and len(split.held) and family.depth >= 0 and at < steps else None
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
                  held=held_out_plan(targets, groups, split, xp), probe=probe)

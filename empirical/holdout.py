@@ -131,9 +131,12 @@ def held_out_scores(params: Params, images: Array, targets: Array, groups: np.nd
 
 
 def held_out_matching(params: Params, images: Array, targets: Array, groups: np.ndarray, held: np.ndarray,
-                      family: EncoderConfig, xp: Namespace) -> float:
-    """Share of the held-back pairs whose T' output, all rows compared, is nearest to its own encoding
-    among the held-back encodings: how well T' would match images (arguments as :func:`held_out_scores`)."""
-    truth, est = _held_out_outputs(params, images, targets, groups, held, family, xp,
-                                   lambda a: a.reshape(a.shape[0], -1))
-    return nearest_shares(truth, est)["est_to_nearest_truth"]
+                      family: EncoderConfig, xp: Namespace) -> dict:
+    """How often T' picks each held-back pair's own encoding among the held-back encodings (arguments as
+    :func:`held_out_scores`): ``rows`` comparing every row, ``patch_means`` comparing patch means, and
+    ``n``, the held-back pairs; each share is the ``est_to_nearest_truth`` of :func:`nearest_shares`."""
+    truth, est = _held_out_outputs(params, images, targets, groups, held, family, xp, lambda a: a)  # (n, P, D)
+    n = len(truth)
+    rows = nearest_shares(truth.reshape(n, -1), est.reshape(n, -1))["est_to_nearest_truth"]
+    means = nearest_shares(truth.mean(axis=1), est.mean(axis=1))["est_to_nearest_truth"]
+    return {"rows": rows, "patch_means": means, "n": n}

@@ -55,9 +55,10 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
         if fit.probe is not None:
             info["probe"] = fit.probe
         if fit.gave_up:
-            info["stopped"] = (f"stopped after {len(fit.losses)} of {steps} steps and no refit: T' matched "
-                               f"{fit.probe['matched']:.1%} of the {fit.probe['n']} held-back pairs "
-                               f"(below {ec.probe_share:.0%}), so it cannot improve the matching")
+            info["stopped"] = (f"stopped after {len(fit.losses)} of {steps} steps and no refit: T' picked "
+                               f"{fit.probe['right']} of the {fit.probe['n']} held-back pairs right, fewer than "
+                               f"{fit.probe['bar']} (what chance reaches with probability {ec.probe_alpha}), so it "
+                               "cannot improve the matching")
             bar(refine_steps if refine else 0)
             refine = False
         m_fit = m_boost

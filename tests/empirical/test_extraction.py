@@ -364,7 +364,7 @@ def test_fits_never_train_on_held_back_pairs(small_pairs):
 
 def test_fit_keeps_the_parameters_with_the_lowest_held_out_error(small_pairs):
     fam, imgs, targets, groups = small_pairs()  # learns slowly: the probe (tested below) is off here
-    cfg = ExtractConfig(steps=100, images_per_step=16, holdout=0.4, adapt_steps=False, probe_share=0.0)
+    cfg = ExtractConfig(steps=100, images_per_step=16, holdout=0.4, adapt_steps=False, probe_alpha=0.0)
     fit = fit_encoder(imgs, targets, groups, fam, cfg, np)
     errs = [e for _, e in fit.held_out]
     assert len(errs) >= 2 and fit.best_step == fit.held_out[int(np.argmin(errs))][0]
@@ -379,12 +379,25 @@ def test_fit_gives_up_early_on_pairs_that_carry_no_encoder(small_pairs):
     from empirical.extraction import PROBE_AT
 
     fam, imgs, targets, groups = small_pairs()
-    cfg = ExtractConfig(steps=200, lr=2e-2, images_per_step=16, holdout=0.4, adapt_steps=False, probe_share=0.2)
+    cfg = ExtractConfig(steps=200, lr=2e-2, images_per_step=16, holdout=0.4, adapt_steps=False)
     wrong = targets[np.random.default_rng(0).permutation(len(targets))]
     bad = fit_encoder(imgs, wrong, groups, fam, cfg, np)
     assert bad.gave_up and len(bad.losses) == round(PROBE_AT * cfg.steps)
-    assert bad.probe["matched"] < 0.2 and bad.probe["n"] > 0
+    assert bad.probe["right"] < bad.probe["bar"] and bad.probe["n"] > 0
     good = fit_encoder(imgs, targets, groups, fam, cfg, np)
-    assert not good.gave_up and good.probe["matched"] >= 0.2 and len(good.losses) > len(bad.losses)
-    off = fit_encoder(imgs, wrong, groups, fam, replace(cfg, probe_share=0.0), np)
+    assert not good.gave_up and good.probe["right"] >= good.probe["bar"] and len(good.losses) > len(bad.losses)
+    off = fit_encoder(imgs, wrong, groups, fam, replace(cfg, probe_alpha=0.0), np)
     assert off.probe is None and not off.gave_up
+
+
+@pytest.mark.parametrize("n", [32, 101, 1000])
+@pytest.mark.parametrize("alpha", [0.05, 0.01, 0.001])
+def test_chance_bar_is_the_fewest_right_picks_chance_rarely_reaches(n, alpha):
+    from scipy.stats import binom
+
+    from empirical.extraction import chance_bar
+
+    k = chance_bar(n, alpha)
+    assert binom.sf(k - 1, n, 1 / n) <= alpha < binom.sf(k - 2, n, 1 / n)
+    picks = np.random.default_rng(0).integers(0, n, (20000, n)) == np.arange(n)  # T' guessing blindly
+    assert np.mean(picks.sum(axis=1) >= k) < 2 * alpha + 0.002
