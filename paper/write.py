@@ -125,6 +125,7 @@ def context(data: Data) -> dict[str, str]:
         c[f"{key}_local"] = pct(r["local_perm_share"])
         c[f"{key}_global"] = pct(r["global_perm_share"])
         c[f"{key}_used"] = r.get("final_used") or "n/a"
+        c[f"{key}_boost_start"] = r.get("boost_start") or "first matching"
         c2 = r.get("challenge2") or {}
         c[f"{key}_c2"] = pct(c2.get("share"))
         c[f"{key}_c2_n"] = _n(c2["n"]) if c2 else "n/a"

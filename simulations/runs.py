@@ -62,6 +62,8 @@ def _summary(run: Run, settings: Settings) -> dict:
         "share_first": by["first"]["share_matched"],
         "share_boost": boosts[-1]["share_matched"] if boosts else None,
         "boost_rounds": len(boosts),
+        "boost_start": boosts[-1].get("start") if boosts else None,
+        "extract_stopped": by["extract"].get("stopped"),
         "share_final": by["final"]["share_matched"],
         "final_used": by["final"].get("used"),
         "matched_final": round(by["final"]["share_matched"] * run.n),
