@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import perm_oracle as po
 from bench_common import load_average, load_record, machine, now_utc, sources, write_json
+from oracles import add_game_args
 
 FAQ_STARTS = 16  # random starts of FAQ
 CONSENSUS_CHAINS, CONSENSUS_STEPS = 12, 300_000
@@ -86,11 +87,7 @@ def spectral_starts(c_pos: np.ndarray, c_slot: np.ndarray) -> list[np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="neuracrypt-47")
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--image-size", type=int, default=128)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
+    add_game_args(ap)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
@@ -184,7 +181,8 @@ def main(argv=None) -> int:
               f"{max(r['positions_right'] for r in runs):.1%}")
     if args.json:
         write_json(args.json, {"benchmark": "graph_variants", "date": now_utc(), "started": started, "machine": mach,
-                               "source_fingerprint": sources(__file__, "perm_oracle.py", "tprime_fresh.py", "games.py"),
+                               "source_fingerprint": sources(__file__, "perm_oracle.py", "oracles.py",
+                                                                 "tprime_fresh.py", "games.py"),
                                "settings": {k: v for k, v in vars(args).items() if k != "json"},
                                "attack_seconds_through_first": t_attack, "search_seconds": t_search,
                                "load": load_record(load0), "graphs": graphs, "true_objective": true_obj,

@@ -31,13 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import load_average, load_record, machine, now_utc, sources, write_json
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_game_args(ap: argparse.ArgumentParser) -> None:
+    """The game options the NeuraCrypt-47 oracles share: family, N, image size, hidden width, seed."""
     ap.add_argument("--preset", default="neuracrypt-47")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_game_args(ap)
     ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
     ap.add_argument("--work-dir", help="keep finished stages here (resumable)")
     ap.add_argument("--json", help="write the results here")

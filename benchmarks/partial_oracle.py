@@ -33,8 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import load_average, load_record, machine, now_utc, sources, write_json
-from tprime_fresh import fresh_sets, kind_images
 from tprime_knobs import add_game_args
+from tprime_oracle import true_pairs
 
 PAIR_STREAM = 0x9A1F  # which pairs are wrong, and how
 
@@ -64,10 +64,8 @@ def tprime_matching(params, images, targets, groups, m_stats, family, xp) -> tup
 
 
 def main(argv=None) -> int:
-    from empirical.encoder import encode, preset, random_key
     from empirical.evaluate import challenge2_score
     from empirical.extraction import ExtractConfig, fit_encoder, refine_encoder
-    from empirical.fileio import quantize16
     from empirical.holdout import holdout_split
     from empirical.tprime import key_from_params
 
@@ -80,14 +78,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not all(0 <= r <= 1 for r in args.right):
         ap.error("--right takes shares between 0 and 1")
-    xp, size = np, 128
-    fam = preset(args.preset, image_size=size, hidden=args.hidden)
-    images = quantize16(kind_images(args.kind, args.n, size, args.seed, held_out=False))
-    key = random_key(fam, [args.seed, 0x0AC1E])
-    targets, _ = encode(images, key, xp, shuffle=False)  # (n, P, D): Alice's batches, rows in position order
-    groups = np.arange(args.n) // fam.bn_batch
-    sets = {k: v for k, v in fresh_sets(args.kind, images, args.seed, args.fresh, size).items()
-            if k in ("game", "pictures")}
+    xp = np
+    fam, images, key, targets, groups, sets = true_pairs(args)
     ec = ExtractConfig(seed=args.seed)
     split = holdout_split(groups, ec)
     started, mach, rows = now_utc(), machine(), []
@@ -127,7 +119,8 @@ def main(argv=None) -> int:
         if args.json:
             write_json(args.json, {"benchmark": "partial_oracle", "date": now_utc(), "started": started,
                                    "machine": mach, "source_fingerprint": sources(__file__, "tprime_fresh.py",
-                                                                                  "tprime_knobs.py", "games.py"),
+                                                                                  "tprime_knobs.py", "tprime_oracle.py",
+                                                                                  "games.py"),
                                    "settings": {k: v for k, v in vars(args).items() if k != "json"}, "runs": rows})
     return 0
 

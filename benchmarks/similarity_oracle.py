@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import load_average, load_record, machine, now_utc, sources, write_json
+from oracles import add_game_args
 
 RIDGE = 1e-2  # the read-out's ridge per training row
 SPLIT_STREAM = 0x51A1
@@ -67,11 +68,7 @@ def readout_scores(rows_tr, feats_tr, rows_te, feats_te) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="neuracrypt-47")
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--image-size", type=int, default=128)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
+    add_game_args(ap)
     ap.add_argument("--right", type=float, default=0.54, help="share of right pairs the game-trained methods get")
     ap.add_argument("--psim-steps", type=int, default=6000)
     ap.add_argument("--psim-encoders", type=int, default=30)
@@ -155,7 +152,7 @@ def main(argv=None) -> int:
 
     if args.json:
         write_json(args.json, {"benchmark": "similarity_oracle", "date": now_utc(), "started": started,
-                               "machine": mach, "source_fingerprint": sources(__file__),
+                               "machine": mach, "source_fingerprint": sources(__file__, "oracles.py"),
                                "settings": {k: v for k, v in vars(args).items() if k != "json"},
                                "attack_seconds_through_first": t_attack, "load": load_record(load0),
                                "held_out_pairs": n_te, "methods": rows})

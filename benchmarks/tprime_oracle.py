@@ -103,11 +103,29 @@ def lbfgs(params, images, targets, groups, family, iterations: int, xp):
     return refit_mixer(_from_white(unflat(res.x), mu, z, xp), images, targets, groups, family, xp)
 
 
-def main(argv=None) -> int:
+def true_pairs(args: argparse.Namespace) -> tuple:
+    """``(family, images, key, targets, groups, sets)``: a game's true pairs at 128 px, no attack.
+
+    ``targets`` (n, P, D) are Alice's encodings in position order (her BatchNorm batches, given by
+    ``groups``); ``sets`` the game's own images and new pictures to score T' on.
+    """
     from empirical.encoder import encode, preset, random_key
+    from empirical.fileio import quantize16
+
+    size = 128
+    fam = preset(args.preset, image_size=size, hidden=args.hidden)
+    images = quantize16(kind_images(args.kind, args.n, size, args.seed, held_out=False))
+    key = random_key(fam, [args.seed, 0x0AC1E])
+    targets, _ = encode(images, key, np, shuffle=False)  # (n, P, D): Alice's batches, rows in position order
+    groups = np.arange(args.n) // fam.bn_batch
+    sets = {k: v for k, v in fresh_sets(args.kind, images, args.seed, args.fresh, size).items()
+            if k in ("game", "pictures")}
+    return fam, images, key, targets, groups, sets
+
+
+def main(argv=None) -> int:
     from empirical.evaluate import challenge2_score
     from empirical.extraction import ExtractConfig, fit_encoder, refine_encoder
-    from empirical.fileio import quantize16
     from empirical.tprime import key_from_params
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,14 +139,8 @@ def main(argv=None) -> int:
             ap.error(f"--variant {text!r}: not mixer-means:L, refine:field=value,... or lbfgs:ITERATIONS")
         if kind == "refine":
             parse_variant("x:" + body)
-    xp, size = np, 128
-    fam = preset(args.preset, image_size=size, hidden=args.hidden)
-    images = quantize16(kind_images(args.kind, args.n, size, args.seed, held_out=False))
-    key = random_key(fam, [args.seed, 0x0AC1E])
-    targets, _ = encode(images, key, xp, shuffle=False)  # (n, P, D): Alice's batches, rows in position order
-    groups = np.arange(args.n) // fam.bn_batch
-    sets = {k: v for k, v in fresh_sets(args.kind, images, args.seed, args.fresh, size).items()
-            if k in ("game", "pictures")}
+    xp = np
+    fam, images, key, targets, groups, sets = true_pairs(args)
     started, mach, rows = now_utc(), machine(), []
 
     def report(name, params, seconds, load0):
