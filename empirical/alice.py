@@ -13,7 +13,7 @@ from types import ModuleType
 import numpy as np
 
 from .backend import to_numpy
-from .encoder import EncoderConfig, encode, random_key
+from .encoder import EncoderConfig, EncoderKey, encode, encode_batches, random_key
 from .errors import PathLike
 from .fileio import check_output, quantize16, resolved, write_json, write_npy, write_png16
 from .game import ENC_DIR, ORIG_DIR, PATH_LIST, Game, GameError, Secrets, looks_like_game
@@ -106,12 +106,26 @@ def alice_encode(images: np.ndarray, ids: list, config: EncoderConfig, n_encoded
     order (file k is ``f"{k}.npy"``, encoded in consecutive BatchNorm batches), and Alice's
     :class:`Secrets`. ``xp`` only chooses where the encoding is computed; the draws are the same.
     """
+    key, order, shuffle_seed = alice_draws(len(images), config, n_encoded, seed)
+    enc, perms = encode(images[order], key, xp, seed=shuffle_seed, progress=progress)
+    return to_numpy(enc), Secrets(key, make_answer(ids, order), perms)
+
+
+def alice_draws(n_images: int, config: EncoderConfig, n_encoded: int, seed: int) -> tuple[EncoderKey, np.ndarray, int]:
+    """Alice's random choices, all from ``seed``: ``(key, order, shuffle_seed)``.
+
+    ``order`` (n_encoded,) host: file k holds image ``order[k]`` (a random subset in a random order);
+    ``shuffle_seed`` seeds the rows' shuffles (:func:`~empirical.encoder.encode`).
+    """
     rng = np.random.default_rng([seed, 0xA11CE])
     key = random_key(config, rng.integers(2**63))
-    order = rng.permutation(len(images))[:n_encoded]  # encode order: file k holds image order[k]
-    enc, perms = encode(images[order], key, xp, seed=rng.integers(2**63), progress=progress)
-    answer = {ids[i]: f"{k}.npy" for k, i in enumerate(order)}
-    return to_numpy(enc), Secrets(key, answer, perms)
+    order = rng.permutation(n_images)[:n_encoded]
+    return key, order, int(rng.integers(2**63))
+
+
+def make_answer(ids: list, order: np.ndarray) -> dict[str, str]:
+    """``{id: "<k>.npy"}``: file k holds image ``order[k]``."""
+    return {ids[i]: f"{k}.npy" for k, i in enumerate(order)}
 
 
 def game_in_memory(images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
@@ -141,10 +155,10 @@ def bundled_game(config: EncoderConfig, n: int, extra: int = 0, seed: int = 0, i
 
 
 def make_bytes(config: EncoderConfig, n_originals: int, n_encoded: int) -> int:
-    """Memory ``make`` needs: the images (and their 16-bit rounding), the encodings twice (encoded,
-    then shuffled) and the key."""
-    return (3 * config.image_bytes(n_originals) + 2 * config.encoding_bytes(n_encoded)
-            + config.key_bytes())
+    """Memory ``make`` needs: the images (and their 16-bit rounding), one BatchNorm batch's activations
+    (a few copies of its encodings) and the key; the encodings are written batch by batch."""
+    batch = min(n_encoded, config.bn_batch)
+    return 3 * config.image_bytes(n_originals) + 4 * config.encoding_bytes(batch) + config.key_bytes()
 
 
 def make_game(out: PathLike, images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
@@ -178,19 +192,22 @@ def make_game(out: PathLike, images: np.ndarray, ids: list, config: EncoderConfi
     check_memory(make_bytes(config, len(images), n_encoded),
                  f"making a game of {n_encoded:,} encodings of {len(images):,} images")
     images = quantize16(images)  # encode exactly what the 16-bit PNGs in originals/ will hold
-    enc, secrets = alice_encode(images, ids, config, n_encoded, seed, progress)
-    answer = secrets.answer
+    key, order, shuffle_seed = alice_draws(len(images), config, n_encoded, seed)
+    secrets = Secrets(key, make_answer(ids, order), np.empty((n_encoded, config.n_patches), np.int64))
 
     with Staging(force=force) as st:
         tmp = st.folder(out)
         write_json(tmp / "encoder.json", config.to_json())
         for img_id, img in zip(ids, images, strict=True):
             write_png16(tmp / ORIG_DIR / img_id, img[0])
-        for k in range(n_encoded):
-            write_npy(tmp / ENC_DIR / f"{k}.npy", enc[k].astype(np.float32))
-        write_json(tmp / PATH_LIST, sorted(answer))
+        # one BatchNorm batch at a time, written and dropped: the encodings are never all in memory
+        for s, enc, perms in encode_batches(images, key, np, shuffle_seed, index=order, progress=progress):
+            for i in range(len(enc)):
+                write_npy(tmp / ENC_DIR / f"{s + i}.npy", enc[i].astype(np.float32))
+            secrets.perms[s:s + len(enc)] = perms
+        write_json(tmp / PATH_LIST, sorted(secrets.answer))
         if answer_key is not None:
-            write_json(st.file(answer_key), answer)
+            write_json(st.file(answer_key), secrets.answer)
         if secret_key is not None:
             save_key(st.file(secret_key), secrets.key)
             write_npy(st.file(perms_path(secret_key)), secrets.perms.astype(np.int32))

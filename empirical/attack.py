@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import sys
 import time
 from dataclasses import replace
 
+import numpy as np
+
 from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
 from .encoder import CHALLENGE_SCALE, PRESETS, preset
+from .encodings import default_budget
 from .errors import OneLineParser, UserError, run_command
 from .evaluate import challenge2_bytes, challenge2_score, true_matching
 from .extraction import ExtractConfig
@@ -24,7 +28,7 @@ from .fileio import check_output, is_within, resolved, write_json
 from .game import Game, Secrets, game_bytes, read_game, write_submission
 from .keys import save_key
 from .machine import fingerprint_record, load_average, load_record, machine_info
-from .memory import check_memory
+from .memory import check_memory, format_bytes, peak_resident
 from .pipeline import AttackConfig, run_attack
 from .psim import PsimConfig
 from .report import score_stages, table_rows
@@ -81,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--refine-steps", type=int, default=ExtractConfig.refine_steps,
                     help="model extraction: squared-loss steps on T''s own matching (default %(default)s)")
     ap.add_argument("--fresh", type=int, default=500, help="fresh images to score T' on (0 to skip; needs the key)")
+    ap.add_argument("--memory-budget", type=float, metavar="GIB",
+                    help="GiB the attack may hold in encodings at once: a game's encodings larger than half of "
+                         "it are read from disk a block at a time (default: half the memory available); it "
+                         "changes no result")
+    ap.add_argument("--stop-after", choices=("first", "boost"),
+                    help="end after this stage: its matching is the result (and the submission); no T' is "
+                         "extracted")
     ap.add_argument("--work-dir", help="keep each finished stage here and resume from it")
     ap.add_argument("--save-encoder", help="write the extracted T' here (.npz, state-dict layout)")
     ap.add_argument("--json", help="write config, per-stage results, totals and machine here")
@@ -109,6 +120,8 @@ def check_flags(args: argparse.Namespace) -> None:
         for flag in ("submission", "answer_key", "secret_key"):
             if getattr(args, flag):
                 raise UserError(f"--{flag.replace('_', '-')} needs --game (without it the attack makes its own game)")
+    if args.stop_after and args.save_encoder:
+        raise UserError(f"--save-encoder needs model extraction, which --stop-after {args.stop_after} skips")
     if args.secret_key and not args.answer_key:
         raise UserError("--secret-key needs --answer-key (the key is used only to score the attack)")
     if not 0 <= args.seed <= MAX_SEED:
@@ -116,6 +129,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.candidates < 1:
         raise UserError(f"--candidates must be at least 1 (encodings per original that get an exact i-sim), "
                         f"got {args.candidates}")
+    if args.memory_budget is not None and not (args.memory_budget > 0 and math.isfinite(args.memory_budget)):
+        raise UserError(f"--memory-budget must be a positive number of GiB, got {args.memory_budget}")
     for flag, v, lo in (("--psim-steps", args.psim_steps, 1), ("--extract-steps", args.extract_steps, 1),
                         ("--refine-steps", args.refine_steps, 0), ("--fresh", args.fresh, 0)):
         if v < lo:
@@ -192,7 +207,7 @@ def _game(args: argparse.Namespace) -> tuple[Game, Secrets | None, float]:
     """
     t0 = time.perf_counter()
     if args.game:
-        game = read_game(args.game)
+        game = read_game(args.game, memory_budget=_budget(args))
         return game, _read_secrets_up_front(args, game), 0.0
     size = CHALLENGE_SCALE if args.challenge_scale else \
         dict(image_size=args.image_size, patch=args.patch, hidden=args.hidden)
@@ -201,6 +216,11 @@ def _game(args: argparse.Namespace) -> tuple[Game, Secrets | None, float]:
                  f"a game of --n {args.n} and --extra {args.extra} at {fam.image_size} px, hidden {fam.hidden}")
     game, secrets = bundled_game(fam, args.n, args.extra, seed=args.seed)
     return game, secrets, time.perf_counter() - t0
+
+
+def _budget(args: argparse.Namespace) -> int:
+    """``--memory-budget`` in bytes, or the default share of the memory available now."""
+    return default_budget() if args.memory_budget is None else int(args.memory_budget * 1024**3)
 
 
 def _config(args: argparse.Namespace) -> AttackConfig:
@@ -212,7 +232,7 @@ def _config(args: argparse.Namespace) -> AttackConfig:
 
 def _fresh_score(args: argparse.Namespace, game: Game, encoder, secrets: Secrets | None, xp) -> dict | None:
     """T''s Challenge 2 score on ``--fresh`` new bundled images (needs Alice's key), or None."""
-    if secrets is None or secrets.key is None or args.fresh <= 0:
+    if secrets is None or secrets.key is None or args.fresh <= 0 or encoder is None:
         return None
     from .data import bundled_images
 
@@ -240,8 +260,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"attacking {len(game.files)} encodings of {len(game.ids)} originals "
               f"({game.config.image_size}px, patch {game.config.patch}, hidden {game.config.hidden}, "
               f"depth {game.config.depth}, shuffle {game.config.shuffle}) on {backend_name(xp)}", file=sys.stderr)
-    result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir)
+    budget, peaks = _budget(args), {}
+    result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir, memory_budget=budget,
+                        on_stage=lambda r: peaks.__setitem__(r.name, peak_resident()), stop_after=args.stop_after)
     t_attack = time.perf_counter() - t_start
+    memory = {"budget_bytes": budget, "encodings_in_memory": isinstance(game.encodings, np.ndarray),
+              "peak_resident_bytes": peak_resident(), "peak_resident_bytes_after_stage": peaks}
     load = load_record(load_start)
 
     # --- everything below uses the attack's output; only now are Alice's secrets used, to score it ---
@@ -260,13 +284,18 @@ def _run(args: argparse.Namespace) -> int:
                      f"T(x) to the nearest T'(x') {fresh['share_public']:.1%}"))
     print()
     _print_table(rows, t_attack)
+    if memory["peak_resident_bytes"] is not None:
+        print(f"peak resident memory {format_bytes(memory['peak_resident_bytes'])} (budget for encodings "
+              f"{format_bytes(budget)}; encodings "
+              f"{'held in memory' if memory['encodings_in_memory'] else 'read from disk a block at a time'})")
     if args.game:
         print(f"\nsubmission written to {args.submission or DEFAULT_SUBMISSION}")
     if args.json:
         write_json(args.json, {
             "config": {"attack": cfg.to_json(), "family": game.config.to_json(), "n_encoded": len(game.files),
                        "n_originals": len(game.ids), "n_originals_in_game": n_in_game,
-                       "all_originals": args.all_originals, "game": args.game, "seed": args.seed},
+                       "all_originals": args.all_originals, "game": args.game, "seed": args.seed,
+                       "stop_after": args.stop_after},
             "stages": [{"stage": r[0], "share_matched": r[1], "seconds": r[2], "note": r[3]} for r in rows],
             "stage_records": records,
             "psim": dict(result.stages[1].info),
@@ -274,6 +303,7 @@ def _run(args: argparse.Namespace) -> int:
             "fresh_images": fresh,
             "data_seconds": t_data,
             "total_seconds": t_attack,
+            "memory": memory,
             "load": load,
             "machine": machine_info(xp),
             "source_fingerprint": fingerprint_record(("empirical",)),

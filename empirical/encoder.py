@@ -13,7 +13,7 @@ saved in the original state-dict names so keys interoperate with the original co
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -242,22 +242,44 @@ def encode(x: Array, key: EncoderKey, xp: Namespace = np, seed: int | Sequence[i
     perms : host int array (N, P); identity rows when not shuffling
     """
     cfg = key.config
+    out = xp.empty((len(x), cfg.n_patches, cfg.hidden), dtype=xp.float32)
+    perms = np.empty((len(x), cfg.n_patches), dtype=np.int64)
+    for s, enc, p in encode_batches(x, key, xp, seed, bn_batch, shuffle, progress=progress):
+        out[s:s + len(enc)], perms[s:s + len(enc)] = enc, p
+    return out, perms
+
+
+def encode_batches(x: Array, key: EncoderKey, xp: Namespace = np, seed: int | Sequence[int] | None = None,
+                   bn_batch: int | None = None, shuffle: bool | None = None, *, index: np.ndarray | None = None,
+                   progress: Progress | None = None) -> Iterator[tuple[int, Array, np.ndarray]]:
+    """:func:`encode`, one BatchNorm batch at a time: yields ``(start, enc, perms)`` per batch.
+
+    ``enc`` (b, P, D) and ``perms`` (b, P) are rows ``start .. start + b`` of :func:`encode`'s
+    results, the same values (the shuffles are drawn batch after batch from the same stream), so a
+    caller can write each batch and drop it. With ``index`` (host ints), the images encoded are
+    ``x[index]``, taken a batch at a time.
+    """
+    cfg = key.config
     bn_batch = bn_batch or cfg.bn_batch
     shuffle = cfg.shuffle if shuffle is None else shuffle
     dev_key = key.to(xp)
-    n, P = len(x), cfg.n_patches
-    out = xp.empty((n, P, cfg.hidden), dtype=xp.float32)
+    n, P = (len(x) if index is None else len(index)), cfg.n_patches
+    rng = np.random.default_rng(seed) if shuffle else None
     for s in range(0, n, bn_batch):
-        out[s:s + bn_batch] = encode_batch(x[s:s + bn_batch], dev_key, xp)
+        if index is None:
+            batch = x[s:s + bn_batch]
+        else:
+            pick = index[s:s + bn_batch]
+            batch = x[pick] if isinstance(x, np.ndarray) else x[xp.asarray(pick)]
+        enc = encode_batch(batch, dev_key, xp)  # (b, P, D)
+        if shuffle:
+            perms = np.argsort(rng.random((len(enc), P)), axis=1)  # (b, P): enc row r <- unshuffled row perms[r]
+            enc = xp.take_along_axis(enc, xp.asarray(perms)[:, :, None], axis=1)
+        else:
+            perms = np.tile(np.arange(P), (len(enc), 1))
         if progress is not None:
-            progress(min(bn_batch, n - s))
-    if shuffle:
-        rng = np.random.default_rng(seed)
-        perms = np.argsort(rng.random((n, P)), axis=1)
-        out = xp.take_along_axis(out, xp.asarray(perms)[:, :, None], axis=1)
-    else:
-        perms = np.tile(np.arange(P), (n, 1))
-    return out, perms
+            progress(len(enc))
+        yield s, enc, perms
 
 
 # --- the family's description, strictly parsed ----------------------------------------------

@@ -34,8 +34,10 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .encoder import EncoderConfig, patchify, random_key
+from .encodings import Rows, as_index, as_rows
 from .fit_budget import fit_steps
 from .holdout import HeldOut, Split, held_out_error, held_out_matching, held_out_plan, holdout_split
+from .matched import MatchedImages, as_images
 from .mlp import Adam, Params
 from .progress import Progress
 from .tprime import (
@@ -64,6 +66,8 @@ PATIENCE = 4  # a fit stops after this many measurements without a lower held-ou
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
 PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
 WHITEN_ROWS = 16384  # about this many patch rows (every k-th) estimate the whitening covariance
+WHITEN_COPIES = 8  # whitening all rows at once holds about this many float32 copies of them (float64 steps)
+WHITEN_IMAGES = 4096  # images (every k-th) that estimate the whitening when the rows are whitened on read
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
@@ -98,9 +102,26 @@ class Whitening(NamedTuple):
 
 
 class WhitenedPatches(NamedTuple):
-    rows: Array  # (n, P, C*p*p) float32, whitened
+    rows: Array | WhiteRows  # (n, P, C*p*p) float32, whitened (all at once, or computed on read)
     mean: Array  # the Whitening's mean and transform
     transform: Array
+
+
+class WhiteRows:
+    """Whitened patch rows of ``images``, computed on read: ``rows[idx]`` is xp float32 (len(idx), P, C*p*p).
+
+    The same values as :func:`_whiten` of all the rows, without holding them: used when they would
+    not fit the memory budget.
+    """
+
+    def __init__(self, images: Array | MatchedImages, family: EncoderConfig, mu: Array, z: Array, xp: Namespace):
+        self.images, self.patch, self.mu, self.z, self.xp = images, family.patch, mu, z, xp
+        self.shape = (len(images), family.n_patches, family.patch_dim)
+
+    def __getitem__(self, idx: object) -> Array:
+        xp = self.xp
+        batch = self.images[xp.asarray(as_index(idx, self.shape[0]))]
+        return _whiten(patchify(xp.asarray(batch, dtype=xp.float32), self.patch), self.mu, self.z, xp)
 
 
 class EncoderFit(NamedTuple):
@@ -191,12 +212,29 @@ def _from_white(params: Params, mu: Array, z: Array, xp: Namespace) -> Params:
     return out
 
 
-def _whitened_patches(images: Array, family: EncoderConfig, eps: float, xp: Namespace) -> WhitenedPatches:
-    """``(rows, mean, transform)``: the images' patch rows whitened by :func:`patch_whitening`."""
-    rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
-    mu, z = patch_whitening(rows, eps, xp)
+def _whiten(rows: Array, mu: Array, z: Array, xp: Namespace) -> Array:
+    """``(rows - mu) @ z`` in float64, returned as float32 of the rows' shape (n, P, C*p*p)."""
     flat = (rows.reshape(-1, rows.shape[2]).astype(xp.float64) - mu) @ z
-    return WhitenedPatches(flat.astype(xp.float32).reshape(rows.shape), mu, z)
+    return flat.astype(xp.float32).reshape(rows.shape)
+
+
+def _whitened_patches(images: Array | MatchedImages, family: EncoderConfig, eps: float, xp: Namespace,
+                      memory_budget: int | None = None) -> WhitenedPatches:
+    """``(rows, mean, transform)``: the images' patch rows whitened by :func:`patch_whitening`.
+
+    The rows are computed at once when :data:`WHITEN_COPIES` copies of them fit ``memory_budget``
+    (bytes; None: always), with the whitening estimated from every image. Otherwise the whitening
+    is estimated from about :data:`WHITEN_IMAGES` images (every k-th) and ``rows`` is a
+    :class:`WhiteRows` that whitens the images a step reads.
+    """
+    n = len(images)
+    if memory_budget is None or WHITEN_COPIES * n * family.n_patches * family.patch_dim * 4 <= memory_budget:
+        rows = patchify(xp.asarray(images[xp.asarray(np.arange(n))], dtype=xp.float32), family.patch)
+        mu, z = patch_whitening(rows, eps, xp)
+        return WhitenedPatches(_whiten(rows, mu, z, xp), mu, z)
+    sample = images[xp.asarray(np.arange(0, n, -(-n // WHITEN_IMAGES)))]
+    mu, z = patch_whitening(patchify(xp.asarray(sample, dtype=xp.float32), family.patch), eps, xp)
+    return WhitenedPatches(WhiteRows(images, family, mu, z, xp), mu, z)
 
 
 class TrainLog(NamedTuple):
@@ -276,8 +314,9 @@ def chance_bar(n: int, alpha: float) -> int:
     return k
 
 
-def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig, cfg: ExtractConfig,
-                xp: Namespace, progress: Progress | None = None, *, split: Split | None = None) -> EncoderFit:
+def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np.ndarray, family: EncoderConfig,
+                cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None, *, split: Split | None = None,
+                memory_budget: int | None = None) -> EncoderFit:
     """Fit T' to ``targets`` (n, P, D): the rows of the encoding matched to each image, in position order.
 
     ``groups`` (n,) host is each pair's BatchNorm batch. The pairs ``split`` holds back (by default
@@ -289,20 +328,23 @@ def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: Encod
     chance with probability ``cfg.probe_alpha`` or more (:func:`chance_bar`), the fit gives up
     there (``gave_up``): the pairs carry no encoder it can learn, or too many of them are wrong,
     and more steps would be minutes spent for nothing. A fit that learns slowly but learns passes.
+    ``images`` may be :class:`~empirical.matched.MatchedImages` and ``targets``
+    :class:`~empirical.encodings.Rows` (both read a batch at a time); with ``memory_budget`` (bytes),
+    whitened patch rows that would not fit are computed on read (:func:`_whitened_patches`).
     Returns an :class:`EncoderFit`.
     """
     rng = np.random.default_rng([cfg.seed, FIT_STREAM])
     params = params_from_key(random_key(family, rng.integers(2**63)), xp)
     split = holdout_split(groups, cfg) if split is None else split
     steps, _ = fit_steps(cfg, family)
-    images = xp.asarray(images)  # no copy when they are on the device already
-    rows, mu, z = _whitened_patches(images, family, cfg.whiten, xp)  # (n, P, C*p*p)
+    images = as_images(images, xp)  # no copy when they are on the device already
+    rows, mu, z = _whitened_patches(images, family, cfg.whiten, xp, memory_budget)  # (n, P, C*p*p)
     # Centre each first-layer unit on the data: a random bias can leave units that are off for
     # every patch, and a dead unit never recovers (neuracrypt-2 lost all of them this way).
     pick = rng.choice(split.fit, min(CENTRE_IMAGES, len(split.fit)), replace=False)
     sample = rows[xp.asarray(pick)].reshape(-1, rows.shape[2])
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
-    targets = xp.asarray(targets, dtype=xp.float32)
+    targets = as_rows(targets, xp)  # read a batch at a time; a game's encodings need not fit in memory
     delta = cfg.huber * float(targets[xp.asarray(pick)].std())  # the targets' scale, from fitted pairs only
     probed: list[dict] = []
 
@@ -323,23 +365,24 @@ def fit_encoder(images: Array, targets: Array, groups: np.ndarray, family: Encod
                       probed[0] if probed else None, log.gave_up)
 
 
-def refine_encoder(params: Params, images: Array, targets: Array, groups: np.ndarray, family: EncoderConfig,
-                   cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None, *,
-                   split: Split | None = None) -> EncoderFit:
+def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array | Rows, groups: np.ndarray,
+                   family: EncoderConfig, cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None, *,
+                   split: Split | None = None, memory_budget: int | None = None) -> EncoderFit:
     """Continue fitting T' (warm start from ``params``) with a squared loss; an :class:`EncoderFit`.
 
     Meant for pairs that are all (or nearly all) right, such as the matching T' itself gives:
     without outliers to resist, the squared loss fits the mean, which is what a distance between
     encodings compares. The pairs ``split`` holds back (by default the same as :func:`fit_encoder`'s)
-    are not fitted. The last layer is refitted by least squares at the end, as in :func:`fit_encoder`.
+    are not fitted. The last layer is refitted by least squares at the end, as in :func:`fit_encoder`,
+    whose notes on ``images``, ``targets`` and ``memory_budget`` hold here too.
     """
     split = holdout_split(groups, cfg) if split is None else split
-    images, targets = xp.asarray(images), xp.asarray(targets, dtype=xp.float32)
+    images, targets = as_images(images, xp), as_rows(targets, xp)
     _, steps = fit_steps(cfg, family)
     if family.depth == -1 or steps <= 0:  # the linear family is already solved exactly
         return EncoderFit(refit_mixer(params, images, targets, groups, family, xp, subset=split.fit), [])
     rng = np.random.default_rng([cfg.seed, REFINE_STREAM])
-    rows, mu, z = _whitened_patches(images, family, cfg.refine_whiten, xp)
+    rows, mu, z = _whitened_patches(images, family, cfg.refine_whiten, xp, memory_budget)
     work = {k: v.copy() for k, v in _to_white(params, mu, z, xp).items()}
     log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
                  lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
@@ -360,7 +403,7 @@ def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarra
     """
     d = family.hidden
     n_in = family.patch_dim if family.depth == -1 else d
-    images = xp.asarray(images)  # no copy when they are on the device already
+    images = as_images(images, xp)  # no copy when they are on the device already
     gram = xp.zeros((n_in + 1, n_in + 1), dtype=xp.float64)
     cross = xp.zeros((n_in + 1, d), dtype=xp.float64)
     count = 0

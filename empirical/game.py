@@ -30,8 +30,9 @@ import numpy as np
 
 from .data import IMAGE_EXTENSIONS, resize_center_crop
 from .encoder import EncoderConfig, EncoderKey, parse_config
+from .encodings import EncodingFiles, block_size, default_budget
 from .errors import PathLike, UserError
-from .fileio import is_within, read_gray, read_json_file, read_npy, resolved
+from .fileio import is_within, read_gray, read_json_file, resolved
 from .memory import check_memory
 from .staging import atomic_path
 
@@ -65,7 +66,7 @@ class Game:
     ids: list[str]  # ids of all originals, in the order of ``originals``
     originals: np.ndarray  # (N_o, C, H, W) float32 in [0, 1]
     files: list[str]  # encoding file names, in file order ("0.npy", "1.npy", ...)
-    encodings: np.ndarray  # (N, P, D) float32
+    encodings: np.ndarray | EncodingFiles  # (N, P, D) float32: in memory, or read a block at a time
     path_list: list[str]  # ids that were encoded, as published
 
     @property
@@ -84,6 +85,9 @@ class Secrets:
     perms: np.ndarray | None  # (N, P): encoding k's row r is unshuffled row perms[k, r]
 
 
+DIGEST_BLOCK_BYTES = 256 * 1024**2  # encodings hashed this many bytes at a time
+
+
 def content_digest(game: Game) -> str:
     """A hash of everything a game holds: its family, every id and file name, every array whole.
 
@@ -93,15 +97,20 @@ def content_digest(game: Game) -> str:
     h = hashlib.sha256(json.dumps(game.config.to_json(), sort_keys=True).encode())
     for part in (game.ids, game.files, game.path_list):
         h.update(json.dumps(list(part)).encode())
-    for a in (game.originals, game.encodings):
-        h.update(str(np.shape(a)).encode())
-        h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+    h.update(str(np.shape(game.originals)).encode())
+    h.update(np.ascontiguousarray(game.originals, dtype=np.float32).tobytes())
+    enc = game.encodings
+    h.update(str(tuple(enc.shape)).encode())
+    step = block_size(DIGEST_BLOCK_BYTES, int(np.prod(enc.shape[1:])) * 4, copies=1, cap=None)
+    for s in range(0, len(enc), step):  # a block at a time: the same bytes as hashing the whole array
+        h.update(np.ascontiguousarray(enc[s:s + step], dtype=np.float32).tobytes())
     return h.hexdigest()
 
 
 # --- reading (Bob's side) ----------------------------------------------------------------------
 
 CONFIG_MAX_BYTES = 64 * 1024
+IN_MEMORY_SHARE = 0.5  # encodings up to this share of the memory budget are read whole; larger, a block at a time
 _ENC_NAME = re.compile(r"(0|[1-9][0-9]*)\.npy")
 
 
@@ -178,8 +187,15 @@ def _list_encodings(enc_dir: Path, game_real: Path) -> list[str]:
 
 
 @as_game_error
-def read_game(game_dir: PathLike, progress: Callable[[int], object] | None = None) -> Game:
-    """Read GAME/ into arrays, checking every file; uses nothing outside GAME/.
+def read_game(game_dir: PathLike, progress: Callable[[int], object] | None = None, *,
+              memory_budget: int | None = None) -> Game:
+    """Read GAME/, checking every file; uses nothing outside GAME/.
+
+    The originals are read into memory. The encodings are too when they take at most
+    :data:`IN_MEMORY_SHARE` of ``memory_budget`` (bytes; default
+    :func:`~empirical.encodings.default_budget`); otherwise ``Game.encodings`` is an
+    :class:`~empirical.encodings.EncodingFiles` that reads them a block at a time, and every value
+    is checked here in one pass of blocks.
 
     Refused with one line naming the file: a missing, damaged, truncated, wrong-typed or
     non-regular file; a symbolic link leading outside GAME/; encodings not numbered exactly
@@ -223,18 +239,20 @@ def read_game(game_dir: PathLike, progress: Callable[[int], object] | None = Non
     files = _list_encodings(enc_dir, game_real)
     if len(files) != len(path_list):
         raise GameError(f"{len(files)} encodings but the path list names {len(path_list)} ids")
-    check_memory(game_bytes(cfg, len(ids), len(files)),
-                 f"the game {game_dir} ({len(files):,} encodings of {cfg.n_patches:,} x {cfg.hidden:,}, "
-                 f"{len(ids):,} originals of {cfg.image_size} px)")
-
-    # the encodings first: their headers are cheap to check, the originals may need resizing
-    shape = (cfg.n_patches, cfg.hidden)
-    encodings = np.empty((len(files), *shape), np.float32)
-    for k, name in enumerate(files):
-        a = read_npy(enc_dir / name, "encoding", shape=shape, dtype=np.float32, err=GameError)
-        if not np.isfinite(a).all():
-            raise GameError(f"{enc_dir / name} contains NaN or inf")
-        encodings[k] = a
+    budget = default_budget() if memory_budget is None else int(memory_budget)
+    lazy = cfg.encoding_bytes(len(files)) > IN_MEMORY_SHARE * budget
+    block = block_size(budget, cfg.encoding_bytes(1), copies=1)
+    held = block * cfg.encoding_bytes(1) if lazy else cfg.encoding_bytes(len(files))
+    check_memory(cfg.image_bytes(len(ids)) + held + cfg.key_bytes(),
+                 f"the game {game_dir} ({len(files):,} encodings of {cfg.n_patches:,} x {cfg.hidden:,}"
+                 f"{', read a block at a time' if lazy else ''}, {len(ids):,} originals of {cfg.image_size} px)")
+    # every header next: cheap, and a bad file is named before anything large is read
+    encodings = EncodingFiles(enc_dir, files, (cfg.n_patches, cfg.hidden), err=GameError)
+    if lazy:  # every value checked now, a block at a time, so bad data is named before the attack starts
+        for _ in encodings.blocks(block):
+            pass
+    else:
+        encodings = encodings.load()
 
     originals = np.empty((len(ids), cfg.channels, cfg.image_size, cfg.image_size), np.float32)
     for i, img_id in enumerate(ids):

@@ -63,11 +63,16 @@ def balance(score: Array, xp: Namespace, tau: float = 0.05, iters: int = 50) -> 
     return L
 
 
-def top_candidates(prescore: Array, k: int, xp: Namespace) -> np.ndarray:
-    """The ``k`` encodings with the highest pre-score for each original: host (N_o, k)."""
+def top_candidates(prescore: Array, k: int, xp: Namespace, chunk: int = 1024) -> np.ndarray:
+    """The ``k`` encodings with the highest pre-score for each original: host (N_o, k).
+
+    ``chunk`` originals at a time, so the partition's (chunk, N) index array stays small.
+    """
     k = min(k, prescore.shape[1])
-    part = xp.argpartition(-prescore, k - 1, axis=1)[:, :k]
-    return to_numpy(part)
+    out = np.empty((prescore.shape[0], k), dtype=np.int64)
+    for s in range(0, prescore.shape[0], chunk):
+        out[s:s + chunk] = to_numpy(xp.argpartition(-prescore[s:s + chunk], k - 1, axis=1)[:, :k])
+    return out
 
 
 def isim_pair(patch_emb_a: Array, row_emb_b: Array, xp: Namespace) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from .errors import UserError
 
@@ -60,3 +61,13 @@ def check_memory(need: float, what: str) -> None:
     avail = available_memory()
     if avail is not None and need > avail:
         raise UserError(f"{what} needs {format_bytes(need)} of memory; {format_bytes(avail)} is available")
+
+
+def peak_resident() -> int | None:
+    """The most resident memory this process has held so far, in bytes (None where it cannot be told)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS counts bytes, Linux KiB

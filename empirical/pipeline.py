@@ -30,6 +30,7 @@ import numpy as np
 
 from .backend import Array, Namespace
 from .encoder import EncoderKey
+from .encodings import Rows, default_budget
 from .extraction import ExtractConfig
 from .game import Game
 from .psim import PsimConfig
@@ -93,8 +94,12 @@ def _run_stage(name: str, ctx: Context, store: Store) -> StageResult:
 
 def run_attack(game: Game, cfg: AttackConfig, xp: Namespace, *, quiet: bool = False,
                work_dir: str | os.PathLike | None = None,
-               on_stage: Callable[[StageResult], None] | None = None, stop_after: str | None = None) -> AttackResult:
+               on_stage: Callable[[StageResult], None] | None = None, stop_after: str | None = None,
+               memory_budget: int | None = None) -> AttackResult:
     """Run every stage on ``game``; ``on_stage(StageResult)`` is called as each one finishes.
+
+    ``memory_budget`` (bytes; default :func:`~empirical.encodings.default_budget`) bounds the blocks
+    of encodings the stages hold at once; it changes no result.
 
     ``stop_after`` (``"first"`` or ``"boost"``) ends the run after that stage; the result then
     holds the matching found so far, and ``encoder`` (and, before boosting, ``pi``) stay None.
@@ -102,7 +107,11 @@ def run_attack(game: Game, cfg: AttackConfig, xp: Namespace, *, quiet: bool = Fa
     if stop_after not in (None, "first", "boost"):
         raise ValueError(f"stop_after must be None, 'first' or 'boost', not {stop_after!r}")
     store = Store(work_dir, game, cfg.to_json())
-    ctx = Context(game, cfg, xp, quiet, originals=xp.asarray(game.originals), encodings=xp.asarray(game.encodings))
+    enc = game.encodings  # in memory: moved to xp whole; on disk (EncodingFiles): read a block at a time
+    source = xp.asarray(enc) if isinstance(enc, np.ndarray) else enc
+    budget = default_budget() if memory_budget is None else int(memory_budget)
+    ctx = Context(game, cfg, xp, quiet, originals=xp.asarray(game.originals), encodings=Rows(source, xp),
+                  memory_budget=budget)
     results = []
     for name in STAGES:
         results.append(_run_stage(name, ctx, store))

@@ -18,6 +18,7 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .encoder import EncoderConfig, encode_batch, patchify, random_key
+from .encodings import Rows
 from .mlp import Adam, Params, init_mlp, mlp_backward, mlp_forward
 from .moments import moment_features, standardise
 from .progress import Progress
@@ -117,19 +118,31 @@ def contrastive_loss(f: Array, g: Array, log_t: float, xp: Namespace) -> Contras
     return ContrastiveLoss(float(loss), d_f, d_g, d_log_t)
 
 
-def patch_features(images: Array, family: EncoderConfig, k: int, xp: Namespace) -> Array:
-    """Moment features of every patch of ``images`` (N, C, H, W) -> (N, P, K), standardised."""
-    rows = patchify(xp.asarray(images, dtype=xp.float32), family.patch)
-    return standardise(moment_features(rows, k, xp), xp)
+def patch_features(images: Array, family: EncoderConfig, k: int, xp: Namespace, block: int | None = None) -> Array:
+    """Moment features of every patch of ``images`` (N, C, H, W) -> (N, P, K), standardised.
+
+    ``block`` images at a time (default all): each patch's features depend on that patch alone.
+    """
+    step = len(images) if block is None else block
+    feats = [moment_features(patchify(xp.asarray(images[s:s + step], dtype=xp.float32), family.patch), k, xp)
+             for s in range(0, len(images), step)]  # (b, P, K) each
+    return standardise(feats[0] if len(feats) == 1 else xp.concatenate(feats), xp)
 
 
-def row_features(encodings: Array, k: int, xp: Namespace) -> Array:
+def row_features(encodings: Array | Rows, k: int, xp: Namespace, block: int | None = None) -> Array:
     """Moment features of rows (N, P, D) in a common order -> (N, P, K), standardised per slot.
 
     The rows must be aligned (unshuffled, or put in reference order by the local permutations)
-    so that a slot holds the same patch position in every encoding.
+    so that a slot holds the same patch position in every encoding. :class:`~empirical.encodings.Rows`
+    are read ``block`` encodings at a time (each row's features depend on that row alone).
     """
-    return standardise(moment_features(xp.asarray(encodings), k, xp), xp)
+    if isinstance(encodings, Rows):
+        step = len(encodings) if block is None else block
+        feats = [moment_features(b, k, xp) for _, b in encodings.blocks(step)]  # (b, P, K) each
+        feats = feats[0] if len(feats) == 1 else xp.concatenate(feats)  # (N, P, K)
+    else:
+        feats = moment_features(xp.asarray(encodings), k, xp)
+    return standardise(feats, xp)
 
 
 def training_pairs(images: Array, family: EncoderConfig, cfg: PsimConfig, seed: int, xp: Namespace) -> list[PairSet]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .encoder import BN_EPS, EncoderConfig, EncoderKey, patchify
+from .matched import as_images
 from .mlp import Params
 
 BN_STATS_CHUNK = 64  # images whose activations batch_stats holds at a time
@@ -173,7 +174,7 @@ def mean_batch_stats(params: Params, images: Array, groups: np.ndarray, family: 
     """
     if family.depth <= 0:
         return None
-    images = xp.asarray(images)  # no copy when they are on the device already
+    images = as_images(images, xp)  # no copy when they are on the device already
     acc = None
     ids = np.unique(groups)
     for g in ids:

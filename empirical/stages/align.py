@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-from .. import alignment
-from ..alignment import align_rows, apply_order
+from .. import alignment, encodings
+from ..alignment import align_rows
 from ..progress import progress_bar
 from .base import Context, Stage, StageResult, register
 
@@ -23,18 +23,18 @@ def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
         order = np.tile(np.arange(fam.n_patches), (n_enc, 1))  # (N, P)
         return order, StageResult("align", info={"skipped": "no shuffle"})
     with progress_bar(n_enc * ctx.cfg.align_iterations, "local permutations", ctx.quiet) as bar:
-        order = align_rows(ctx.encodings, ctx.xp, ctx.cfg.align_iterations, progress=bar)
+        # a block holds the encodings, their centred copy, the scores and the aligned copy
+        order = align_rows(ctx.encodings, ctx.xp, ctx.cfg.align_iterations, chunk=ctx.block(4), progress=bar)
     return order, StageResult("align")
 
 
 def attach(ctx: Context, order: np.ndarray) -> None:
     ctx.order = order
-    ctx.aligned = apply_order(ctx.encodings, order, ctx.xp)  # (N, P, D)
-    ctx.encodings = None  # one (N, P, D) array on the device at a time: 31 GB at the challenge's scale
+    ctx.rows = ctx.encodings.take(order)  # (N, P, D) in slot order, gathered on read: nothing is copied now
 
 
 STAGE = register(Stage(
-    name="align", fields=("seed", "align_iterations"), sources=(sys.modules[__name__], alignment),
+    name="align", fields=("seed", "align_iterations"), sources=(sys.modules[__name__], alignment, encodings),
     compute=compute, attach=attach,
     save=lambda order: ({"order": order}, {}),
     load=lambda arrays, meta, ctx: arrays["order"],

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, Namespace
+from ..encodings import BLOCK_CAP, Rows, block_size
 from ..game import Game
 from ..mlp import Params
 
@@ -50,16 +51,17 @@ class Context:
     xp: Namespace
     quiet: bool = True
     originals: Array = None  # (N_o, C, H, W) xp
-    encodings: Array = None  # (N, P, D) xp, in file row order; released once aligned
+    encodings: Rows = None  # (N, P, D) the encodings in file row order, read a block at a time
+    memory_budget: int = 8 * 1024**3  # bytes the stages may hold in blocks of encodings (sets block sizes only)
     order: np.ndarray | None = None  # (N, P) local permutations (align)
-    aligned: Array = None  # (N, P, D) xp: rows in one common slot order; released once targets exist
+    rows: Rows = None  # (N, P, D) the encodings' rows in one common slot order (align)
     model: Any = None  # the trained PsimModel (psim)
     patch_emb: Array = None  # (N_o, P, E) xp p-sim embeddings of the original patches
     row_emb: Array = None  # (N, P, E) xp p-sim embeddings of the aligned rows
     first: np.ndarray | None = None  # (N,) the first matching
     boosted: np.ndarray | None = None  # (N,) boosting's matching
     pi: np.ndarray | None = None  # (P,) original position j -> slot pi[j]
-    targets: Array = None  # (N, P, D) xp: encoding rows in the original's position order
+    targets: Rows = None  # (N, P, D) encoding rows in the original's position order (stages.final.targets)
     params: Params | None = None  # T''s parameters (xp arrays)
     fit_matching: np.ndarray | None = None  # (N,) the matching T' was last fitted on
     extract_gave_up: bool = False  # extraction's probe found T' worthless (final keeps boosting's matching)
@@ -73,6 +75,10 @@ class Context:
     @property
     def n_enc(self) -> int:
         return len(self.game.encodings)
+
+    def block(self, copies: int, cap: int | None = BLOCK_CAP) -> int:
+        """Encodings per block when a pass holds ``copies`` arrays of a block's size within the memory budget."""
+        return block_size(self.memory_budget, self.encodings.item_bytes, copies, cap)
 
 
 @dataclass(frozen=True)

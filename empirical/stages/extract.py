@@ -19,11 +19,12 @@ import sys
 
 import numpy as np
 
-from .. import extraction, fit_budget, holdout, mlp, nearest, tprime
+from .. import encodings, extraction, fit_budget, holdout, matched, mlp, nearest, tprime
 from ..backend import to_numpy
 from ..extraction import EncoderFit, fit_encoder, refine_encoder
 from ..fit_budget import fit_steps
 from ..holdout import held_out_scores, holdout_split
+from ..matched import MatchedImages
 from ..mlp import Params
 from ..progress import progress_bar
 from . import final
@@ -49,7 +50,8 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
     refine = fam.depth >= 0 and refine_steps > 0
     split = holdout_split(groups, ec)
     with progress_bar(steps + (refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
-        fit = fit_encoder(ctx.originals[xp.asarray(m_boost)], tgt, groups, fam, ec, xp, progress=bar, split=split)
+        fit = fit_encoder(MatchedImages(ctx.originals, m_boost, xp), tgt, groups, fam, ec, xp, progress=bar,
+                          split=split, memory_budget=ctx.memory_budget)
         params = fit.params
         info = _fit_info("", fit, steps)
         if fit.probe is not None:
@@ -73,13 +75,15 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
                 info["refined_on"] = "extracted encoder's matching"
             else:
                 info["refined_on"] = "boosting's matching (T' margins smaller)"
-            ref = refine_encoder(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, fam, ec, xp, progress=bar,
+            ref = refine_encoder(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, fam, ec, xp,
+                                 progress=bar, memory_budget=ctx.memory_budget,
                                  split=split)
             params = ref.params
             info.update(_fit_info("refine_", ref, refine_steps))
     held = split.held
     if len(held):  # pairs neither fit has seen, matched as the last fit's matching says
-        info["held_out"] = held_out_scores(params, ctx.originals[xp.asarray(m_fit)], tgt, groups, held, fam, xp)
+        info["held_out"] = held_out_scores(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, held, fam,
+                                           xp)
     # The stage's matching is T''s own (first fit) when it was trusted for the refit.
     own = m_fit if m_fit is not m_boost else None
     return (params, m_fit, fit.gave_up), StageResult("extract", matching=own, info=info)
@@ -101,6 +105,7 @@ def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray, bo
 
 STAGE = register(Stage(
     name="extract", fields=("extract",),
-    sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final),
+    sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final, encodings,
+             matched),
     compute=compute, attach=attach, save=save, load=load,
 ))

@@ -14,14 +14,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import assignment, boosting, tprime
+from .. import assignment, boosting, encodings, matched, tprime
 from ..assignment import match_encodings, match_margins
 from ..boosting import median_margin
+from ..encodings import Rows
+from ..matched import MatchedImages
 from ..mlp import Params
 from ..tprime import encode_each, mean_batch_stats
-from .base import Array, Context, Stage, StageResult, no_arrays, register
+from .base import Context, Stage, StageResult, no_arrays, register
 
 ENCODE_CHUNK = 512  # originals encoded by T' at a time: never all of them at once
+TARGET_COPIES = 2  # a block of encodings is held twice (read, then gathered into position order)
 
 
 class EncoderMatching(NamedTuple):
@@ -29,14 +32,10 @@ class EncoderMatching(NamedTuple):
     margin: float  # the median matching margin (assignment.match_margins)
 
 
-def targets(ctx: Context) -> Array:
-    """(N, P, D) xp: each encoding's rows in its original's position order (computed once).
-
-    Releases the slot-ordered copy, so one (N, P, D) array is held at a time.
-    """
+def targets(ctx: Context) -> Rows:
+    """(N, P, D): each encoding's rows in its original's position order, gathered on read."""
     if ctx.targets is None:
-        ctx.targets = ctx.aligned[:, ctx.xp.asarray(ctx.pi), :]  # (N, P, D)
-        ctx.aligned = None
+        ctx.targets = ctx.rows.take(ctx.pi)  # position j of every encoding is its slot pi[j]
     return ctx.targets
 
 
@@ -44,17 +43,21 @@ def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> Encod
     """Match every original to an encoding by T''s distance: ``(matching, median margin)``.
 
     Each original is encoded on its own, with BatchNorm statistics averaged over Alice's batches
-    filled with the originals that ``m_stats`` assigns to their encodings.
+    filled with the originals that ``m_stats`` assigns to their encodings. The encodings are read
+    in as few blocks as the memory budget allows (one, unless they do not fit); T' encodes the
+    originals once per block.
     """
     xp, fam, n_orig, n_enc = ctx.xp, ctx.game.config, ctx.n_orig, ctx.n_enc
-    originals = ctx.originals
-    stats = mean_batch_stats(params, originals[xp.asarray(m_stats)], ctx.game.bn_groups, fam, xp)
-    tgt = targets(ctx).reshape(n_enc, -1)  # (N, P*D)
+    originals, tgt = ctx.originals, targets(ctx)
+    stats = mean_batch_stats(params, MatchedImages(originals, m_stats, xp), ctx.game.bn_groups, fam, xp)
     score = xp.empty((n_orig, n_enc), dtype=xp.float32)  # (N_o, N)
-    for s in range(0, n_orig, ENCODE_CHUNK):
-        pred = encode_each(params, originals[s:s + ENCODE_CHUNK], fam, stats, xp).reshape(-1, tgt.shape[1])
-        # -|a - b|^2 up to a per-column constant, which does not change the matching
-        score[s:s + ENCODE_CHUNK] = 2 * (pred @ tgt.T) - (pred * pred).sum(axis=1)[:, None]
+    per = ctx.block(TARGET_COPIES, cap=None)
+    for t, block in tgt.blocks(per):
+        block = block.reshape(block.shape[0], -1)  # (c, P*D)
+        for s in range(0, n_orig, ENCODE_CHUNK):
+            pred = encode_each(params, originals[s:s + ENCODE_CHUNK], fam, stats, xp).reshape(-1, block.shape[1])
+            # -|a - b|^2 up to a per-column constant, which does not change the matching
+            score[s:s + ENCODE_CHUNK, t:t + per] = 2 * (pred @ block.T) - (pred * pred).sum(axis=1)[:, None]
     m = match_encodings(score)
     return EncoderMatching(m, float(np.median(match_margins(score, m, xp))))  # margins are on the host
 
@@ -84,7 +87,7 @@ def attach(ctx: Context, matching: np.ndarray) -> None:
 
 
 STAGE = register(Stage(
-    name="final", fields=(), sources=(sys.modules[__name__], tprime, assignment, boosting),
+    name="final", fields=(), sources=(sys.modules[__name__], tprime, assignment, boosting, encodings, matched),
     compute=compute, attach=attach, save=no_arrays,
     load=lambda arrays, meta, ctx: arrays["matching"],
 ))

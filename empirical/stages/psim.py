@@ -11,13 +11,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from .. import mlp, moments
+from .. import encodings, mlp, moments
 from .. import psim as psim_method
 from ..backend import to_numpy
+from ..encodings import block_size
 from ..progress import progress_bar
 from ..psim import PsimModel, evaluate_psim, patch_features, row_features, train_psim, training_pairs
-from .base import Context, Stage, StageResult, register
+from .base import Array, Context, Namespace, Stage, StageResult, register
 
+IMAGE_COPIES = 6  # float32 copies of a block of patches while their moments are taken
+EMBED_ROW_BYTES = 4096  # bytes one row's features occupy inside p-sim's MLP (width x float32 x copies, generous)
 HELD_OUT_ENCODERS = 2  # fresh attacker encoders each for p-sim's validation and test pairs
 LOSS_TAIL = 50  # the reported final loss is the mean over this many last steps
 
@@ -36,14 +39,24 @@ def compute(ctx: Context) -> tuple[PsimModel, StageResult]:
     return model, StageResult("psim", info=info)
 
 
+def _embed(embed, feats: Array, step: int, xp: Namespace) -> Array:
+    """``embed`` of features (n, P, K) -> (n, P, E), ``step`` images' rows at a time."""
+    n, P, k = feats.shape
+    out = [embed(feats[s:s + step].reshape(-1, k), xp).reshape(min(step, n - s), P, -1) for s in range(0, n, step)]
+    return out[0] if len(out) == 1 else xp.concatenate(out)
+
+
 def attach(ctx: Context, model: PsimModel) -> None:
     xp, fam, k = ctx.xp, ctx.game.config, model.moments
-    P = fam.n_patches
     ctx.model = model
-    pf = patch_features(ctx.originals, fam, k, xp).reshape(-1, k)  # (N_o * P, K)
-    ctx.patch_emb = model.embed_patches(pf, xp).reshape(ctx.n_orig, P, -1)  # (N_o, P, E)
-    rf = row_features(ctx.aligned, k, xp).reshape(-1, k)  # (N * P, K)
-    ctx.row_emb = model.embed_rows(rf, xp).reshape(ctx.n_enc, P, -1)  # (N, P, E)
+    # images per block: a patch block's copies while its moments are taken (float32 pixels)
+    per_image = block_size(ctx.memory_budget, fam.n_patches * fam.patch_dim * 4, IMAGE_COPIES, cap=None)
+    pf = patch_features(ctx.originals, fam, k, xp, block=per_image)  # (N_o, P, K)
+    # rows per block while they pass the MLP: its widest layer, a few copies
+    per_row = block_size(ctx.memory_budget, fam.n_patches * EMBED_ROW_BYTES, 1, cap=None)
+    ctx.patch_emb = _embed(model.embed_patches, pf, per_row, xp)  # (N_o, P, E)
+    rf = row_features(ctx.rows, k, xp, block=ctx.block(3))  # (N, P, K)
+    ctx.row_emb = _embed(model.embed_rows, rf, per_row, xp)  # (N, P, E)
 
 
 def save(model: PsimModel) -> tuple[dict, dict]:
@@ -60,6 +73,6 @@ def load(arrays: dict, meta: dict, ctx: Context) -> PsimModel:
 
 
 STAGE = register(Stage(
-    name="psim", fields=("psim",), sources=(sys.modules[__name__], psim_method, mlp, moments),
+    name="psim", fields=("psim",), sources=(sys.modules[__name__], psim_method, mlp, moments, encodings),
     compute=compute, attach=attach, save=save, load=load,
 ))

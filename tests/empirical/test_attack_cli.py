@@ -201,6 +201,25 @@ def test_secret_key_adds_local_permutations_and_challenge_2(made, tmp_path, caps
     assert t_prime.config == game_io.read_config(made["game"])
 
 
+def test_stop_after_boosting_from_blocks_on_disk(made, tmp_path, capsys):
+    """``--stop-after boost`` with a budget so small that the encodings are read a block at a time: the
+    submission is boosting's matching, the JSON records the memory, and the table says the peak."""
+    sub, out_json = tmp_path / "sub.json", tmp_path / "attack.json"
+    rc = attack.main(["--game", str(made["game"]), "--submission", str(sub), "--answer-key", str(made["answer"]),
+                      "--stop-after", "boost", "--memory-budget", "1e-6", "--json", str(out_json), *SMALL])
+    out = capsys.readouterr().out
+    assert rc == 0
+    report = json.loads(out_json.read_text())
+    assert [r["stage"] for r in report["stages"]][-1].startswith("boost")
+    assert report["config"]["stop_after"] == "boost" and report["fresh_images"] is None
+    mem = report["memory"]
+    assert mem["encodings_in_memory"] is False and mem["budget_bytes"] == int(1e-6 * 1024**3)
+    assert mem["peak_resident_bytes"] > 0 and set(mem["peak_resident_bytes_after_stage"]) == \
+        {"align", "psim", "first", "boost"}
+    assert "read from disk a block at a time" in out
+    assert len(json.loads(sub.read_text())) == report["config"]["n_encoded"]
+
+
 def test_default_run_builds_and_scores_its_own_game(tmp_path, capsys):
     out = tmp_path / "r.json"
     rc = attack.main(["--n", "30", "--extra", "4", "--image-size", "32", "--patch", "8", "--hidden", "16",
@@ -453,6 +472,9 @@ def test_an_output_that_is_a_folder_is_refused_before_the_attack(made, tmp_path,
     (["--n", "1"], "--n must be at least 2"),
     (["--answer-key", "a.json"], "--answer-key needs --game"),
     (["--patch", "0"], "patch must be positive"),
+    (["--memory-budget", "0"], "--memory-budget must be a positive number of GiB"),
+    (["--memory-budget", "nan"], "--memory-budget must be a positive number of GiB"),
+    (["--stop-after", "boost", "--save-encoder", "t.npz"], "--save-encoder needs model extraction"),
 ])
 def test_bad_numbers_are_refused_in_one_line(capsys, monkeypatch, flags, pattern):
     _no_attack(monkeypatch)

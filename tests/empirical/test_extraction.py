@@ -401,3 +401,37 @@ def test_chance_bar_is_the_fewest_right_picks_chance_rarely_reaches(n, alpha):
     assert binom.sf(k - 1, n, 1 / n) <= alpha < binom.sf(k - 2, n, 1 / n)
     picks = np.random.default_rng(0).integers(0, n, (20000, n)) == np.arange(n)  # T' guessing blindly
     assert np.mean(picks.sum(axis=1) >= k) < 2 * alpha + 0.002
+
+
+# --- whitened rows computed on read, when they would not fit the memory budget ---------------------
+
+def test_whitened_rows_on_read_equal_the_whole_array(small_pairs):
+    """Over the budget, the rows are whitened a batch at a time from the same whitening (every image
+    estimates it while there are at most WHITEN_IMAGES); the values equal those of the whole array."""
+    from empirical.extraction import WhiteRows, _whitened_patches
+    from empirical.matched import MatchedImages
+
+    fam, imgs, _, _ = small_pairs()
+    whole = _whitened_patches(imgs, fam, 1e-3, np)
+    m = np.random.default_rng(0).permutation(len(imgs))
+    lazy = _whitened_patches(MatchedImages(imgs[np.argsort(m)], m, np), fam, 1e-3, np, memory_budget=1)
+    assert isinstance(lazy.rows, WhiteRows) and lazy.rows.shape == whole.rows.shape
+    np.testing.assert_array_equal(lazy.mean, whole.mean)
+    np.testing.assert_array_equal(lazy.transform, whole.transform)
+    idx = np.array([5, 0, 3])
+    np.testing.assert_allclose(lazy.rows[idx], whole.rows[idx], rtol=1e-6, atol=1e-6)
+    within = _whitened_patches(imgs, fam, 1e-3, np, memory_budget=2**40)  # fits: the whole array, as before
+    np.testing.assert_array_equal(within.rows, whole.rows)
+
+
+def test_whitening_from_a_sample_when_rows_are_whitened_on_read(small_pairs, monkeypatch):
+    """Beyond WHITEN_IMAGES images the whitening on read is estimated from every k-th image only."""
+    from empirical import extraction
+
+    fam, imgs, _, _ = small_pairs()
+    monkeypatch.setattr(extraction, "WHITEN_IMAGES", 4)
+    lazy = extraction._whitened_patches(imgs, fam, 1e-3, np, memory_budget=1)
+    k = -(-len(imgs) // 4)
+    sample = extraction.patch_whitening(patchify(imgs[::k], fam.patch), 1e-3, np)
+    np.testing.assert_array_equal(lazy.mean, sample.mean)
+    np.testing.assert_array_equal(lazy.transform, sample.transform)

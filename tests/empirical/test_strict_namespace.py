@@ -276,3 +276,21 @@ def test_graph_start_on_the_strict_namespace_matches_numpy():
     np.testing.assert_array_equal(dev.pi, host.pi)
     np.testing.assert_array_equal(dev.matching, host.matching)
     assert dev.info == host.info
+
+
+def test_attack_from_blocks_on_disk_on_the_strict_namespace_matches_numpy(tmp_path):
+    """A game whose encodings are read from disk a block at a time (host reads, explicit moves to the
+    device) gives on the strict namespace what it gives on NumPy, to the last bit."""
+    from empirical.alice import make_game
+    from empirical.encodings import EncodingFiles
+    from empirical.game import read_game
+
+    fam = preset("neuracrypt-7", image_size=32, patch=8, hidden=16, bn_batch=16)
+    game, _ = bundled_game(fam, 40, seed=4)
+    make_game(tmp_path / "G", game.originals, game.ids, fam, 40, seed=4)
+    budget = 6 * fam.encoding_bytes(1)
+    lazy = read_game(tmp_path / "G", memory_budget=budget)
+    assert isinstance(lazy.encodings, EncodingFiles)
+    host = run_attack(lazy, SMALL, np, quiet=True, memory_budget=budget)
+    dev = run_attack(lazy, SMALL, sxp, quiet=True, memory_budget=budget)
+    assert_same_run(dev, host)
