@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .assignment import batched_assignments
-from .backend import Array, Namespace
+from .backend import Array, Namespace, to_numpy
+from .encodings import Rows, as_rows
+from .passes import Scheduler, map_blocks
 from .progress import Progress
 
 UNIT_EPS = 1e-12  # added to a row's norm so a constant row does not divide by zero
@@ -24,32 +26,47 @@ def _centred_unit(a: Array, xp: Namespace) -> Array:
     return a / (xp.sqrt((a * a).sum(axis=-1, keepdims=True)) + UNIT_EPS)
 
 
-def align_rows(encodings: Array, xp: Namespace, iterations: int = 2, chunk: int = 512,
-               progress: Progress | None = None) -> np.ndarray:
+def align_block(block: Array, ref: Array, xp: Namespace, host: bool = False) -> tuple[np.ndarray, Array]:
+    """One block of the alignment pass: ``(order, aligned sum)``.
+
+    ``block`` (c, P, D) encodings, ``ref`` (P, D) the centred unit reference. ``order`` (c, P) host:
+    each encoding's row for every reference slot; the sum (P, D) of the block's centred unit rows in
+    that order feeds the next reference (a host array with ``host``, for a pass run on Dask).
+    """
+    e = _centred_unit(xp.asarray(block), xp)  # (c, P, D)
+    score = xp.einsum("qd,crd->cqr", xp.asarray(ref), e)  # (c, slot, row)
+    order = batched_assignments(score)  # (c, P)
+    total = xp.take_along_axis(e, xp.asarray(order)[:, :, None], axis=1).sum(axis=0)  # (P, D)
+    return order, (to_numpy(total) if host else total)
+
+
+def align_rows(encodings: Array | Rows, xp: Namespace, iterations: int = 2, chunk: int = 512,
+               progress: Progress | None = None, scheduler: Scheduler = None) -> np.ndarray:
     """Recover each encoding's row order relative to a common reference.
 
     Parameters
     ----------
-    encodings : xp array (N, P, D)
+    encodings : xp array (N, P, D), or :class:`~empirical.encodings.Rows`
     iterations : passes; the first aligns to encoding 0, later ones to the mean aligned encoding
+    chunk : encodings per block of a pass
+    scheduler : where each pass runs (:func:`empirical.passes.map_blocks`)
 
     Returns
     -------
     order : host int array (N, P); ``encodings[b, order[b, q]]`` is encoding b's row for slot q
     """
-    n = encodings.shape[0]
-    ref = _centred_unit(encodings[0], xp)  # (P, D)
+    rows = as_rows(encodings, xp)
+    n = rows.shape[0]
+    ref = _centred_unit(rows[0], xp)  # (P, D)
     order = None
     for _ in range(iterations):
-        order = np.empty((n, encodings.shape[1]), dtype=np.int64)
+        on_dask = scheduler is not None
+        parts = map_blocks(align_block, rows, chunk, (to_numpy(ref) if on_dask else ref, xp, on_dask), scheduler,
+                           progress)
+        order = np.concatenate([o for o, _ in parts])  # (N, P)
         total = xp.zeros_like(ref)
-        for s in range(0, n, chunk):
-            e = _centred_unit(encodings[s:s + chunk], xp)  # (c, P, D)
-            score = xp.einsum("qd,crd->cqr", ref, e)  # (c, slot, row)
-            order[s:s + chunk] = batched_assignments(score)
-            total += xp.take_along_axis(e, xp.asarray(order[s:s + chunk])[:, :, None], axis=1).sum(axis=0)
-            if progress is not None:
-                progress(min(chunk, n - s))
+        for _, t in parts:  # in block order, as a loop over the blocks would add them
+            total += xp.asarray(t)
         ref = _centred_unit(total / n, xp)
     return order
 

@@ -21,7 +21,7 @@ from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
 from .encoder import CHALLENGE_SCALE, PRESETS, preset
 from .encodings import default_budget
-from .errors import OneLineParser, UserError, run_command
+from .errors import OneLineParser, UserError, one_line, run_command
 from .evaluate import challenge2_bytes, challenge2_score, true_matching
 from .extraction import ExtractConfig
 from .fileio import check_output, is_within, resolved, write_json
@@ -29,6 +29,7 @@ from .game import Game, Secrets, game_bytes, read_game, write_submission
 from .keys import save_key
 from .machine import fingerprint_record, load_average, load_record, machine_info
 from .memory import check_memory, format_bytes, peak_resident
+from .passes import connect
 from .pipeline import AttackConfig, run_attack
 from .psim import PsimConfig
 from .report import score_stages, table_rows
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GiB the attack may hold in encodings at once: a game's encodings larger than half of "
                          "it are read from disk a block at a time (default: half the memory available); it "
                          "changes no result")
+    ap.add_argument("--scheduler", metavar="ADDRESS",
+                    help="run the passes over every encoding (alignment, p-sim's row features) on the Dask "
+                         "cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.1:8786; its workers must "
+                         "reach the game's files at the same path), or 'sync' for Dask in this process; "
+                         "the result is the same as without")
     ap.add_argument("--stop-after", choices=("first", "boost"),
                     help="end after this stage: its matching is the result (and the submission); no T' is "
                          "extracted")
@@ -223,6 +229,19 @@ def _budget(args: argparse.Namespace) -> int:
     return default_budget() if args.memory_budget is None else int(args.memory_budget * 1024**3)
 
 
+def _scheduler(address: str | None):
+    """None (this process), ``"sync"``, or a Client of the Dask scheduler at ``address`` (one line if unreachable)."""
+    if address is None:
+        return None
+    try:
+        return connect(address)
+    except ImportError as e:
+        raise UserError(f"--scheduler needs Dask's distributed package ({e})") from None
+    except (OSError, TimeoutError, ValueError) as e:
+        why = one_line(e) or type(e).__name__
+        raise UserError(f"--scheduler {address}: cannot reach a Dask scheduler there ({why})") from None
+
+
 def _config(args: argparse.Namespace) -> AttackConfig:
     return AttackConfig(seed=args.seed, candidates=args.candidates, graph_search=args.graph_search,
                         psim=replace(PsimConfig(), steps=args.psim_steps),
@@ -247,6 +266,7 @@ def _run(args: argparse.Namespace) -> int:
     check_flags(args)
     check_outputs(args)
     xp = _backend(args.backend)
+    scheduler = _scheduler(args.scheduler)  # an unreachable cluster is refused before any work
     load_start = load_average()
     t_start = time.perf_counter()
     game, secrets, t_data = _game(args)  # secrets: held back, never handed to the attack
@@ -261,8 +281,13 @@ def _run(args: argparse.Namespace) -> int:
               f"({game.config.image_size}px, patch {game.config.patch}, hidden {game.config.hidden}, "
               f"depth {game.config.depth}, shuffle {game.config.shuffle}) on {backend_name(xp)}", file=sys.stderr)
     budget, peaks = _budget(args), {}
-    result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir, memory_budget=budget,
-                        on_stage=lambda r: peaks.__setitem__(r.name, peak_resident()), stop_after=args.stop_after)
+    try:
+        result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir, memory_budget=budget,
+                            on_stage=lambda r: peaks.__setitem__(r.name, peak_resident()),
+                            stop_after=args.stop_after, scheduler=scheduler)
+    finally:
+        if scheduler not in (None, "sync"):
+            scheduler.close()
     t_attack = time.perf_counter() - t_start
     memory = {"budget_bytes": budget, "encodings_in_memory": isinstance(game.encodings, np.ndarray),
               "peak_resident_bytes": peak_resident(), "peak_resident_bytes_after_stage": peaks}
@@ -295,7 +320,7 @@ def _run(args: argparse.Namespace) -> int:
             "config": {"attack": cfg.to_json(), "family": game.config.to_json(), "n_encoded": len(game.files),
                        "n_originals": len(game.ids), "n_originals_in_game": n_in_game,
                        "all_originals": args.all_originals, "game": args.game, "seed": args.seed,
-                       "stop_after": args.stop_after},
+                       "stop_after": args.stop_after, "scheduler": args.scheduler},
             "stages": [{"stage": r[0], "share_matched": r[1], "seconds": r[2], "note": r[3]} for r in rows],
             "stage_records": records,
             "psim": dict(result.stages[1].info),

@@ -33,6 +33,7 @@ from .encoder import EncoderKey
 from .encodings import Rows, default_budget
 from .extraction import ExtractConfig
 from .game import Game
+from .passes import Scheduler
 from .psim import PsimConfig
 from .stages import REGISTRY, STAGES, Context, StageResult
 from .store import Store
@@ -95,11 +96,13 @@ def _run_stage(name: str, ctx: Context, store: Store) -> StageResult:
 def run_attack(game: Game, cfg: AttackConfig, xp: Namespace, *, quiet: bool = False,
                work_dir: str | os.PathLike | None = None,
                on_stage: Callable[[StageResult], None] | None = None, stop_after: str | None = None,
-               memory_budget: int | None = None) -> AttackResult:
+               memory_budget: int | None = None, scheduler: Scheduler = None) -> AttackResult:
     """Run every stage on ``game``; ``on_stage(StageResult)`` is called as each one finishes.
 
     ``memory_budget`` (bytes; default :func:`~empirical.encodings.default_budget`) bounds the blocks
-    of encodings the stages hold at once; it changes no result.
+    of encodings the stages hold at once; ``scheduler`` says where the passes over every encoding
+    run (:func:`empirical.passes.map_blocks`: this process, Dask in this process, or a Dask
+    cluster's Client). Neither changes a result.
 
     ``stop_after`` (``"first"`` or ``"boost"``) ends the run after that stage; the result then
     holds the matching found so far, and ``encoder`` (and, before boosting, ``pi``) stay None.
@@ -111,7 +114,7 @@ def run_attack(game: Game, cfg: AttackConfig, xp: Namespace, *, quiet: bool = Fa
     source = xp.asarray(enc) if isinstance(enc, np.ndarray) else enc
     budget = default_budget() if memory_budget is None else int(memory_budget)
     ctx = Context(game, cfg, xp, quiet, originals=xp.asarray(game.originals), encodings=Rows(source, xp),
-                  memory_budget=budget)
+                  memory_budget=budget, scheduler=scheduler)
     results = []
     for name in STAGES:
         results.append(_run_stage(name, ctx, store))

@@ -21,6 +21,7 @@ from .encoder import EncoderConfig, encode_batch, patchify, random_key
 from .encodings import Rows
 from .mlp import Adam, Params, init_mlp, mlp_backward, mlp_forward
 from .moments import moment_features, standardise
+from .passes import Scheduler, map_blocks
 from .progress import Progress
 
 LOG_T_RANGE = (0.0, np.log(100.0))  # the learned temperature stays between 1 and 100
@@ -129,16 +130,25 @@ def patch_features(images: Array, family: EncoderConfig, k: int, xp: Namespace, 
     return standardise(feats[0] if len(feats) == 1 else xp.concatenate(feats), xp)
 
 
-def row_features(encodings: Array | Rows, k: int, xp: Namespace, block: int | None = None) -> Array:
+def row_moments(block: Array, k: int, xp: Namespace, host: bool = False) -> Array:
+    """One block of the row-features pass: moment features (b, P, D) -> (b, P, K) (host with ``host``)."""
+    feats = moment_features(xp.asarray(block), k, xp)
+    return to_numpy(feats) if host else feats
+
+
+def row_features(encodings: Array | Rows, k: int, xp: Namespace, block: int | None = None,
+                 scheduler: Scheduler = None) -> Array:
     """Moment features of rows (N, P, D) in a common order -> (N, P, K), standardised per slot.
 
     The rows must be aligned (unshuffled, or put in reference order by the local permutations)
     so that a slot holds the same patch position in every encoding. :class:`~empirical.encodings.Rows`
-    are read ``block`` encodings at a time (each row's features depend on that row alone).
+    are read ``block`` encodings at a time (each row's features depend on that row alone), in a pass
+    run where ``scheduler`` says (:func:`empirical.passes.map_blocks`).
     """
     if isinstance(encodings, Rows):
         step = len(encodings) if block is None else block
-        feats = [moment_features(b, k, xp) for _, b in encodings.blocks(step)]  # (b, P, K) each
+        feats = map_blocks(row_moments, encodings, step, (k, xp, scheduler is not None), scheduler)  # (b, P, K) each
+        feats = [xp.asarray(f) for f in feats]
         feats = feats[0] if len(feats) == 1 else xp.concatenate(feats)  # (N, P, K)
     else:
         feats = moment_features(xp.asarray(encodings), k, xp)

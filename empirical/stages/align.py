@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from .. import alignment, encodings
+from .. import alignment, encodings, passes
 from ..alignment import align_rows
 from ..progress import progress_bar
 from .base import Context, Stage, StageResult, register
@@ -24,7 +24,8 @@ def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
         return order, StageResult("align", info={"skipped": "no shuffle"})
     with progress_bar(n_enc * ctx.cfg.align_iterations, "local permutations", ctx.quiet) as bar:
         # a block holds the encodings, their centred copy, the scores and the aligned copy
-        order = align_rows(ctx.encodings, ctx.xp, ctx.cfg.align_iterations, chunk=ctx.block(4), progress=bar)
+        order = align_rows(ctx.encodings, ctx.xp, ctx.cfg.align_iterations, chunk=ctx.block(4), progress=bar,
+                           scheduler=ctx.scheduler)
     return order, StageResult("align")
 
 
@@ -34,7 +35,7 @@ def attach(ctx: Context, order: np.ndarray) -> None:
 
 
 STAGE = register(Stage(
-    name="align", fields=("seed", "align_iterations"), sources=(sys.modules[__name__], alignment, encodings),
+    name="align", fields=("seed", "align_iterations"), sources=(sys.modules[__name__], alignment, encodings, passes),
     compute=compute, attach=attach,
     save=lambda order: ({"order": order}, {}),
     load=lambda arrays, meta, ctx: arrays["order"],

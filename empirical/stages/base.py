@@ -53,6 +53,7 @@ class Context:
     originals: Array = None  # (N_o, C, H, W) xp
     encodings: Rows = None  # (N, P, D) the encodings in file row order, read a block at a time
     memory_budget: int = 8 * 1024**3  # bytes the stages may hold in blocks of encodings (sets block sizes only)
+    scheduler: Any = None  # where passes over the encodings run: None (this process), "sync" or a Dask Client
     order: np.ndarray | None = None  # (N, P) local permutations (align)
     rows: Rows = None  # (N, P, D) the encodings' rows in one common slot order (align)
     model: Any = None  # the trained PsimModel (psim)

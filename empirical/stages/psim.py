@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .. import encodings, mlp, moments
+from .. import encodings, mlp, moments, passes
 from .. import psim as psim_method
 from ..backend import to_numpy
 from ..encodings import block_size
@@ -55,7 +55,7 @@ def attach(ctx: Context, model: PsimModel) -> None:
     # rows per block while they pass the MLP: its widest layer, a few copies
     per_row = block_size(ctx.memory_budget, fam.n_patches * EMBED_ROW_BYTES, 1, cap=None)
     ctx.patch_emb = _embed(model.embed_patches, pf, per_row, xp)  # (N_o, P, E)
-    rf = row_features(ctx.rows, k, xp, block=ctx.block(3))  # (N, P, K)
+    rf = row_features(ctx.rows, k, xp, block=ctx.block(3), scheduler=ctx.scheduler)  # (N, P, K)
     ctx.row_emb = _embed(model.embed_rows, rf, per_row, xp)  # (N, P, E)
 
 
@@ -73,6 +73,6 @@ def load(arrays: dict, meta: dict, ctx: Context) -> PsimModel:
 
 
 STAGE = register(Stage(
-    name="psim", fields=("psim",), sources=(sys.modules[__name__], psim_method, mlp, moments, encodings),
+    name="psim", fields=("psim",), sources=(sys.modules[__name__], psim_method, mlp, moments, encodings, passes),
     compute=compute, attach=attach, save=save, load=load,
 ))

@@ -220,6 +220,17 @@ def test_stop_after_boosting_from_blocks_on_disk(made, tmp_path, capsys):
     assert len(json.loads(sub.read_text())) == report["config"]["n_encoded"]
 
 
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:9", "no-such-scheme://x"])
+def test_an_unreachable_scheduler_is_refused_before_any_work(made, capsys, monkeypatch, address):
+    pytest.importorskip("distributed")
+    from empirical import passes
+
+    monkeypatch.setattr(passes, "CONNECT_TIMEOUT", "1s")
+    _no_attack(monkeypatch)
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--scheduler", address, *SMALL]))
+    assert f"--scheduler {address}" in line, line
+
+
 def test_default_run_builds_and_scores_its_own_game(tmp_path, capsys):
     out = tmp_path / "r.json"
     rc = attack.main(["--n", "30", "--extra", "4", "--image-size", "32", "--patch", "8", "--hidden", "16",
