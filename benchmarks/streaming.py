@@ -5,8 +5,12 @@ encodes and writes one BatchNorm batch at a time), then attacked by ``python -m 
 --game`` once per mode:
 
 * ``memory``: the default budget (half the available memory), so the encodings are read whole;
-* ``blocks``: ``--memory-budget`` of ``--budget-gib``, small enough that the encodings are read
-  from their files a block at a time by every pass (``empirical.encodings``).
+* ``blocks``: ``--memory-budget`` of ``--budget-gib`` (default: ``--budget-ratio`` times the
+  encodings' size), small enough that the encodings are read from their files a block at a time
+  by every pass (``empirical.encodings``).
+
+Each attack's ``--json`` says whether it held the encodings in memory; a mode that did not run as
+its name says is reported as an error.
 
 Every command runs in its own process, which reports its own peak resident memory (the attack in
 its ``--json``, ``make`` through this script's child wrapper), so one run's memory never hides in
@@ -47,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--budget-gib", type=float, default=0.25,
-                    help="the blocks mode's --memory-budget (default 0.25 GiB)")
+    ap.add_argument("--budget-gib", type=float, default=None,
+                    help="the blocks mode's --memory-budget (default: --budget-ratio times the game's encodings)")
+    ap.add_argument("--budget-ratio", type=float, default=1.0,
+                    help="without --budget-gib, the blocks mode's budget as a multiple of the encodings' size "
+                         "(default 1: below the 2 at which they would be loaded whole)")
     ap.add_argument("--stop-after", choices=("first", "boost"), help="end each attack after this stage")
     ap.add_argument("--games", help="make the games in this folder and keep them (default: a temporary folder, "
                                     "removed at the end)")
@@ -97,14 +104,16 @@ def one_n(n: int, args: argparse.Namespace, root: Path) -> dict:
         return {**out, "error": f"make: {err}"}
     out["make"] = {"seconds": made["seconds"], "peak_rss_bytes": made["peak_rss_bytes"],
                    "peak_rss_gib": gib(made["peak_rss_bytes"]), "load": load_record(load0)}
-    out["encodings_gib"] = gib(sum(f.stat().st_size for f in (game / "private_encoded_dataset").iterdir()))
+    enc_bytes = sum(f.stat().st_size for f in (game / "private_encoded_dataset").iterdir())
+    out["encodings_gib"] = gib(enc_bytes)
+    budget_gib = args.budget_gib if args.budget_gib is not None else args.budget_ratio * enc_bytes / 2**30
     subs = {}
     for mode in args.modes:
         js, sub = root / f"G{n}-{mode}.json", root / f"G{n}-{mode}-submission.json"
         cmd = ["empirical.attack", "--game", str(game), "--answer-key", str(answer), "--secret-key", str(key),
                "--submission", str(sub), "--json", str(js), "--fresh", "0", "--seed", str(args.seed), "--quiet"]
         if mode == "blocks":
-            cmd += ["--memory-budget", str(args.budget_gib)]
+            cmd += ["--memory-budget", repr(budget_gib)]
         if args.stop_after:
             cmd += ["--stop-after", args.stop_after]
         load0 = load_average()
@@ -114,6 +123,10 @@ def one_n(n: int, args: argparse.Namespace, root: Path) -> dict:
             continue
         rec = json.loads(js.read_text())
         mem = rec["memory"]
+        if mem["encodings_in_memory"] != (mode == "memory"):
+            out[mode] = {"error": f"the {mode} mode held the encodings "
+                                  f"{'in memory' if mem['encodings_in_memory'] else 'on disk'}: not what it measures"}
+            continue
         out[mode] = {"seconds": rec["total_seconds"], "process_seconds": ran["seconds"],
                      "final_share_matched": rec["final_share_matched"],
                      "stages": [{k: s[k] for k in ("stage", "share_matched", "seconds")} for s in rec["stages"]],

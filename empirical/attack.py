@@ -205,7 +205,7 @@ def _read_secrets_up_front(args: argparse.Namespace, game: Game) -> Secrets | No
     return secrets
 
 
-def _game(args: argparse.Namespace) -> tuple[Game, Secrets | None, float]:
+def _game(args: argparse.Namespace, budget: int) -> tuple[Game, Secrets | None, float]:
     """The game to attack and Alice's secrets (held back until the attack returns), and data seconds.
 
     With ``--game``: the game on disk, and Alice's files when given, read and checked now. Without:
@@ -213,7 +213,7 @@ def _game(args: argparse.Namespace) -> tuple[Game, Secrets | None, float]:
     """
     t0 = time.perf_counter()
     if args.game:
-        game = read_game(args.game, memory_budget=_budget(args))
+        game = read_game(args.game, memory_budget=budget)
         return game, _read_secrets_up_front(args, game), 0.0
     size = CHALLENGE_SCALE if args.challenge_scale else \
         dict(image_size=args.image_size, patch=args.patch, hidden=args.hidden)
@@ -267,9 +267,18 @@ def _run(args: argparse.Namespace) -> int:
     check_outputs(args)
     xp = _backend(args.backend)
     scheduler = _scheduler(args.scheduler)  # an unreachable cluster is refused before any work
+    try:
+        return _attack_and_report(args, xp, scheduler)
+    finally:
+        if scheduler not in (None, "sync"):
+            scheduler.close()
+
+
+def _attack_and_report(args: argparse.Namespace, xp, scheduler) -> int:
+    budget, peaks = _budget(args), {}  # one budget decides both how the game is read and the block sizes
     load_start = load_average()
     t_start = time.perf_counter()
-    game, secrets, t_data = _game(args)  # secrets: held back, never handed to the attack
+    game, secrets, t_data = _game(args, budget)  # secrets: held back, never handed to the attack
     if secrets is not None and secrets.key is not None and args.fresh > 0:
         check_memory(challenge2_bytes(game.config, args.fresh), f"scoring T' on --fresh {args.fresh} images")
     n_in_game = len(game.ids)
@@ -280,14 +289,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"attacking {len(game.files)} encodings of {len(game.ids)} originals "
               f"({game.config.image_size}px, patch {game.config.patch}, hidden {game.config.hidden}, "
               f"depth {game.config.depth}, shuffle {game.config.shuffle}) on {backend_name(xp)}", file=sys.stderr)
-    budget, peaks = _budget(args), {}
-    try:
-        result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir, memory_budget=budget,
-                            on_stage=lambda r: peaks.__setitem__(r.name, peak_resident()),
-                            stop_after=args.stop_after, scheduler=scheduler)
-    finally:
-        if scheduler not in (None, "sync"):
-            scheduler.close()
+    result = run_attack(game, cfg, xp, quiet=args.quiet, work_dir=args.work_dir, memory_budget=budget,
+                        on_stage=lambda r: peaks.__setitem__(r.name, peak_resident()),
+                        stop_after=args.stop_after, scheduler=scheduler)
     t_attack = time.perf_counter() - t_start
     memory = {"budget_bytes": budget, "encodings_in_memory": isinstance(game.encodings, np.ndarray),
               "peak_resident_bytes": peak_resident(), "peak_resident_bytes_after_stage": peaks}

@@ -66,7 +66,8 @@ class EncodingFiles:
 
     def __init__(self, folder: Path, files: list[str], shape: tuple[int, int], err: type[UserError] = UserError,
                  progress: Callable[[int], object] | None = None):
-        self.folder, self.files, self.err = Path(folder), list(files), err
+        # absolute, so that Dask workers started elsewhere read the same files
+        self.folder, self.files, self.err = Path(os.path.abspath(folder)), list(files), err
         self.shape = (len(self.files), *shape)
         self.dtype = np.dtype(np.float32)
         self._item = int(np.prod(shape)) * ENCODING_DTYPE.itemsize
@@ -172,6 +173,8 @@ class Rows:
         ``order`` is host (N, P), one order per encoding, or (P,), the same order for all.
         """
         order = np.asarray(order, dtype=np.int64)
+        if order.shape[-1] != self.shape[1] or (order.ndim == 2 and len(order) != len(self)):
+            raise ValueError(f"an order of shape {order.shape} for rows of shape {self.shape}")
         if order.ndim == 1:
             index = np.broadcast_to(order, (len(self), len(order))) if self.index is None else self.index[:, order]
         else:

@@ -67,7 +67,7 @@ STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate
 PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
 WHITEN_ROWS = 16384  # about this many patch rows (every k-th) estimate the whitening covariance
 WHITEN_COPIES = 8  # whitening all rows at once holds about this many float32 copies of them (float64 steps)
-WHITEN_IMAGES = 4096  # images (every k-th) that estimate the whitening when the rows are whitened on read
+WHITEN_IMAGES = 4096  # at most this many images (every k-th) estimate the whitening
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
@@ -222,18 +222,19 @@ def _whitened_patches(images: Array | MatchedImages, family: EncoderConfig, eps:
                       memory_budget: int | None = None) -> WhitenedPatches:
     """``(rows, mean, transform)``: the images' patch rows whitened by :func:`patch_whitening`.
 
-    The rows are computed at once when :data:`WHITEN_COPIES` copies of them fit ``memory_budget``
-    (bytes; None: always), with the whitening estimated from every image. Otherwise the whitening
-    is estimated from about :data:`WHITEN_IMAGES` images (every k-th) and ``rows`` is a
-    :class:`WhiteRows` that whitens the images a step reads.
+    The whitening is estimated from every image, or from every k-th when there are more than
+    :data:`WHITEN_IMAGES`, whatever the budget. The rows are computed at once when
+    :data:`WHITEN_COPIES` copies of them fit ``memory_budget`` (bytes; None: always); otherwise
+    ``rows`` is a :class:`WhiteRows` that whitens the images a step reads (the same values).
     """
     n = len(images)
+    every = np.arange(0, n, -(-n // WHITEN_IMAGES))  # all images when there are at most WHITEN_IMAGES
+    sample = patchify(xp.asarray(images[xp.asarray(every)], dtype=xp.float32), family.patch)  # (m, P, C*p*p)
+    mu, z = patch_whitening(sample, eps, xp)
     if memory_budget is None or WHITEN_COPIES * n * family.n_patches * family.patch_dim * 4 <= memory_budget:
-        rows = patchify(xp.asarray(images[xp.asarray(np.arange(n))], dtype=xp.float32), family.patch)
-        mu, z = patch_whitening(rows, eps, xp)
+        rows = sample if len(every) == n else patchify(xp.asarray(images[xp.asarray(np.arange(n))],
+                                                                  dtype=xp.float32), family.patch)
         return WhitenedPatches(_whiten(rows, mu, z, xp), mu, z)
-    sample = images[xp.asarray(np.arange(0, n, -(-n // WHITEN_IMAGES)))]
-    mu, z = patch_whitening(patchify(xp.asarray(sample, dtype=xp.float32), family.patch), eps, xp)
     return WhitenedPatches(WhiteRows(images, family, mu, z, xp), mu, z)
 
 

@@ -12,6 +12,7 @@ Each such pass is written once, as ``fn(block, *args) -> result`` for an ``xp`` 
   them, and ``fn`` runs as one delayed task per chunk, by Dask's synchronous scheduler;
 * a ``dask.distributed.Client``: the same graph, computed by that cluster's workers, which read
   the game's files themselves (a path every worker can reach) and send back ``fn``'s results.
+  Encodings held in memory are never shipped to a cluster: their passes run in this process.
 
 ``fn`` must be a module-level function (Dask sends it to the workers) that moves its block to
 ``xp`` itself (``xp.asarray`` is free for a block already there) and returns host arrays or
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .backend import to_numpy
-from .encodings import Rows
+from .encodings import EncodingFiles, Rows
 from .progress import Progress
 
 Scheduler = Any  # None, "sync", or a dask.distributed.Client
@@ -57,7 +58,8 @@ def dask_encodings(rows: Rows, block: int):
 def map_blocks(fn: Callable, rows: Rows, block: int, args: tuple = (), scheduler: Scheduler = None,
                progress: Progress | None = None) -> list:
     """``[fn(block, *args) for each block of `block` encodings, in order]``, run where ``scheduler`` says."""
-    if scheduler is None:
+    # Encodings held in memory are not shipped to a cluster: only a game's files are read there.
+    if scheduler is None or (scheduler != "sync" and not isinstance(rows.source, EncodingFiles)):
         out = []
         for _, b in rows.blocks(block):
             out.append(fn(b, *args))

@@ -16,6 +16,8 @@ from ..alignment import align_rows
 from ..progress import progress_bar
 from .base import Context, Stage, StageResult, register
 
+ALIGN_CHUNK = 512  # encodings per block of the alignment pass when the encodings are in memory
+
 
 def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
     fam, n_enc = ctx.game.config, ctx.n_enc
@@ -23,15 +25,21 @@ def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
         order = np.tile(np.arange(fam.n_patches), (n_enc, 1))  # (N, P)
         return order, StageResult("align", info={"skipped": "no shuffle"})
     with progress_bar(n_enc * ctx.cfg.align_iterations, "local permutations", ctx.quiet) as bar:
-        # a block holds the encodings, their centred copy, the scores and the aligned copy
-        order = align_rows(ctx.encodings, ctx.xp, ctx.cfg.align_iterations, chunk=ctx.block(4), progress=bar,
+        # In memory, fixed blocks: the reference is a sum over blocks, so its last bits would otherwise
+        # depend on the budget. From files, as many as the budget holds: the encodings, their centred
+        # copy, the scores and the aligned copy.
+        chunk = ctx.block(4) if ctx.encodings_on_disk else ALIGN_CHUNK
+        order = align_rows(ctx.encodings, ctx.xp, ctx.cfg.align_iterations, chunk=chunk, progress=bar,
                            scheduler=ctx.scheduler)
     return order, StageResult("align")
 
 
 def attach(ctx: Context, order: np.ndarray) -> None:
     ctx.order = order
-    ctx.rows = ctx.encodings.take(order)  # (N, P, D) in slot order, gathered on read: nothing is copied now
+    if ctx.game.config.shuffle:
+        ctx.rows = ctx.encodings.take(order)  # (N, P, D) in slot order, gathered on read: nothing is copied now
+    else:
+        ctx.rows = ctx.encodings  # rows already in position order: no gather on read
 
 
 STAGE = register(Stage(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, Namespace
-from ..encodings import BLOCK_CAP, Rows, block_size
+from ..encodings import BLOCK_CAP, EncodingFiles, Rows, block_size
 from ..game import Game
 from ..mlp import Params
 
@@ -76,6 +76,11 @@ class Context:
     @property
     def n_enc(self) -> int:
         return len(self.game.encodings)
+
+    @property
+    def encodings_on_disk(self) -> bool:
+        """Whether the encodings are read from the game's files (not held in memory)."""
+        return isinstance(self.encodings.source, EncodingFiles)
 
     def block(self, copies: int, cap: int | None = BLOCK_CAP) -> int:
         """Encodings per block when a pass holds ``copies`` arrays of a block's size within the memory budget."""

@@ -3,7 +3,7 @@ giving the same result whether a game's encodings are held in memory or read fro
 import numpy as np
 import pytest
 
-from empirical.alice import bundled_game, make_game
+from empirical.alice import bundled_game, game_in_memory, make_game
 from empirical.alignment import apply_order
 from empirical.encoder import encode, encode_batches, preset, random_key
 from empirical.encodings import EncodingFiles, Rows, as_index, block_size
@@ -55,14 +55,14 @@ def test_a_large_game_is_read_in_blocks_with_the_same_values(on_disk):
 
 
 def test_streamed_make_writes_what_the_whole_encoder_gives(on_disk):
-    """``make`` encodes and writes one BatchNorm batch at a time; the files hold exactly :func:`encode`'s output."""
+    """``make`` encodes and writes one BatchNorm batch at a time; its files, shuffles and answer key are
+    exactly those of the same game made in memory (all encodings at once)."""
     folder, secrets = on_disk
     g = read_game(folder)
-    order = np.array([g.ids.index(i) for i, _ in sorted(secrets.answer.items(), key=lambda kv: int(kv[1][:-4]))])
-    enc, perms = encode(g.originals[order], secrets.key, np, seed=None)
-    unshuffled = np.take_along_axis(g.encodings, np.argsort(secrets.perms, axis=1)[:, :, None], axis=1)
-    np.testing.assert_allclose(unshuffled, np.take_along_axis(enc, np.argsort(perms, axis=1)[:, :, None], axis=1),
-                               rtol=1e-5, atol=1e-6)
+    mem, mem_secrets = game_in_memory(g.originals, g.ids, FAM, 20, seed=5)
+    np.testing.assert_array_equal(g.encodings, mem.encodings)
+    np.testing.assert_array_equal(secrets.perms, mem_secrets.perms)
+    assert secrets.answer == mem_secrets.answer
 
 
 def test_encode_batches_concatenate_to_encode():

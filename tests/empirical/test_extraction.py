@@ -406,8 +406,8 @@ def test_chance_bar_is_the_fewest_right_picks_chance_rarely_reaches(n, alpha):
 # --- whitened rows computed on read, when they would not fit the memory budget ---------------------
 
 def test_whitened_rows_on_read_equal_the_whole_array(small_pairs):
-    """Over the budget, the rows are whitened a batch at a time from the same whitening (every image
-    estimates it while there are at most WHITEN_IMAGES); the values equal those of the whole array."""
+    """Over the budget, the rows are whitened a batch at a time from the same whitening; the values
+    equal those of the whole array."""
     from empirical.extraction import WhiteRows, _whitened_patches
     from empirical.matched import MatchedImages
 
@@ -424,14 +424,19 @@ def test_whitened_rows_on_read_equal_the_whole_array(small_pairs):
     np.testing.assert_array_equal(within.rows, whole.rows)
 
 
-def test_whitening_from_a_sample_when_rows_are_whitened_on_read(small_pairs, monkeypatch):
-    """Beyond WHITEN_IMAGES images the whitening on read is estimated from every k-th image only."""
+def test_whitening_from_a_sample_whatever_the_budget(small_pairs, monkeypatch):
+    """Beyond WHITEN_IMAGES images the whitening is estimated from every k-th image only, with the rows
+    whitened at once or on read alike."""
     from empirical import extraction
 
     fam, imgs, _, _ = small_pairs()
     monkeypatch.setattr(extraction, "WHITEN_IMAGES", 4)
-    lazy = extraction._whitened_patches(imgs, fam, 1e-3, np, memory_budget=1)
     k = -(-len(imgs) // 4)
     sample = extraction.patch_whitening(patchify(imgs[::k], fam.patch), 1e-3, np)
-    np.testing.assert_array_equal(lazy.mean, sample.mean)
-    np.testing.assert_array_equal(lazy.transform, sample.transform)
+    lazy = extraction._whitened_patches(imgs, fam, 1e-3, np, memory_budget=1)
+    whole = extraction._whitened_patches(imgs, fam, 1e-3, np)
+    for got in (lazy, whole):
+        np.testing.assert_array_equal(got.mean, sample.mean)
+        np.testing.assert_array_equal(got.transform, sample.transform)
+    assert whole.rows.shape == (len(imgs), fam.n_patches, fam.patch_dim)
+    np.testing.assert_allclose(lazy.rows[np.arange(len(imgs))], whole.rows, rtol=1e-6, atol=1e-6)
