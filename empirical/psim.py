@@ -155,14 +155,16 @@ def row_features(encodings: Array | Rows, k: int, xp: Namespace, block: int | No
     return standardise(feats, xp)
 
 
-def training_pairs(images: Array, family: EncoderConfig, cfg: PsimConfig, seed: int, xp: Namespace) -> list[PairSet]:
+def training_pairs(images: Array, family: EncoderConfig, cfg: PsimConfig, seed: int, xp: Namespace, *,
+                   patch_feats: Array | None = None) -> list[PairSet]:
     """Per attacker encoder: (patch features, row features) of the same patches, (M, K) each.
 
     Encoding without the shuffle keeps row j aligned with patch j, which gives the labels.
+    ``patch_feats`` are :func:`patch_features` of ``images`` when the caller has them already.
     """
     rng = np.random.default_rng([seed, PAIRS_STREAM])
     images = xp.asarray(images)  # once, not once per encoder
-    pf_all = patch_features(images, family, cfg.moments, xp)  # (N, P, K)
+    pf_all = patch_features(images, family, cfg.moments, xp) if patch_feats is None else patch_feats  # (N, P, K)
     out = []
     for _ in range(cfg.n_encoders):
         key = random_key(family, rng.integers(2**63)).to(xp)

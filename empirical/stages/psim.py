@@ -25,12 +25,23 @@ HELD_OUT_ENCODERS = 2  # fresh attacker encoders each for p-sim's validation and
 LOSS_TAIL = 50  # the reported final loss is the mean over this many last steps
 
 
+def _patch_features(ctx: Context, k: int) -> Array:
+    """(N_o, P, K) standardised moment features of every original patch, computed once per run in blocks of
+    images (a block's patches are copied a few times while their moments are taken)."""
+    if ("patch_features", k) not in ctx.cache:
+        fam = ctx.game.config
+        per_image = block_size(ctx.memory_budget, fam.n_patches * fam.patch_dim * 4, IMAGE_COPIES, cap=None)
+        ctx.cache[("patch_features", k)] = patch_features(ctx.originals, fam, k, ctx.xp, block=per_image)
+    return ctx.cache[("patch_features", k)]
+
+
 def compute(ctx: Context) -> tuple[PsimModel, StageResult]:
     pc, fam, xp, seed = ctx.cfg.psim, ctx.game.config, ctx.xp, ctx.cfg.seed
-    pairs = training_pairs(ctx.originals, fam, pc, seed, xp)
+    pf = _patch_features(ctx, pc.moments)
+    pairs = training_pairs(ctx.originals, fam, pc, seed, xp, patch_feats=pf)
     small = replace(pc, n_encoders=HELD_OUT_ENCODERS)
-    val = training_pairs(ctx.originals, fam, small, seed + 1, xp)
-    test = training_pairs(ctx.originals, fam, small, seed + 2, xp)
+    val = training_pairs(ctx.originals, fam, small, seed + 1, xp, patch_feats=pf)
+    test = training_pairs(ctx.originals, fam, small, seed + 2, xp, patch_feats=pf)
     with progress_bar(pc.steps, "p-sim training", ctx.quiet) as bar:
         model, losses = train_psim(pairs, pc, seed, xp, progress=bar)
     ev = evaluate_psim(model, val, test, seed, xp)
@@ -49,9 +60,7 @@ def _embed(embed, feats: Array, step: int, xp: Namespace) -> Array:
 def attach(ctx: Context, model: PsimModel) -> None:
     xp, fam, k = ctx.xp, ctx.game.config, model.moments
     ctx.model = model
-    # images per block: a patch block's copies while its moments are taken (float32 pixels)
-    per_image = block_size(ctx.memory_budget, fam.n_patches * fam.patch_dim * 4, IMAGE_COPIES, cap=None)
-    pf = patch_features(ctx.originals, fam, k, xp, block=per_image)  # (N_o, P, K)
+    pf = _patch_features(ctx, k)  # (N_o, P, K)
     # rows per block while they pass the MLP: its widest layer, a few copies
     per_row = block_size(ctx.memory_budget, fam.n_patches * EMBED_ROW_BYTES, 1, cap=None)
     ctx.patch_emb = _embed(model.embed_patches, pf, per_row, xp)  # (N_o, P, E)
