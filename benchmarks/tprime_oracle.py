@@ -70,11 +70,12 @@ def lbfgs(params, images, targets, groups, family, iterations: int, xp):
     """Full-batch L-BFGS on the squared loss from ``params`` (whitened patches), last layer refitted."""
     from scipy.optimize import minimize
 
-    from empirical.extraction import _from_white, _to_white, _whitened_patches, refit_mixer
+    from empirical.extraction import refit_mixer
     from empirical.tprime import backward, forward
+    from empirical.whitening import from_white, to_white, whitened_patches
 
-    rows, mu, z = _whitened_patches(images, family, 1e-3, xp)
-    start = _to_white(params, mu, z, xp)
+    rows, mu, z = whitened_patches(images, family, 1e-3, xp)
+    start = to_white(params, mu, z, xp)
     names = list(start)
 
     def unflat(v):
@@ -100,7 +101,7 @@ def lbfgs(params, images, targets, groups, family, iterations: int, xp):
     v0 = np.concatenate([start[k].ravel() for k in names]).astype(np.float64)
     res = minimize(loss_and_grad, v0, jac=True, method="L-BFGS-B",
                    options={"maxiter": iterations, "maxcor": 20, "ftol": 1e-15, "gtol": 1e-12})
-    return refit_mixer(_from_white(unflat(res.x), mu, z, xp), images, targets, groups, family, xp)
+    return refit_mixer(from_white(unflat(res.x), mu, z, xp), images, targets, groups, family, xp)
 
 
 def true_pairs(args: argparse.Namespace) -> tuple:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .assignment import batched_assignments
-from .backend import Array, Namespace, to_numpy
+from .backend import Array, Namespace
 from .encodings import Rows, as_rows
 from .passes import Scheduler, map_blocks
 from .progress import Progress
@@ -26,18 +26,18 @@ def _centred_unit(a: Array, xp: Namespace) -> Array:
     return a / (xp.sqrt((a * a).sum(axis=-1, keepdims=True)) + UNIT_EPS)
 
 
-def align_block(block: Array, ref: Array, xp: Namespace, host: bool = False) -> tuple[np.ndarray, Array]:
+def align_block(block: Array, ref: Array, xp: Namespace) -> tuple[np.ndarray, Array]:
     """One block of the alignment pass: ``(order, aligned sum)``.
 
     ``block`` (c, P, D) encodings, ``ref`` (P, D) the centred unit reference. ``order`` (c, P) host:
     each encoding's row for every reference slot; the sum (P, D) of the block's centred unit rows in
-    that order feeds the next reference (a host array with ``host``, for a pass run on Dask).
+    that order feeds the next reference.
     """
     e = _centred_unit(xp.asarray(block), xp)  # (c, P, D)
     score = xp.einsum("qd,crd->cqr", xp.asarray(ref), e)  # (c, slot, row)
     order = batched_assignments(score)  # (c, P)
     total = xp.take_along_axis(e, xp.asarray(order)[:, :, None], axis=1).sum(axis=0)  # (P, D)
-    return order, (to_numpy(total) if host else total)
+    return order, total
 
 
 def align_rows(encodings: Array | Rows, xp: Namespace, iterations: int = 2, chunk: int = 512,
@@ -60,9 +60,7 @@ def align_rows(encodings: Array | Rows, xp: Namespace, iterations: int = 2, chun
     ref = _centred_unit(rows[0], xp)  # (P, D)
     order = None
     for _ in range(iterations):
-        on_dask = scheduler is not None
-        parts = map_blocks(align_block, rows, chunk, (to_numpy(ref) if on_dask else ref, xp, on_dask), scheduler,
-                           progress)
+        parts = map_blocks(align_block, rows, chunk, (ref, xp), scheduler, progress)
         order = np.concatenate([o for o, _ in parts])  # (N, P)
         total = xp.zeros_like(ref)
         for _, t in parts:  # in block order, as a loop over the blocks would add them

@@ -10,8 +10,8 @@ file numbering), so T' sees the same batch statistics as T did.
 The patch pixels are strongly correlated (neighbouring pixels of natural images), so the first
 layer's loss is badly conditioned in pixel coordinates and Adam, a per-coordinate method, moves
 slowly along the low-variance pixel directions that still matter for the output. T' is therefore
-trained on whitened patches (PCA whitening, with a floor on the eigenvalues) and its first layer
-is mapped back to pixels afterwards; the function T' computes is unchanged by this.
+trained on whitened patches (PCA whitening, with a floor on the eigenvalues; :mod:`empirical.whitening`)
+and its first layer is mapped back to pixels afterwards; the function T' computes is unchanged by this.
 
 :func:`refine_encoder` continues a fit on a cleaner matching (the one T' itself finds) with a
 plain squared loss, which is what the nearest-neighbour use of T' measures.
@@ -34,7 +34,7 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .encoder import EncoderConfig, patchify, random_key
-from .encodings import Rows, as_index, as_rows
+from .encodings import Rows, as_rows
 from .fit_budget import fit_steps
 from .holdout import HeldOut, Split, held_out_error, held_out_matching, held_out_plan, holdout_split
 from .matched import MatchedImages, as_images
@@ -50,6 +50,7 @@ from .tprime import (
     mean_batch_stats,
     params_from_key,
 )
+from .whitening import Whitening, from_white, patch_whitening, to_white, whitened_patches
 
 # The network's functions are importable from here too, where the attack's callers have found them.
 __all__ = ["BatchNormStats", "EncoderFit", "ExtractConfig", "LossAndGradient", "Whitening", "backward",
@@ -65,9 +66,6 @@ EVAL_EVERY = 25  # steps between measurements of the held-out error
 PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
 PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
-WHITEN_ROWS = 16384  # about this many patch rows (every k-th) estimate the whitening covariance
-WHITEN_COPIES = 8  # whitening all rows at once holds about this many float32 copies of them (float64 steps)
-WHITEN_IMAGES = 4096  # at most this many images (every k-th) estimate the whitening
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
@@ -92,36 +90,6 @@ class ExtractConfig:
 class LossAndGradient(NamedTuple):
     loss: float  # the mean loss over every output value
     grad: Array  # d loss / d y, the shape of y
-
-
-class Whitening(NamedTuple):
-    """``(x - mean) @ transform`` has about identity covariance over patch rows ``x``."""
-
-    mean: Array  # (C*p*p,) float64
-    transform: Array  # (C*p*p, C*p*p) float64
-
-
-class WhitenedPatches(NamedTuple):
-    rows: Array | WhiteRows  # (n, P, C*p*p) float32, whitened (all at once, or computed on read)
-    mean: Array  # the Whitening's mean and transform
-    transform: Array
-
-
-class WhiteRows:
-    """Whitened patch rows of ``images``, computed on read: ``rows[idx]`` is xp float32 (len(idx), P, C*p*p).
-
-    The same values as :func:`_whiten` of all the rows, without holding them: used when they would
-    not fit the memory budget.
-    """
-
-    def __init__(self, images: Array | MatchedImages, family: EncoderConfig, mu: Array, z: Array, xp: Namespace):
-        self.images, self.patch, self.mu, self.z, self.xp = images, family.patch, mu, z, xp
-        self.shape = (len(images), family.n_patches, family.patch_dim)
-
-    def __getitem__(self, idx: object) -> Array:
-        xp = self.xp
-        batch = self.images[xp.asarray(as_index(idx, self.shape[0]))]
-        return _whiten(patchify(xp.asarray(batch, dtype=xp.float32), self.patch), self.mu, self.z, xp)
 
 
 class EncoderFit(NamedTuple):
@@ -176,66 +144,6 @@ def _revive_dead_units(params: Params, opt: Adam, z0: Array, rows: Array, fit: n
         state["W0"][units] = 0
         state["b0"][units] = 0
     return n_dead
-
-
-def patch_whitening(rows: Array, eps: float, xp: Namespace) -> Whitening:
-    """``(mean, transform)`` such that ``(x - mean) @ transform`` has (about) identity covariance.
-
-    Eigenvalues below ``eps`` times the largest are floored there, so directions the patches hardly
-    use (pixel noise) are not blown up. ``eps = 0`` gives the identity (no whitening).
-    """
-    flat = rows.reshape(-1, rows.shape[-1])
-    mu = flat.mean(axis=0).astype(xp.float64)
-    if eps <= 0:
-        return Whitening(mu * 0, xp.eye(flat.shape[1], dtype=xp.float64))
-    sub = flat[:: max(1, flat.shape[0] // WHITEN_ROWS)].astype(xp.float64) - mu
-    s, u = xp.linalg.eigh(sub.T @ sub / sub.shape[0])
-    s = xp.maximum(s, 0)
-    return Whitening(mu, u / xp.sqrt(s + eps * float(s.max())))
-
-
-def _to_white(params: Params, mu: Array, z: Array, xp: Namespace) -> Params:
-    """Parameters acting on whitened patches, for T' given in pixel coordinates."""
-    out = dict(params)
-    w0 = params["W0"].astype(xp.float64)
-    out["W0"] = (w0 @ xp.linalg.inv(z).T).astype(xp.float32)  # W0 x = W0 Z^-T ((x - mu) Z) + W0 mu
-    out["b0"] = (params["b0"] + w0 @ mu).astype(xp.float32)
-    return out
-
-
-def _from_white(params: Params, mu: Array, z: Array, xp: Namespace) -> Params:
-    """Parameters in pixel coordinates, for T' trained on whitened patches."""
-    out = dict(params)
-    w0 = params["W0"].astype(xp.float64) @ z.T  # (D, C*p*p)
-    out["W0"] = w0.astype(xp.float32)
-    out["b0"] = (params["b0"] - w0 @ mu).astype(xp.float32)
-    return out
-
-
-def _whiten(rows: Array, mu: Array, z: Array, xp: Namespace) -> Array:
-    """``(rows - mu) @ z`` in float64, returned as float32 of the rows' shape (n, P, C*p*p)."""
-    flat = (rows.reshape(-1, rows.shape[2]).astype(xp.float64) - mu) @ z
-    return flat.astype(xp.float32).reshape(rows.shape)
-
-
-def _whitened_patches(images: Array | MatchedImages, family: EncoderConfig, eps: float, xp: Namespace,
-                      memory_budget: int | None = None) -> WhitenedPatches:
-    """``(rows, mean, transform)``: the images' patch rows whitened by :func:`patch_whitening`.
-
-    The whitening is estimated from every image, or from every k-th when there are more than
-    :data:`WHITEN_IMAGES`, whatever the budget. The rows are computed at once when
-    :data:`WHITEN_COPIES` copies of them fit ``memory_budget`` (bytes; None: always); otherwise
-    ``rows`` is a :class:`WhiteRows` that whitens the images a step reads (the same values).
-    """
-    n = len(images)
-    every = np.arange(0, n, -(-n // WHITEN_IMAGES))  # all images when there are at most WHITEN_IMAGES
-    sample = patchify(xp.asarray(images[xp.asarray(every)], dtype=xp.float32), family.patch)  # (m, P, C*p*p)
-    mu, z = patch_whitening(sample, eps, xp)
-    if memory_budget is None or WHITEN_COPIES * n * family.n_patches * family.patch_dim * 4 <= memory_budget:
-        rows = sample if len(every) == n else patchify(xp.asarray(images[xp.asarray(np.arange(n))],
-                                                                  dtype=xp.float32), family.patch)
-        return WhitenedPatches(_whiten(rows, mu, z, xp), mu, z)
-    return WhitenedPatches(WhiteRows(images, family, mu, z, xp), mu, z)
 
 
 class TrainLog(NamedTuple):
@@ -331,7 +239,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     and more steps would be minutes spent for nothing. A fit that learns slowly but learns passes.
     ``images`` may be :class:`~empirical.matched.MatchedImages` and ``targets``
     :class:`~empirical.encodings.Rows` (both read a batch at a time); with ``memory_budget`` (bytes),
-    whitened patch rows that would not fit are computed on read (:func:`_whitened_patches`).
+    whitened patch rows that would not fit are computed on read (:func:`~empirical.whitening.whitened_patches`).
     Returns an :class:`EncoderFit`.
     """
     rng = np.random.default_rng([cfg.seed, FIT_STREAM])
@@ -339,7 +247,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     split = holdout_split(groups, cfg) if split is None else split
     steps, _ = fit_steps(cfg, family)
     images = as_images(images, xp)  # no copy when they are on the device already
-    rows, mu, z = _whitened_patches(images, family, cfg.whiten, xp, memory_budget)  # (n, P, C*p*p)
+    rows, mu, z = whitened_patches(images, family, cfg.whiten, xp, memory_budget)  # (n, P, C*p*p)
     # Centre each first-layer unit on the data: a random bias can leave units that are off for
     # every patch, and a dead unit never recovers (neuracrypt-2 lost all of them this way).
     pick = rng.choice(split.fit, min(CENTRE_IMAGES, len(split.fit)), replace=False)
@@ -350,7 +258,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     probed: list[dict] = []
 
     def go_on(work: Params) -> bool:
-        trial = refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
+        trial = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
         shares = held_out_matching(trial, images, targets, groups, split.held, family, xp)
         hits = round(max(shares["rows"], shares["patch_means"]) * shares["n"])
         probed.append({"step": at, **shares, "right": hits, "bar": chance_bar(shares["n"], cfg.probe_alpha)})
@@ -361,7 +269,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
                  held=held_out_plan(targets, groups, split, xp), probe=probe)
-    params = refit_mixer(_from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
+    params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0,
                       probed[0] if probed else None, log.gave_up)
 
@@ -383,12 +291,12 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     if family.depth == -1 or steps <= 0:  # the linear family is already solved exactly
         return EncoderFit(refit_mixer(params, images, targets, groups, family, xp, subset=split.fit), [])
     rng = np.random.default_rng([cfg.seed, REFINE_STREAM])
-    rows, mu, z = _whitened_patches(images, family, cfg.refine_whiten, xp, memory_budget)
-    work = {k: v.copy() for k, v in _to_white(params, mu, z, xp).items()}
+    rows, mu, z = whitened_patches(images, family, cfg.refine_whiten, xp, memory_budget)
+    work = {k: v.copy() for k, v in to_white(params, mu, z, xp).items()}
     log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
                  lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
                  held=held_out_plan(targets, groups, split, xp))
-    params = refit_mixer(_from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
+    params = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 
 

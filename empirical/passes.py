@@ -15,13 +15,15 @@ Each such pass is written once, as ``fn(block, *args) -> result`` for an ``xp`` 
   Encodings held in memory are never shipped to a cluster: their passes run in this process.
 
 ``fn`` must be a module-level function (Dask sends it to the workers) that moves its block to
-``xp`` itself (``xp.asarray`` is free for a block already there) and returns host arrays or
-numbers when run on Dask. The results come back as a list in block order, so a reduction over
-them is the same whatever ran them.
+``xp`` itself (``xp.asarray`` is free for a block already there). On Dask, array arguments go to
+the tasks and array results come back as host arrays (:func:`_host`); in this process they stay
+where they are. The results come back as a list in block order, so a reduction over them is the
+same whatever ran them.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,19 @@ def dask_encodings(rows: Rows, block: int):
                          meta=np.empty((0, 0, 0), np.float32))
 
 
+def _host(value: Any) -> Any:
+    """``value`` with its arrays (alone or in a tuple) on the host; anything else as it is."""
+    if isinstance(value, tuple):
+        return tuple(_host(v) for v in value)
+    is_array = not isinstance(value, ModuleType) and hasattr(value, "shape") and hasattr(value, "dtype")
+    return to_numpy(value) if is_array else value
+
+
+def _on_host(fn: Callable, block: np.ndarray, *args: Any) -> Any:
+    """One Dask task: ``fn`` on a host chunk, its results brought back to the host."""
+    return _host(fn(block, *args))
+
+
 def map_blocks(fn: Callable, rows: Rows, block: int, args: tuple = (), scheduler: Scheduler = None,
                progress: Progress | None = None) -> list:
     """``[fn(block, *args) for each block of `block` encodings, in order]``, run where ``scheduler`` says."""
@@ -68,7 +83,9 @@ def map_blocks(fn: Callable, rows: Rows, block: int, args: tuple = (), scheduler
         return out
     import dask
 
-    tasks = [dask.delayed(fn, pure=False)(chunk, *args) for chunk in dask_encodings(rows, block).to_delayed().ravel()]
+    args = _host(tuple(args))
+    tasks = [dask.delayed(_on_host, pure=False)(fn, chunk, *args)
+             for chunk in dask_encodings(rows, block).to_delayed().ravel()]
     if scheduler == "sync":
         out = list(dask.compute(*tasks, scheduler="sync"))
     else:

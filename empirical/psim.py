@@ -130,10 +130,9 @@ def patch_features(images: Array, family: EncoderConfig, k: int, xp: Namespace, 
     return standardise(feats[0] if len(feats) == 1 else xp.concatenate(feats), xp)
 
 
-def row_moments(block: Array, k: int, xp: Namespace, host: bool = False) -> Array:
-    """One block of the row-features pass: moment features (b, P, D) -> (b, P, K) (host with ``host``)."""
-    feats = moment_features(xp.asarray(block), k, xp)
-    return to_numpy(feats) if host else feats
+def row_moments(block: Array, k: int, xp: Namespace) -> Array:
+    """One block of the row-features pass: moment features (b, P, D) -> (b, P, K)."""
+    return moment_features(xp.asarray(block), k, xp)
 
 
 def row_features(encodings: Array | Rows, k: int, xp: Namespace, block: int | None = None,
@@ -147,7 +146,7 @@ def row_features(encodings: Array | Rows, k: int, xp: Namespace, block: int | No
     """
     if isinstance(encodings, Rows):
         step = len(encodings) if block is None else block
-        feats = map_blocks(row_moments, encodings, step, (k, xp, scheduler is not None), scheduler)  # (b, P, K) each
+        feats = map_blocks(row_moments, encodings, step, (k, xp), scheduler)  # (b, P, K) each
         feats = [xp.asarray(f) for f in feats]
         feats = feats[0] if len(feats) == 1 else xp.concatenate(feats)  # (N, P, K)
     else:

@@ -274,7 +274,9 @@ def test_fitted_encoder_tells_images_apart_depth_0(fits):
 @pytest.mark.parametrize("eps", [0.0, 1e-3, 3e-2])
 def test_whitened_parameters_compute_the_same_function(eps):
     """T' on whitened patches with mapped weights equals T' on raw pixels; and back again."""
-    from empirical.extraction import _from_white, _to_white, _whitened_patches
+    from empirical.whitening import from_white as _from_white
+    from empirical.whitening import to_white as _to_white
+    from empirical.whitening import whitened_patches as _whitened_patches
 
     fam = family(2, image_size=32, patch=8, hidden=16)
     imgs = bundled_images(12, 32, seed=2, patch=8)
@@ -320,8 +322,9 @@ def test_training_stops_when_the_held_out_error_stops_falling(small_pairs):
     """With a learning rate of 0 the held-out error never falls below its first value: the fit keeps the
     parameters of the first check, and stops at the first check that is both PATIENCE checks later and
     past STOP_FROM of its steps (not while the learning rate is still high)."""
-    from empirical.extraction import EVAL_EVERY, PATIENCE, STOP_FROM, _train, _whitened_patches
+    from empirical.extraction import EVAL_EVERY, PATIENCE, STOP_FROM, _train
     from empirical.holdout import held_out_plan, holdout_split
+    from empirical.whitening import whitened_patches as _whitened_patches
 
     fam, imgs, targets, groups = small_pairs()
     split = holdout_split(groups, ExtractConfig(holdout=0.4))
@@ -408,8 +411,9 @@ def test_chance_bar_is_the_fewest_right_picks_chance_rarely_reaches(n, alpha):
 def test_whitened_rows_on_read_equal_the_whole_array(small_pairs):
     """Over the budget, the rows are whitened a batch at a time from the same whitening; the values
     equal those of the whole array."""
-    from empirical.extraction import WhiteRows, _whitened_patches
     from empirical.matched import MatchedImages
+    from empirical.whitening import WhiteRows
+    from empirical.whitening import whitened_patches as _whitened_patches
 
     fam, imgs, _, _ = small_pairs()
     whole = _whitened_patches(imgs, fam, 1e-3, np)
@@ -427,14 +431,14 @@ def test_whitened_rows_on_read_equal_the_whole_array(small_pairs):
 def test_whitening_from_a_sample_whatever_the_budget(small_pairs, monkeypatch):
     """Beyond WHITEN_IMAGES images the whitening is estimated from every k-th image only, with the rows
     whitened at once or on read alike."""
-    from empirical import extraction
+    from empirical import whitening
 
     fam, imgs, _, _ = small_pairs()
-    monkeypatch.setattr(extraction, "WHITEN_IMAGES", 4)
+    monkeypatch.setattr(whitening, "WHITEN_IMAGES", 4)
     k = -(-len(imgs) // 4)
-    sample = extraction.patch_whitening(patchify(imgs[::k], fam.patch), 1e-3, np)
-    lazy = extraction._whitened_patches(imgs, fam, 1e-3, np, memory_budget=1)
-    whole = extraction._whitened_patches(imgs, fam, 1e-3, np)
+    sample = whitening.patch_whitening(patchify(imgs[::k], fam.patch), 1e-3, np)
+    lazy = whitening.whitened_patches(imgs, fam, 1e-3, np, memory_budget=1)
+    whole = whitening.whitened_patches(imgs, fam, 1e-3, np)
     for got in (lazy, whole):
         np.testing.assert_array_equal(got.mean, sample.mean)
         np.testing.assert_array_equal(got.transform, sample.transform)

@@ -193,7 +193,7 @@ def test_game_in_memory_hands_bob_nothing_secret():
 
 
 ATTACK_MODULES = ["alignment", "psim", "isim", "boosting", "graph_perm", "extraction", "fit_budget", "holdout",
-                  "encodings", "matched", "passes",
+                  "encodings", "matched", "passes", "whitening",
                   "nearest", "tprime", "pipeline", "store", "assignment", "moments", "mlp",
                   *(f"stages/{name}" for name in STAGES), "stages/base", "stages/__init__"]
 FORBIDDEN_NAMES = {"Secrets", "load_secrets", "save_secrets", "read_answer_key", "load_key", "true_matching",
