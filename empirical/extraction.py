@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backend import Array, Namespace, to_numpy
+from .batch_sample import whole_batches
 from .encoder import EncoderConfig, patchify, random_key
 from .encodings import Rows, as_rows
 from .fit_budget import fit_steps
@@ -66,6 +67,8 @@ EVAL_EVERY = 25  # steps between measurements of the held-out error
 PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
 PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
+MIXER_CHUNK_ROWS = 2**16  # refit_mixer runs a batch of more patch rows than this through T' in chunks
+STEP_ROWS = 4096  # patch rows a training step reads at most: fewer images per step where images have more patches
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
@@ -73,6 +76,7 @@ MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the
 class ExtractConfig:
     steps: int = 250  # Adam steps of fit_encoder (robust loss)
     images_per_step: int = 64  # images per step of fit_encoder, all from one of Alice's BatchNorm batches
+    # (fewer where that would be more than STEP_ROWS patch rows: 16 images of 256 px)
     lr: float = 2e-3  # fit_encoder's peak Adam learning rate (per step), before warm-up and cosine decay
     huber: float = 0.05  # threshold of the robust loss, in units of the targets' standard deviation
     whiten: float = 1e-3  # eigenvalue floor of fit_encoder's patch whitening, relative to the largest (0: off)
@@ -163,7 +167,8 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
     ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
-    trained on, ``groups`` (n,) host every pair's batch. The learning rate warms up over
+    trained on, ``groups`` (n,) host every pair's batch. A step reads at most :data:`STEP_ROWS` patch
+    rows (fewer than ``images_per_step`` images where images have many patches). The learning rate warms up over
     :data:`WARMUP_STEPS` and decays as a half cosine over ``steps``. With ``held`` (a plan of
     :func:`empirical.holdout.held_out_plan`), the held-out error is measured every
     :data:`EVAL_EVERY` steps and at the end; ``params`` end as the measured parameters with the
@@ -172,6 +177,7 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     ``(k, go_on)``, training stops after ``k`` steps when ``go_on(params)`` is false.
     """
     members = [fit[groups[fit] == g] for g in np.unique(groups[fit])]
+    images_per_step = max(1, min(images_per_step, STEP_ROWS // rows.shape[1]))  # at most STEP_ROWS patch rows
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
     losses: list[float] = []
     curve: list[tuple[int, float]] = []
@@ -308,7 +314,9 @@ def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarra
     Given the layers below, the output is linear in the mixer's weights, so its best value is a
     regression of the targets on T''s penultimate features (BatchNorm with each of Alice's
     batches' own statistics). For the linear family the whole encoder is that one layer, and the
-    regression recovers it outright.
+    regression recovers it outright. At most :data:`~empirical.batch_sample.SAMPLE_ROWS` patch rows
+    of whole batches are used (:func:`~empirical.batch_sample.whole_batches`): a Gram matrix of D + 1
+    features is well estimated long before that.
     """
     d = family.hidden
     n_in = family.patch_dim if family.depth == -1 else d
@@ -317,17 +325,23 @@ def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarra
     cross = xp.zeros((n_in + 1, d), dtype=xp.float64)
     count = 0
     use = np.arange(len(groups)) if subset is None else np.asarray(subset)
+    use = whole_batches(groups, use, family.n_patches)  # (k,) host: whole batches, up to SAMPLE_ROWS rows
     for g in np.unique(groups[use]):
-        idx = xp.asarray(use[groups[use] == g])
-        rows = patchify(xp.asarray(images[idx], dtype=xp.float32), family.patch)
-        cache = forward(params, rows, family, xp).cache
-        # The last linear layer's input: the mixer's features, or the raw patches for the linear family.
-        feats = (cache.x if family.depth == -1 else cache.g).astype(xp.float64)
-        feats = xp.concatenate([feats, xp.ones((feats.shape[0], 1), dtype=xp.float64)], axis=1)
-        y = targets[idx].reshape(feats.shape[0], -1).astype(xp.float64)
-        gram += feats.T @ feats
-        cross += feats.T @ y
-        count += feats.shape[0]
+        mine = use[groups[use] == g]
+        rows = patchify(xp.asarray(images[xp.asarray(mine)], dtype=xp.float32), family.patch)  # (b, P, C*p*p)
+        # A batch too large to run through T' at once is run in chunks, with its own statistics frozen.
+        chunked = rows.shape[0] * rows.shape[1] > MIXER_CHUNK_ROWS
+        stats = batch_stats(params, rows, family, xp) if chunked else None
+        step = max(1, MIXER_CHUNK_ROWS // rows.shape[1]) if chunked else len(mine)
+        for s in range(0, len(mine), step):
+            cache = forward(params, rows[s:s + step], family, xp, bn_stats=stats).cache
+            # The last linear layer's input: the mixer's features, or the raw patches for the linear family.
+            feats = (cache.x if family.depth == -1 else cache.g).astype(xp.float64)  # (b*P, F)
+            feats = xp.concatenate([feats, xp.ones((feats.shape[0], 1), dtype=xp.float64)], axis=1)
+            y = targets[xp.asarray(mine[s:s + step])].reshape(feats.shape[0], -1).astype(xp.float64)  # (b*P, D)
+            gram += feats.T @ feats
+            cross += feats.T @ y
+            count += feats.shape[0]
     sol = xp.linalg.solve(gram + ridge * count * xp.eye(gram.shape[0]), cross)  # (features+1, D)
     out = dict(params)
     w, b = ("W0", "b0") if family.depth == -1 else ("Wm", "bm")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from .backend import Array, Namespace, to_numpy
+from .batch_sample import whole_batches
 from .encoder import EncoderConfig, patchify
 from .nearest import nearest_shares
 from .tprime import batch_stats, forward
@@ -102,9 +103,12 @@ def _held_out_outputs(params: Params, images: Array, targets: Array, groups: np.
     """``(truth, est)`` host, in ``held``'s order: ``summary`` of each held-back pair's target and T' output.
 
     Each held-back image is encoded by T' with the BatchNorm statistics of its whole batch (as
-    Alice's encoder saw it); ``summary`` maps (n, P, D) to (n, d).
+    Alice's encoder saw it); ``summary`` maps (n, P, D) to (n, d). Only the held-back pairs of the
+    batches :func:`~empirical.batch_sample.whole_batches` draws are used (all of them unless the
+    game's images hold more than :data:`~empirical.batch_sample.SAMPLE_ROWS` patch rows).
     """
     out = []
+    held = np.intersect1d(held, whole_batches(groups, np.arange(len(groups)), family.n_patches))
     for g in np.unique(groups[held]):
         rows = patchify(xp.asarray(images[xp.asarray(np.flatnonzero(groups == g))], dtype=xp.float32), family.patch)
         stats = batch_stats(params, rows, family, xp)

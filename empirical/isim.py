@@ -21,12 +21,16 @@ to about 44%.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from .assignment import assignment_value, match_encodings
 from .backend import Array, Namespace, to_numpy
 from .progress import Progress
 
+ISIM_BLOCK = 16  # originals per task of the threaded exact i-sim
 TAU_FLOOR = 1e-30  # added to the temperature so a score matrix of equal values does not divide by zero
 
 
@@ -75,21 +79,50 @@ def top_candidates(prescore: Array, k: int, xp: Namespace, chunk: int = 1024) ->
     return out
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def isim_pair(patch_emb_a: Array, row_emb_b: Array, xp: Namespace) -> float:
     """Exact i-sim of one pair: best assignment value of the (P, P) cosine-similarity matrix."""
     return assignment_value(patch_emb_a @ row_emb_b.T)
 
 
 def isim_candidates(patch_emb: Array, row_emb: Array, cand: np.ndarray, xp: Namespace,
-                    progress: Progress | None = None) -> np.ndarray:
-    """Exact i-sim for each original and each of its candidate encodings: host (N_o, k)."""
+                    progress: Progress | None = None, workers: int | None = None) -> np.ndarray:
+    """Exact i-sim for each original and each of its candidate encodings: host (N_o, k).
+
+    The N_o * k assignments are independent, and SciPy's solver releases the GIL while it runs, so
+    ``workers`` threads (default: the CPUs this process may use) each take blocks of
+    :data:`ISIM_BLOCK` originals; the values do not depend on how many there are.
+    """
     out = np.empty(cand.shape, dtype=np.float64)
-    for a in range(cand.shape[0]):
-        sims = to_numpy(xp.einsum("pe,kqe->kpq", patch_emb[a], row_emb[xp.asarray(cand[a])]))
-        for i in range(cand.shape[1]):
-            out[a, i] = assignment_value(sims[i])
-        if progress is not None:
-            progress(1)
+    workers = available_cpus() if workers is None else max(1, int(workers))
+
+    def one_block(start: int) -> int:
+        stop = min(start + ISIM_BLOCK, cand.shape[0])
+        for a in range(start, stop):
+            sims = to_numpy(xp.einsum("pe,kqe->kpq", patch_emb[a], row_emb[xp.asarray(cand[a])]))  # (k, P, P)
+            for i in range(cand.shape[1]):
+                out[a, i] = assignment_value(sims[i])
+        return stop - start
+
+    starts = range(0, cand.shape[0], ISIM_BLOCK)
+    if workers == 1:
+        done = map(one_block, starts)
+    else:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="isim")
+        done = pool.map(one_block, starts)
+    try:
+        for n in done:
+            if progress is not None:
+                progress(n)
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
     return out
 
 

@@ -14,12 +14,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .backend import Array, Namespace, to_numpy
+from .batch_sample import whole_batches
 from .encoder import BN_EPS, EncoderConfig, EncoderKey, patchify
 from .matched import as_images
 from .mlp import Params
 
 BN_STATS_CHUNK = 64  # images whose activations batch_stats holds at a time
-ENCODE_CHUNK = 512  # images encode_each runs through T' at a time
+ENCODE_CHUNK = 2**15  # patch rows encode_each runs through T' at a time (512 images of 128 px, 128 of 256)
 
 
 class BatchNormStats(NamedTuple):
@@ -160,6 +161,7 @@ def encode_each(params: Params, images: Array, family: EncoderConfig, bn_stats: 
                 xp: Namespace, chunk: int = ENCODE_CHUNK) -> Array:
     """T'(x) for every image on its own, BatchNorm frozen at ``bn_stats``: (n, P, D)."""
     out = []
+    chunk = max(1, chunk // family.n_patches)  # images per chunk: at most `chunk` patch rows through T' at once
     for s in range(0, len(images), chunk):
         rows = patchify(xp.asarray(images[s:s + chunk], dtype=xp.float32), family.patch)
         out.append(forward(params, rows, family, xp, bn_stats=bn_stats).y)
@@ -170,13 +172,15 @@ def mean_batch_stats(params: Params, images: Array, groups: np.ndarray, family: 
                      xp: Namespace) -> list[BatchNormStats] | None:
     """BatchNorm statistics of T' averaged over Alice's batches (for encoding images one by one).
 
-    ``images`` (n, C, H, W); ``groups`` (n,) host, each image's BatchNorm batch.
+    ``images`` (n, C, H, W); ``groups`` (n,) host, each image's BatchNorm batch. The average is over
+    the batches of :func:`~empirical.batch_sample.whole_batches` (all of them unless they hold more than
+    :data:`~empirical.batch_sample.SAMPLE_ROWS` patch rows).
     """
     if family.depth <= 0:
         return None
     images = as_images(images, xp)  # no copy when they are on the device already
     acc = None
-    ids = np.unique(groups)
+    ids = np.unique(groups[whole_batches(groups, np.arange(len(groups)), family.n_patches)])
     for g in ids:
         batch = images[xp.asarray(np.flatnonzero(groups == g))]
         rows = patchify(xp.asarray(batch, dtype=xp.float32), family.patch)

@@ -19,7 +19,20 @@ import sys
 
 import numpy as np
 
-from .. import encodings, extraction, fit_budget, holdout, matched, mlp, nearest, tprime, whitening
+from .. import (
+    batch_sample,
+    encodings,
+    extraction,
+    fit_budget,
+    holdout,
+    matched,
+    mlp,
+    nearest,
+    passes,
+    sketch,
+    tprime,
+    whitening,
+)
 from ..backend import to_numpy
 from ..extraction import EncoderFit, fit_encoder, refine_encoder
 from ..fit_budget import fit_steps
@@ -106,6 +119,6 @@ def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray, bo
 STAGE = register(Stage(
     name="extract", fields=("extract",),
     sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final, encodings,
-             matched, whitening),
+             matched, whitening, batch_sample, sketch, passes),
     compute=compute, attach=attach, save=save, load=load,
 ))

@@ -14,16 +14,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import assignment, boosting, encodings, matched, tprime
+from .. import assignment, batch_sample, boosting, encodings, matched, passes, sketch, tprime
 from ..assignment import match_encodings, match_margins
 from ..boosting import median_margin
 from ..encodings import Rows
 from ..matched import MatchedImages
 from ..mlp import Params
+from ..passes import map_blocks
+from ..sketch import projection, sketch_rows, sketched
 from ..tprime import encode_each, mean_batch_stats
 from .base import Context, Stage, StageResult, no_arrays, register
 
 ENCODE_CHUNK = 512  # originals encoded by T' at a time: never all of them at once
+ENCODE_CHUNK_ROWS = 2**15  # with a sketch: patch rows of originals encoded at a time (128 images of 256 px)
 TARGET_COPIES = 2  # a block of encodings is held twice (read, then gathered into position order)
 
 
@@ -43,21 +46,33 @@ def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> Encod
     """Match every original to an encoding by T''s distance: ``(matching, median margin)``.
 
     Each original is encoded on its own, with BatchNorm statistics averaged over Alice's batches
-    filled with the originals that ``m_stats`` assigns to their encodings. The encodings are read
-    in as few blocks as the memory budget allows (one, unless they do not fit); T' encodes the
-    originals once per block.
+    filled with the originals that ``m_stats`` assigns to their encodings. Distances are over every
+    value of the encodings, read in as few blocks as the memory budget allows (T' encodes the
+    originals once per block), unless the encodings are large (:func:`empirical.sketch.sketched`):
+    then both sides are sketched (:mod:`empirical.sketch`) and T' encodes every original once.
     """
     xp, fam, n_orig, n_enc = ctx.xp, ctx.game.config, ctx.n_orig, ctx.n_enc
     originals, tgt = ctx.originals, targets(ctx)
     stats = mean_batch_stats(params, MatchedImages(originals, m_stats, xp), ctx.game.bn_groups, fam, xp)
     score = xp.empty((n_orig, n_enc), dtype=xp.float32)  # (N_o, N)
     per = ctx.block(TARGET_COPIES, cap=None)
-    for t, block in tgt.blocks(per):
-        block = block.reshape(block.shape[0], -1)  # (c, P*D)
-        for s in range(0, n_orig, ENCODE_CHUNK):
-            pred = encode_each(params, originals[s:s + ENCODE_CHUNK], fam, stats, xp).reshape(-1, block.shape[1])
-            # -|a - b|^2 up to a per-column constant, which does not change the matching
-            score[s:s + ENCODE_CHUNK, t:t + per] = 2 * (pred @ block.T) - (pred * pred).sum(axis=1)[:, None]
+    # -|a - b|^2 up to a per-column constant, which does not change the matching
+    if sketched(n_enc, fam.n_patches, fam.hidden):
+        r = projection(fam.hidden, fam.n_patches, ctx.cfg.seed, xp)  # (D, d)
+        parts = map_blocks(sketch_rows, tgt, per, (r, xp), ctx.scheduler)
+        sk = xp.concatenate([xp.asarray(a) for a in parts])  # (N, P*d)
+        del parts
+        step = max(1, ENCODE_CHUNK_ROWS // fam.n_patches)
+        for s in range(0, n_orig, step):
+            pred = sketch_rows(encode_each(params, originals[s:s + step], fam, stats, xp), r, xp)  # (c, P*d)
+            score[s:s + step] = 2 * (pred @ sk.T) - (pred * pred).sum(axis=1)[:, None]
+        del sk
+    else:
+        for t, block in tgt.blocks(per):
+            block = block.reshape(block.shape[0], -1)  # (c, P*D)
+            for s in range(0, n_orig, ENCODE_CHUNK):
+                pred = encode_each(params, originals[s:s + ENCODE_CHUNK], fam, stats, xp).reshape(-1, block.shape[1])
+                score[s:s + ENCODE_CHUNK, t:t + per] = 2 * (pred @ block.T) - (pred * pred).sum(axis=1)[:, None]
     m = match_encodings(score)
     return EncoderMatching(m, float(np.median(match_margins(score, m, xp))))  # margins are on the host
 
@@ -87,7 +102,8 @@ def attach(ctx: Context, matching: np.ndarray) -> None:
 
 
 STAGE = register(Stage(
-    name="final", fields=(), sources=(sys.modules[__name__], tprime, assignment, boosting, encodings, matched),
+    name="final", fields=(),
+    sources=(sys.modules[__name__], tprime, assignment, boosting, encodings, matched, passes, sketch, batch_sample),
     compute=compute, attach=attach, save=no_arrays,
     load=lambda arrays, meta, ctx: arrays["matching"],
 ))

@@ -193,7 +193,8 @@ def test_encode_each_with_mean_batch_stats_approximates_batch_mode():
     params = params_from_key(key, np)
     batch_mode, _ = encode(imgs, key, np, shuffle=False)  # Alice's way: three BatchNorm batches
     # one group: the mean statistics are that group's own, so encoding one by one is exact
-    one = encode_each(params, imgs[:40], fam, mean_batch_stats(params, imgs[:40], groups[:40], fam, np), np, chunk=7)
+    stats = mean_batch_stats(params, imgs[:40], groups[:40], fam, np)
+    one = encode_each(params, imgs[:40], fam, stats, np, chunk=7 * 16)  # chunks of 7 images of 16 patches
     np.testing.assert_allclose(one, batch_mode[:40], rtol=1e-4, atol=1e-4)
     # three groups: close, though not equal, to each group's own statistics
     each = encode_each(params, imgs, fam, mean_batch_stats(params, imgs, groups, fam, np), np)
@@ -203,6 +204,24 @@ def test_encode_each_with_mean_batch_stats_approximates_batch_mode():
     # statistics of one image alone would be far off: the averaging matters
     solo = encode_each(params, imgs, fam, batch_stats(params, patchify(imgs[:1], 8), fam, np), np)
     assert np.abs(solo - batch_mode).mean() / np.abs(batch_mode).mean() > 5 * err
+
+
+def test_mean_batch_stats_average_the_drawn_batches(monkeypatch):
+    """Past SAMPLE_ROWS patch rows, the average is over whole batches drawn by whole_batches."""
+    from empirical import batch_sample
+
+    fam = family(2, image_size=32, patch=8, hidden=16, bn_batch=40)
+    imgs = bundled_images(120, 32, seed=1, patch=8)
+    groups = np.arange(120) // 40
+    params = params_from_key(random_key(fam, 4), np)
+    monkeypatch.setattr(batch_sample, "SAMPLE_ROWS", 80 * fam.n_patches)  # two batches of the three
+    drawn = np.unique(groups[batch_sample.whole_batches(groups, np.arange(120), fam.n_patches)])
+    assert len(drawn) == 2
+    got = mean_batch_stats(params, imgs, groups, fam, np)
+    each = [batch_stats(params, patchify(imgs[groups == g], 8), fam, np) for g in drawn]
+    for i, (m, v) in enumerate(got):
+        np.testing.assert_allclose(m, (each[0][i][0] + each[1][i][0]) / 2, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(v, (each[0][i][1] + each[1][i][1]) / 2, rtol=1e-5, atol=1e-6)
 
 
 def test_mean_batch_stats_is_none_without_batchnorm():
@@ -444,3 +463,63 @@ def test_whitening_from_a_sample_whatever_the_budget(small_pairs, monkeypatch):
         np.testing.assert_array_equal(got.transform, sample.transform)
     assert whole.rows.shape == (len(imgs), fam.n_patches, fam.patch_dim)
     np.testing.assert_allclose(lazy.rows[np.arange(len(imgs))], whole.rows, rtol=1e-6, atol=1e-6)
+
+
+# --- the passes over matched pairs at a large game's size ------------------------------------------
+
+def test_refit_mixer_in_chunks_equals_it_at_once(small_pairs, monkeypatch):
+    """A batch with more patch rows than MIXER_CHUNK_ROWS runs through T' in chunks with its own
+    statistics frozen: the same least-squares solution. With the true layers below the mixer, it is
+    the true mixer."""
+    from empirical import extraction
+    from empirical.extraction import refit_mixer
+
+    fam, imgs, targets, groups = small_pairs(depth=2)
+    true = params_from_key(random_key(fam, 9), np)
+    start = {**true, "Wm": np.zeros_like(true["Wm"]), "bm": np.zeros_like(true["bm"])}
+    whole = refit_mixer(start, imgs, targets, groups, fam, np, ridge=0.0)
+    monkeypatch.setattr(extraction, "MIXER_CHUNK_ROWS", 5 * fam.n_patches)  # 48 images a batch: 10 chunks
+    chunked = refit_mixer(start, imgs, targets, groups, fam, np, ridge=0.0)
+    for k in ("Wm", "bm"):
+        np.testing.assert_allclose(chunked[k], whole[k], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(whole[k], true[k], rtol=1e-2, atol=1e-3)
+
+
+def test_refit_mixer_reads_whole_batches_up_to_the_cap(small_pairs, monkeypatch):
+    """Past SAMPLE_ROWS patch rows, the mixer is fitted on whole batches only: poisoning the targets of
+    the batch left out changes nothing, and poisoning one that is read does."""
+    from empirical import batch_sample
+    from empirical.extraction import refit_mixer
+
+    fam, imgs, targets, groups = small_pairs(depth=1)
+    params = params_from_key(random_key(fam, 2), np)
+    monkeypatch.setattr(batch_sample, "SAMPLE_ROWS", 48 * fam.n_patches)  # one batch of the two
+    used = np.unique(groups[batch_sample.whole_batches(groups, np.arange(len(groups)), fam.n_patches)])
+    assert len(used) == 1
+    base = refit_mixer(params, imgs, targets, groups, fam, np)
+    for g, changes in ((1 - used[0], False), (used[0], True)):
+        poisoned = targets.copy()
+        poisoned[groups == g] += 10.0
+        got = refit_mixer(params, imgs, poisoned, groups, fam, np)
+        assert (not np.array_equal(got["bm"], base["bm"])) == changes
+
+
+def test_a_step_reads_at_most_step_rows_patch_rows(small_pairs, monkeypatch):
+    """Images with many patches: fewer images per step, so a step's patch rows stay at STEP_ROWS."""
+    from empirical import extraction
+    from empirical.extraction import _train
+    from empirical.holdout import holdout_split
+
+    fam, imgs, targets, groups = small_pairs()
+    rows = patchify(imgs, fam.patch)
+    split = holdout_split(groups, ExtractConfig(holdout=0.0))
+    seen = []
+
+    def loss(y, t):
+        seen.append(y.shape[0])
+        return 0.0, np.zeros_like(y)
+
+    monkeypatch.setattr(extraction, "STEP_ROWS", 3 * fam.n_patches + 1)
+    _train(params_from_key(random_key(fam, 1), np), rows, targets, groups, split.fit, fam, 4, 0.0, 16, loss,
+           np.random.default_rng(0), np, False, None)
+    assert seen == [3] * 4

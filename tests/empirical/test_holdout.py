@@ -57,6 +57,23 @@ def test_held_out_scores_of_the_true_encoder_are_perfect(small_pairs):
     assert out["est_to_nearest_truth"] == 0.0
 
 
+def test_held_out_scores_read_whole_batches_up_to_the_cap(small_pairs, monkeypatch):
+    """Past SAMPLE_ROWS patch rows, only the held-back pairs of the drawn batches are scored (and their
+    batches encoded); the shares of the true encoder stay perfect."""
+    from empirical import batch_sample
+
+    fam, imgs, _, _ = small_pairs(n=40, depth=2)
+    key = random_key(fam, 9)
+    groups = np.arange(40) // 20
+    targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=20)
+    held = np.array([1, 5, 8, 13, 21, 22, 30, 34])
+    monkeypatch.setattr(batch_sample, "SAMPLE_ROWS", 20 * fam.n_patches)
+    drawn = np.unique(groups[batch_sample.whole_batches(groups, np.arange(40), fam.n_patches)])
+    assert len(drawn) == 1
+    out = held_out_scores(params_from_key(key, np), imgs, targets, groups, held, fam, np)
+    assert out == {"est_to_nearest_truth": 1.0, "truth_to_nearest_est": 1.0, "n": 4}
+
+
 def test_held_out_plan_measures_a_few_batches_with_their_own_statistics():
     groups = np.repeat(np.arange(EVAL_BATCHES + 2), 300)
     split = holdout_split(groups, ExtractConfig(holdout=0.1))

@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from empirical.assignment import assignment_value
-from empirical.isim import balance, first_matching, isim_candidates, isim_pair, sliced_prescore, top_candidates
+from empirical.isim import (
+    ISIM_BLOCK,
+    balance,
+    first_matching,
+    isim_candidates,
+    isim_pair,
+    sliced_prescore,
+    top_candidates,
+)
 
 
 def unit(a):
@@ -79,6 +87,19 @@ def test_isim_candidates_equal_isim_pair():
     for i in range(6):
         for j in range(3):
             assert vals[i, j] == pytest.approx(brute_isim(a[i], b[cand[i, j]]), abs=1e-5)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_isim_candidates_on_threads_equal_one_thread(workers):
+    """More blocks of originals than threads, and a last block that is not full: same values, every one reported."""
+    rng = np.random.default_rng(2)
+    n_o = 2 * ISIM_BLOCK * workers + 5
+    a, b = emb(rng, n_o, 9, 4), emb(rng, n_o, 9, 4)
+    cand = np.array([rng.permutation(n_o)[:4] for _ in range(n_o)])
+    calls = []
+    threaded = isim_candidates(a, b, cand, np, progress=calls.append, workers=workers)
+    assert np.array_equal(threaded, isim_candidates(a, b, cand, np, workers=1))
+    assert sum(calls) == n_o
 
 
 def test_top_candidates_are_the_k_best():

@@ -158,6 +158,31 @@ def test_stop_after_boost_resumes_and_keeps_the_embeddings(game, full_run, tmp_p
         run_attack(game[0], CFG, np, quiet=True, stop_after="extract")
 
 
+def test_sketched_distances_give_the_exact_final_matching(game, full_run, tmp_path, monkeypatch):
+    """With T''s distances taken on a sketch of 8 values per row (of 128), extraction and the final
+    stage (rerun from boosting's saved result) end with the matching of the exact distances."""
+    from empirical import sketch
+
+    work = copy_work(full_run, tmp_path)
+    for name in ("extract", "final"):
+        for f in stage_files(work, name):
+            f.unlink()
+    monkeypatch.setattr(sketch, "EXACT_FLOATS", 0)
+    monkeypatch.setattr(sketch, "SKETCH_FLOATS", 8 * game[0].config.n_patches)
+    assert sketch.sketched(len(game[0].files), game[0].config.n_patches, game[0].config.hidden)
+    again = run_attack(game[0], CFG, np, quiet=True, work_dir=work)
+    exact = {s.name: s for s in full_run[1].stages}
+    for s in again.stages[4:]:
+        assert not s.info.get("resumed")
+        ref = exact[s.name]
+        if ref.matching is not None:
+            assert np.mean(s.matching == ref.matching) >= 0.99
+    np.testing.assert_array_equal(again.matching, full_run[1].matching)
+    assert again.stages[-1].info["used"] == exact["final"].info["used"] == "extracted encoder"
+    assert again.stages[-1].info["median_margin_extracted"] == pytest.approx(
+        exact["final"].info["median_margin_extracted"], rel=0.2)
+
+
 def test_a_different_game_does_not_resume(game, full_run, tmp_path):
     work = copy_work(full_run, tmp_path)
     g = game[0]
@@ -193,7 +218,7 @@ def test_game_in_memory_hands_bob_nothing_secret():
 
 
 ATTACK_MODULES = ["alignment", "psim", "isim", "boosting", "graph_perm", "extraction", "fit_budget", "holdout",
-                  "encodings", "matched", "passes", "whitening",
+                  "encodings", "matched", "passes", "whitening", "batch_sample", "sketch",
                   "nearest", "tprime", "pipeline", "store", "assignment", "moments", "mlp",
                   *(f"stages/{name}" for name in STAGES), "stages/base", "stages/__init__"]
 FORBIDDEN_NAMES = {"Secrets", "load_secrets", "save_secrets", "read_answer_key", "load_key", "true_matching",
