@@ -67,7 +67,8 @@ EVAL_EVERY = 25  # steps between measurements of the held-out error
 PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
 PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
-MIXER_CHUNK_ROWS = 2**16  # refit_mixer runs a batch of more patch rows than this through T' in chunks
+MIXER_CHUNK_ROWS = 2**14  # refit_mixer runs a batch of more patch rows than this through T' in chunks (a default
+# batch, 256 images of 64 patches, runs at once; at 256 px, hidden 1,024 a chunk's activations take about 1 GB)
 STEP_ROWS = 4096  # patch rows a training step reads at most: fewer images per step where images have more patches
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
