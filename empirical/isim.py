@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .assignment import assignment_value, match_encodings
+from .assignment import assignment_value, min_cost_assignment
 from .backend import Array, Namespace, to_numpy
 from .progress import Progress
 
@@ -134,6 +134,7 @@ def first_matching(values: np.ndarray, cand: np.ndarray, n_enc: int) -> np.ndarr
     """
     n_orig = values.shape[0]
     floor = values.min() - 1e3 * (np.ptp(values) + 1.0)
-    score = np.full((n_orig, n_enc), floor, dtype=np.float64)
-    score[np.arange(n_orig)[:, None], cand] = values
-    return match_encodings(score)
+    # The cost SciPy minimises, built directly with encodings as rows: -score, with no further copy.
+    cost = np.full((n_enc, n_orig), -floor, dtype=np.float64)  # (N, N_o)
+    cost[cand, np.arange(n_orig)[:, None]] = -values
+    return min_cost_assignment(cost)

@@ -139,3 +139,33 @@ def test_match_encodings_finds_a_planted_matching_among_decoys():
     score = rng.standard_normal((n_o, n))
     score[truth, np.arange(n)] += 8.0
     np.testing.assert_array_equal(match_encodings(score), truth)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), r=st.integers(1, 12), extra=st.integers(0, 4), ties=st.booleans(),
+       layout=st.sampled_from(["c64", "t64", "c32", "t32"]))
+def test_best_assignment_is_scipys_maximum_without_its_copies(seed, r, extra, ties, layout):
+    """The negated float64 cost handed to the solver gives exactly SciPy's ``maximize=True`` answer, ties
+    included, for C-ordered or transposed, float64 or float32 scores."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(seed)
+    shape = (r, r + extra) if layout[0] == "c" else (r + extra, r)
+    a = rng.integers(0, 3, shape).astype(float) if ties else rng.standard_normal(shape)
+    a = a.astype(np.float32 if layout.endswith("32") else np.float64)
+    s = a if layout[0] == "c" else a.T  # (r, r + extra) either way
+    rows, cols = linear_sum_assignment(s, maximize=True)
+    want = np.empty(r, dtype=np.int64)
+    want[rows] = cols
+    got = best_assignment(s)
+    assert float(s[np.arange(r), got].sum()) == float(s[np.arange(r), want].sum())
+    if len(np.unique(s.argmax(axis=1))) < r:  # the solver ran: the very same assignment
+        np.testing.assert_array_equal(got, want)
+
+
+def test_min_cost_assignment_works_on_the_array_it_is_given():
+    cost = np.array([[1.0, 2.0, 0.5], [0.2, 3.0, 0.1]])
+    np.testing.assert_array_equal(asg.min_cost_assignment(cost), [2, 0])
+    np.testing.assert_array_equal(cost, [[1.0, 2.0, 0.5], [0.2, 3.0, 0.1]])  # unchanged
+    with pytest.raises(ValueError):
+        asg.min_cost_assignment(cost.T)

@@ -192,3 +192,24 @@ def test_balance_removes_row_and_column_offsets():
     recall = lambda c: np.mean((c == truth[:, None]).any(axis=1))  # noqa: E731
     assert recall(raw) < 0.2
     assert recall(bal) > 0.8
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_first_matching_is_the_dense_maximum_over_the_floored_scores(seed):
+    """The cost built directly with encodings as rows gives the assignment of the dense floored score."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(seed)
+    n_o, n, k = 30, 25, 3
+    vals = rng.integers(0, 4, (n_o, k)).astype(float)  # ties on purpose
+    cand = np.array([rng.permutation(n)[:k] for _ in range(n_o)])
+    floor = vals.min() - 1e3 * (np.ptp(vals) + 1.0)
+    score = np.full((n_o, n), floor)
+    score[np.arange(n_o)[:, None], cand] = vals
+    rows, cols = linear_sum_assignment(score.T, maximize=True)
+    want = np.empty(n, dtype=np.int64)
+    want[rows] = cols
+    got = first_matching(vals, cand, n)
+    assert score[got, np.arange(n)].sum() == score[want, np.arange(n)].sum()
+    if len(np.unique(score.T.argmax(axis=1))) < n:
+        np.testing.assert_array_equal(got, want)
