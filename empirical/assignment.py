@@ -15,21 +15,34 @@ from .backend import Array, Namespace, to_numpy
 STD_EPS = 1e-12  # added to a column's standard deviation so a constant column does not divide by zero
 
 
-def min_cost_assignment(cost: np.ndarray) -> np.ndarray:
-    """Minimum-cost assignment of rows to columns of a host ``cost`` (R, C) with R <= C.
-
-    Returns ``col`` (R,): row i is assigned column ``col[i]``, all distinct. Given a C-contiguous
-    float64 array, SciPy's solver works on it without a copy (at N = 14,643 a copy is 1.7 GB).
-    """
-    if cost.shape[0] > cost.shape[1]:
-        raise ValueError(f"need no more rows than columns, got {cost.shape}")
-    best = cost.argmin(axis=1)
-    if len(np.unique(best)) == len(best):
-        return best  # every row already has a distinct favourite: optimal as it stands
+def _solved(cost: np.ndarray) -> np.ndarray:
+    """SciPy's minimum-cost assignment of ``cost`` (R, C): ``col`` (R,). A C-contiguous float64 ``cost``
+    is solved without a copy (at N = 14,643 a copy is 1.7 GB)."""
     rows, cols = linear_sum_assignment(cost)
     out = np.empty(cost.shape[0], dtype=np.int64)
     out[rows] = cols
     return out
+
+
+def _check_shape(a: np.ndarray) -> None:
+    if a.shape[0] > a.shape[1]:
+        raise ValueError(f"need no more rows than columns, got {a.shape}")
+
+
+def _distinct(best: np.ndarray) -> bool:
+    """Whether every row's favourite column is its own: then that assignment is optimal as it stands."""
+    return len(np.unique(best)) == len(best)
+
+
+def min_cost_assignment(cost: np.ndarray) -> np.ndarray:
+    """Minimum-cost assignment of rows to columns of a host ``cost`` (R, C) with R <= C.
+
+    Returns ``col`` (R,): row i is assigned column ``col[i]``, all distinct. Given a C-contiguous
+    float64 array, SciPy's solver works on it without a copy.
+    """
+    _check_shape(cost)
+    best = cost.argmin(axis=1)
+    return best if _distinct(best) else _solved(cost)
 
 
 def best_assignment(score: Array) -> np.ndarray:
@@ -40,14 +53,13 @@ def best_assignment(score: Array) -> np.ndarray:
     (what SciPy's ``maximize=True`` solves, without its extra copies of a transposed or float32 score).
     """
     s = to_numpy(score)
-    if s.shape[0] > s.shape[1]:
-        raise ValueError(f"need no more rows than columns, got {s.shape}")
+    _check_shape(s)
     best = s.argmax(axis=1)
-    if len(np.unique(best)) == len(best):
-        return best  # every row already has a distinct favourite: optimal as it stands
+    if _distinct(best):
+        return best
     cost = np.empty(s.shape, dtype=np.float64)
     np.negative(s, out=cost, casting="safe")
-    return min_cost_assignment(cost)
+    return _solved(cost)
 
 
 def assignment_value(score: Array) -> float:

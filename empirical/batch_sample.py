@@ -17,9 +17,10 @@ SAMPLE_ROWS = 2**18  # patch rows (images x P) a sampled pass reads at most: 4,0
 SAMPLE_STREAM = 0xBA7C  # tag mixed into the seed: the drawn batches are independent of other draws
 
 
-def whole_batches(groups: np.ndarray, members: np.ndarray, n_patches: int, *, seed: int = 0,
+def whole_batches(groups: np.ndarray, n_patches: int, members: np.ndarray | None = None, *, seed: int = 0,
                   max_rows: int | None = None) -> np.ndarray:
-    """The ``members`` (host indices of pairs) in a draw of whole batches holding at most ``max_rows`` rows.
+    """The ``members`` (host indices of pairs; default all) in a draw of whole batches holding at most
+    ``max_rows`` rows.
 
     ``groups`` (n,) host is every pair's BatchNorm batch. When all of ``members`` hold at most
     ``max_rows`` patch rows they are returned as given; else batches are taken in an order drawn
@@ -27,7 +28,7 @@ def whole_batches(groups: np.ndarray, members: np.ndarray, n_patches: int, *, se
     returned sorted. ``max_rows`` defaults to :data:`SAMPLE_ROWS`.
     """
     max_rows = SAMPLE_ROWS if max_rows is None else max_rows
-    members = np.asarray(members, dtype=np.int64)
+    members = np.arange(len(groups)) if members is None else np.asarray(members, dtype=np.int64)
     if len(members) * n_patches <= max_rows:
         return members
     rng = np.random.default_rng([seed, SAMPLE_STREAM])

@@ -326,7 +326,7 @@ def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarra
     cross = xp.zeros((n_in + 1, d), dtype=xp.float64)
     count = 0
     use = np.arange(len(groups)) if subset is None else np.asarray(subset)
-    use = whole_batches(groups, use, family.n_patches)  # (k,) host: whole batches, up to SAMPLE_ROWS rows
+    use = whole_batches(groups, family.n_patches, use)  # (k,) host: whole batches, up to SAMPLE_ROWS rows
     for g in np.unique(groups[use]):
         mine = use[groups[use] == g]
         rows = patchify(xp.asarray(images[xp.asarray(mine)], dtype=xp.float32), family.patch)  # (b, P, C*p*p)

@@ -108,7 +108,7 @@ def _held_out_outputs(params: Params, images: Array, targets: Array, groups: np.
     game's images hold more than :data:`~empirical.batch_sample.SAMPLE_ROWS` patch rows).
     """
     out = []
-    held = np.intersect1d(held, whole_batches(groups, np.arange(len(groups)), family.n_patches))
+    held = np.intersect1d(held, whole_batches(groups, family.n_patches))
     for g in np.unique(groups[held]):
         rows = patchify(xp.asarray(images[xp.asarray(np.flatnonzero(groups == g))], dtype=xp.float32), family.patch)
         stats = batch_stats(params, rows, family, xp)

@@ -110,19 +110,13 @@ def isim_candidates(patch_emb: Array, row_emb: Array, cand: np.ndarray, xp: Name
                 out[a, i] = assignment_value(sims[i])
         return stop - start
 
-    starts = range(0, cand.shape[0], ISIM_BLOCK)
-    if workers == 1:
-        done = map(one_block, starts)
-    else:
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="isim")
-        done = pool.map(one_block, starts)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="isim")
     try:
-        for n in done:
+        for n in pool.map(one_block, range(0, cand.shape[0], ISIM_BLOCK)):
             if progress is not None:
                 progress(n)
     finally:
-        if workers > 1:
-            pool.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)  # on an error or an interrupt, the blocks not started are dropped
     return out
 
 

@@ -180,7 +180,7 @@ def mean_batch_stats(params: Params, images: Array, groups: np.ndarray, family: 
         return None
     images = as_images(images, xp)  # no copy when they are on the device already
     acc = None
-    ids = np.unique(groups[whole_batches(groups, np.arange(len(groups)), family.n_patches)])
+    ids = np.unique(groups[whole_batches(groups, family.n_patches)])
     for g in ids:
         batch = images[xp.asarray(np.flatnonzero(groups == g))]
         rows = patchify(xp.asarray(batch, dtype=xp.float32), family.patch)

@@ -23,10 +23,8 @@ from ..mlp import Params
 from ..passes import map_blocks
 from ..sketch import projection, sketch_rows, sketched
 from ..tprime import encode_each, mean_batch_stats
-from .base import Context, Stage, StageResult, no_arrays, register
+from .base import Array, Context, Stage, StageResult, no_arrays, register
 
-ENCODE_CHUNK = 512  # originals encoded by T' at a time: never all of them at once
-ENCODE_CHUNK_ROWS = 2**15  # with a sketch: patch rows of originals encoded at a time (128 images of 256 px)
 TARGET_COPIES = 2  # a block of encodings is held twice (read, then gathered into position order)
 
 
@@ -40,6 +38,11 @@ def targets(ctx: Context) -> Rows:
     if ctx.targets is None:
         ctx.targets = ctx.rows.take(ctx.pi)  # position j of every encoding is its slot pi[j]
     return ctx.targets
+
+
+def _neg_sq_distance(pred: Array, enc: Array) -> Array:
+    """-|a - b|^2 up to a per-column constant (which does not change the matching): (n, F), (c, F) -> (n, c)."""
+    return 2 * (pred @ enc.T) - (pred * pred).sum(axis=1)[:, None]
 
 
 def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> EncoderMatching:
@@ -56,23 +59,22 @@ def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> Encod
     stats = mean_batch_stats(params, MatchedImages(originals, m_stats, xp), ctx.game.bn_groups, fam, xp)
     score = xp.empty((n_orig, n_enc), dtype=xp.float32)  # (N_o, N)
     per = ctx.block(TARGET_COPIES, cap=None)
-    # -|a - b|^2 up to a per-column constant, which does not change the matching
+    step = max(1, tprime.ENCODE_CHUNK // fam.n_patches)  # originals encoded by T' at a time (512 of 128 px)
     if sketched(n_enc, fam.n_patches, fam.hidden):
         r = projection(fam.hidden, fam.n_patches, ctx.cfg.seed, xp)  # (D, d)
         parts = map_blocks(sketch_rows, tgt, per, (r, xp), ctx.scheduler)
         sk = xp.concatenate([xp.asarray(a) for a in parts])  # (N, P*d)
         del parts
-        step = max(1, ENCODE_CHUNK_ROWS // fam.n_patches)
         for s in range(0, n_orig, step):
             pred = sketch_rows(encode_each(params, originals[s:s + step], fam, stats, xp), r, xp)  # (c, P*d)
-            score[s:s + step] = 2 * (pred @ sk.T) - (pred * pred).sum(axis=1)[:, None]
+            score[s:s + step] = _neg_sq_distance(pred, sk)
         del sk
     else:
         for t, block in tgt.blocks(per):
             block = block.reshape(block.shape[0], -1)  # (c, P*D)
-            for s in range(0, n_orig, ENCODE_CHUNK):
-                pred = encode_each(params, originals[s:s + ENCODE_CHUNK], fam, stats, xp).reshape(-1, block.shape[1])
-                score[s:s + ENCODE_CHUNK, t:t + per] = 2 * (pred @ block.T) - (pred * pred).sum(axis=1)[:, None]
+            for s in range(0, n_orig, step):
+                pred = encode_each(params, originals[s:s + step], fam, stats, xp).reshape(-1, block.shape[1])
+                score[s:s + step, t:t + per] = _neg_sq_distance(pred, block)
     m = match_encodings(score)
     return EncoderMatching(m, float(np.median(match_margins(score, m, xp))))  # margins are on the host
 

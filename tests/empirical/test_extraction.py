@@ -215,7 +215,7 @@ def test_mean_batch_stats_average_the_drawn_batches(monkeypatch):
     groups = np.arange(120) // 40
     params = params_from_key(random_key(fam, 4), np)
     monkeypatch.setattr(batch_sample, "SAMPLE_ROWS", 80 * fam.n_patches)  # two batches of the three
-    drawn = np.unique(groups[batch_sample.whole_batches(groups, np.arange(120), fam.n_patches)])
+    drawn = np.unique(groups[batch_sample.whole_batches(groups, fam.n_patches)])
     assert len(drawn) == 2
     got = mean_batch_stats(params, imgs, groups, fam, np)
     each = [batch_stats(params, patchify(imgs[groups == g], 8), fam, np) for g in drawn]
@@ -494,7 +494,7 @@ def test_refit_mixer_reads_whole_batches_up_to_the_cap(small_pairs, monkeypatch)
     fam, imgs, targets, groups = small_pairs(depth=1)
     params = params_from_key(random_key(fam, 2), np)
     monkeypatch.setattr(batch_sample, "SAMPLE_ROWS", 48 * fam.n_patches)  # one batch of the two
-    used = np.unique(groups[batch_sample.whole_batches(groups, np.arange(len(groups)), fam.n_patches)])
+    used = np.unique(groups[batch_sample.whole_batches(groups, fam.n_patches)])
     assert len(used) == 1
     base = refit_mixer(params, imgs, targets, groups, fam, np)
     for g, changes in ((1 - used[0], False), (used[0], True)):

@@ -68,7 +68,7 @@ def test_held_out_scores_read_whole_batches_up_to_the_cap(small_pairs, monkeypat
     targets, _ = encode(imgs, key, np, shuffle=False, bn_batch=20)
     held = np.array([1, 5, 8, 13, 21, 22, 30, 34])
     monkeypatch.setattr(batch_sample, "SAMPLE_ROWS", 20 * fam.n_patches)
-    drawn = np.unique(groups[batch_sample.whole_batches(groups, np.arange(40), fam.n_patches)])
+    drawn = np.unique(groups[batch_sample.whole_batches(groups, fam.n_patches)])
     assert len(drawn) == 1
     out = held_out_scores(params_from_key(key, np), imgs, targets, groups, held, fam, np)
     assert out == {"est_to_nearest_truth": 1.0, "truth_to_nearest_est": 1.0, "n": 4}
