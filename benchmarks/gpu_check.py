@@ -307,7 +307,7 @@ def challenge_child(spec: dict) -> int:
     from empirical.encoder import CHALLENGE_SCALE, preset
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig
-    from empirical.pipeline import AttackConfig, run_attack
+    from empirical.pipeline import STAGES, AttackConfig, run_attack
     from empirical.psim import PsimConfig
 
     xp, why = pick_backend(spec["backend"])
@@ -367,7 +367,7 @@ def challenge_child(spec: dict) -> int:
             rec["traceback"] = traceback.format_exc()[-4000:]
             done = [s["stage"] for s in rec["stages"]]
             rec["failed_in_stage"] = "encode" if "encode_seconds" not in rec else (
-                ("align", "psim", "first", "boost", "extract", "final")[len(done)] if len(done) < 6 else "after final")
+                STAGES[len(done)] if len(done) < len(STAGES) else f"after {STAGES[-1]}")
         save()
     return 0
 

@@ -45,7 +45,7 @@ from bench_common import (
 from empirical.machine import LOAD_LIMIT_PER_CORE, fit_refusal
 
 DEFAULT_N = (250, 500, 1000, 2000, 4000)
-N_DEPENDENT = ("align", "first", "boost", "final")  # stages whose work grows with N
+N_DEPENDENT = ("align", "first", "boost", "final", "rescore")  # stages whose work grows with N
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ the positional embedding's offset and makes p-sim markedly sharper. Then:
 4. ``boost``    global permutation and re-matching (§2.2.2-§2.2.3)   :mod:`empirical.stages.boost`
 5. ``extract``  fit T' to the matched pairs, refit on its own (§2.3.1) :mod:`empirical.stages.extract`
 6. ``final``    encode every original with T', match (§2.3.2)       :mod:`empirical.stages.final`
+7. ``rescore``  the close calls again, with each batch's statistics  :mod:`empirical.stages.rescore`
 
 With ``work_dir`` set, each finished stage is saved there and a later run with the same game and
 configuration resumes after the last finished stage (:mod:`empirical.store`).
@@ -90,6 +91,7 @@ def _run_stage(name: str, ctx: Context, store: Store) -> StageResult:
             arrays["matching"] = res.matching
         store.save(name, arrays, {"seconds": res.seconds, "info": res.info, **meta})
     stage.attach(ctx, value)
+    ctx.reports[name] = res.info
     return res
 
 

@@ -71,6 +71,10 @@ def score_stages(result: AttackResult, game: Game, secrets: Secrets | None) -> l
             rec["share_matched"] = share(st.matching)
             rec.update({k: st.info[k] for k in ("used", "median_margin_extracted", "median_margin_psim")
                         if k in st.info})
+        elif st.name == "rescore":
+            rec["share_matched"] = share(st.matching)
+            rec.update({k: st.info[k] for k in ("skipped", "rescored", "candidates_per_encoding", "batches", "changed")
+                        if k in st.info})
         out.append(rec)
     return out
 
@@ -110,11 +114,16 @@ def _note(rec: dict) -> str:
         return note
     if name == "final":
         return f"used: {rec['used']}" if "used" in rec else ""
+    if name == "rescore":
+        if "skipped" in rec:
+            return rec["skipped"]
+        return (f"{rec['rescored']} close calls, {rec['candidates_per_encoding']} candidates each, with the "
+                f"statistics of their {rec['batches']} batches; {rec['changed']} matches changed")
     return ""
 
 
 _TITLES = {"align": "local permutations", "psim": "p-sim training", "first": "i-sim + first matching",
-           "extract": "model extraction", "final": "final matching"}
+           "extract": "model extraction", "final": "final matching", "rescore": "batch re-scoring"}
 
 
 def table_rows(records: list[dict]) -> list[tuple[str, float | None, float | None, str]]:

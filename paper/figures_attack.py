@@ -12,7 +12,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 from .data_io import Data
 from .style import COLORS, pct, pyplot, save, title
 
-STAGE_LABELS = {"first": "first matching\n(i-sim, §2.1.3)", "final": "final matching\nwith T' (§2.3.2)"}
+STAGE_LABELS = {"first": "first matching\n(i-sim, §2.1.3)", "final": "final matching\nwith T' (§2.3.2)",
+                "rescore": "close calls with\nbatch statistics"}
 
 
 def _stage_label(name: str) -> str:
@@ -30,7 +31,8 @@ def fig_stages(data: Data, path: Path | str) -> Path:
     vals = np.array([100 * s["share_matched"] for s in st])
     fig, ax = plt.subplots(figsize=(max(6.5, 1.25 * len(st) + 2), 4.3))
     x = np.arange(len(st))
-    colors = ["tab:orange" if s["stage"] == "first" else "tab:red" if s["stage"] == "final" else "tab:blue" for s in st]
+    colors = ["tab:orange" if s["stage"] == "first" else "tab:red" if s["stage"] in ("final", "rescore") else "tab:blue"
+              for s in st]
     chance = 100 * r["chance"]
     floor = min([chance] + [v for v in vals if v > 0]) / 3  # log axis: zero shares sit on the floor
     ax.bar(x, np.maximum(vals, floor), bottom=0, color=colors, width=0.65)

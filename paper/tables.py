@@ -62,7 +62,8 @@ def table1_paper(data: Data, path: Path | str) -> Path:
 
 STAGE_NAMES = {"align": "local permutations (§2.2.1)", "psim": "p-sim training (§2.1.1)",
                "first": "i-sim + first matching (§2.1.2-§2.1.3)", "extract": "model extraction (§2.3.1)",
-               "final": "final matching with T' (§2.3.2)"}
+               "final": "final matching with T' (§2.3.2)",
+               "rescore": "close calls re-scored with each batch's statistics"}
 
 
 def _stage_name(stage: str) -> str:
@@ -90,6 +91,9 @@ def table_stages(data: Data, path: Path | str) -> Path:
             note.append(f"matching from the {s['used']}")
         if s.get("skipped"):
             note.append(f"skipped ({s['skipped']})")
+        if s.get("rescored") is not None:
+            note.append(f"{s['rescored']:,} close calls re-scored with their batches' statistics, "
+                        f"{s['changed']} changed")
         rows.append([_stage_name(s["stage"]), pct(s["share_matched"]) if s["share_matched"] is not None else "–",
                      _secs(s["seconds"]) if s["seconds"] is not None else "", "; ".join(note)])
     return _write(path, _table(["stage", "matched", "seconds", "note"], rows, ["---", "---:", "---:", "---"]),

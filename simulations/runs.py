@@ -54,6 +54,7 @@ def attack_config(settings: Settings, seed: int) -> AttackConfig:
 def _summary(run: Run, settings: Settings) -> dict:
     """Table 1's row of one run."""
     by = {s["stage"]: s for s in run.stages}
+    last = by.get("rescore", by["final"])  # the final matching, its close calls re-scored where that ran
     boosts = [s for s in run.stages if s["stage"].startswith("boost")]
     fam = run.game.config
     return {
@@ -64,9 +65,9 @@ def _summary(run: Run, settings: Settings) -> dict:
         "boost_rounds": len(boosts),
         "boost_start": boosts[-1].get("start") if boosts else None,
         "extract_stopped": by["extract"].get("stopped"),
-        "share_final": by["final"]["share_matched"],
+        "share_final": last["share_matched"],
         "final_used": by["final"].get("used"),
-        "matched_final": round(by["final"]["share_matched"] * run.n),
+        "matched_final": round(last["share_matched"] * run.n),
         "psim_balanced_accuracy": by["psim"].get("balanced_accuracy"),
         "local_perm_share": by["align"].get("local_perm_share"),
         "global_perm_share": boosts[-1].get("global_perm_share") if boosts else None,

@@ -68,6 +68,7 @@ class Context:
     extract_gave_up: bool = False  # extraction's probe found T' worthless (final keeps boosting's matching)
     final: np.ndarray | None = None  # (N,) the final matching
     cache: dict = field(default_factory=dict)  # values derived once per run (see stages.final)
+    reports: dict = field(default_factory=dict)  # what each finished stage reported (StageResult.info), by name
 
     @property
     def n_orig(self) -> int:

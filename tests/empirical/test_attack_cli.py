@@ -150,7 +150,7 @@ def test_attack_report_agrees_with_the_referee(made, scored_run):
     assert score["total"] == N
     assert report["final_share_matched"] == pytest.approx(score["share"])
     rows = {r["stage"]: r for r in report["stages"]}
-    assert rows["final matching"]["share_matched"] == pytest.approx(score["share"])
+    assert rows["batch re-scoring"]["share_matched"] == pytest.approx(score["share"])  # the last matching
     assert report["config"]["n_encoded"] == N and report["config"]["n_originals_in_game"] == N + EXTRA
     assert report["config"]["n_originals"] == N  # the public path list names the encoded ids
     assert report["config"]["game"] == str(made["game"])
@@ -195,7 +195,7 @@ def test_secret_key_adds_local_permutations_and_challenge_2(made, tmp_path, caps
     assert names[0] == "local permutations" and names[-1] == "T' on fresh images"
     assert "local permutations right" in report["stages"][0]["note"]
     assert report["fresh_images"]["n"] == 12
-    final = next(r for r in report["stages"] if r["stage"] == "final matching")
+    final = next(r for r in report["stages"] if r["stage"] == "batch re-scoring")
     assert report["final_share_matched"] == final["share_matched"]
     t_prime = keys.load_key(enc)  # T' in the state-dict layout, of the game's family
     assert t_prime.config == game_io.read_config(made["game"])
@@ -241,7 +241,8 @@ def test_default_run_builds_and_scores_its_own_game(tmp_path, capsys):
     assert rc == 0
     report = json.loads(out.read_text())
     names = [r["stage"] for r in report["stages"]]
-    assert names[:3] == ["data", "local permutations", "p-sim training"] and names[-1] == "final matching"
+    assert names[:3] == ["data", "local permutations", "p-sim training"]
+    assert names[-2:] == ["final matching", "batch re-scoring"]
     assert report["config"]["n_encoded"] == 30 and report["config"]["n_originals_in_game"] == 34
     assert 0.0 <= report["final_share_matched"] <= 1.0
     assert report["machine"]["backend"] == "numpy"

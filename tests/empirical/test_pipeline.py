@@ -89,7 +89,8 @@ def test_end_to_end_breaks_the_game(game, full_run):
     assert share["first"] >= 3 / N  # weak but far above chance (1 / N)
     assert share["boost"] >= 0.8
     assert share["final"] >= 0.97
-    assert share_matched(result.matching, truth) == share["final"]
+    assert share["rescore"] >= share["final"]  # re-scoring the close calls loses nothing here
+    assert share_matched(result.matching, truth) == share["rescore"]
     psim = result.stages[1].info
     assert psim["balanced_accuracy"] > 0.6 and psim["loss_last"] < psim["loss_first"]
     local, common = local_perm_share(result.order, secrets.perms)
@@ -98,7 +99,7 @@ def test_end_to_end_breaks_the_game(game, full_run):
     assert result.encoder.config == g.config
     sub = result.submission(g)
     assert sorted(sub.values(), key=lambda f: int(f[:-4])) == g.files
-    assert sum(secrets.answer[i] == f for i, f in sub.items()) / N == share["final"]
+    assert sum(secrets.answer[i] == f for i, f in sub.items()) / N == share["rescore"]
     assert all(s.seconds >= 0 for s in result.stages)
 
 
@@ -113,7 +114,7 @@ def test_resume_after_losing_stages_and_an_interruption(game, full_run, tmp_path
     interrupted right after it (on_stage raises); a third run resumes there. The result equals
     the uninterrupted run from scratch."""
     work = copy_work(full_run, tmp_path)
-    for name in ("boost", "extract", "final"):
+    for name in ("boost", "extract", "final", "rescore"):
         for p in stage_files(work, name):
             p.unlink()
     finished = []
@@ -128,12 +129,13 @@ def test_resume_after_losing_stages_and_an_interruption(game, full_run, tmp_path
     assert [r.name for r in finished] == ["align", "psim", "first", "boost"]
     assert [bool(r.info.get("resumed")) for r in finished] == [True, True, True, False]
     np.testing.assert_array_equal(finished[-1].matching, full_run[1].stages[3].matching)
-    assert stage_files(work, "boost") and not stage_files(work, "extract") and not stage_files(work, "final")
+    assert stage_files(work, "boost") and not any(stage_files(work, n) for n in ("extract", "final", "rescore"))
     resumed = run_attack(game[0], CFG, np, quiet=True, work_dir=work)
     for name in STAGES:
         assert len(stage_files(work, name)) == 1, name
     flags = {s.name: bool(s.info.get("resumed")) for s in resumed.stages}
-    assert flags == {"align": True, "psim": True, "first": True, "boost": True, "extract": False, "final": False}
+    assert flags == {"align": True, "psim": True, "first": True, "boost": True, "extract": False, "final": False,
+                     "rescore": False}
     assert_same_result(resumed, full_run[1])
     # a resumed stage keeps what the table needs: its info, its matching and its arrays
     full = {s.name: s for s in full_run[1].stages}
@@ -164,7 +166,7 @@ def test_sketched_distances_give_the_exact_final_matching(game, full_run, tmp_pa
     from empirical import sketch
 
     work = copy_work(full_run, tmp_path)
-    for name in ("extract", "final"):
+    for name in ("extract", "final", "rescore"):
         for f in stage_files(work, name):
             f.unlink()
     monkeypatch.setattr(sketch, "EXACT_FLOATS", 0)
@@ -178,8 +180,9 @@ def test_sketched_distances_give_the_exact_final_matching(game, full_run, tmp_pa
         if ref.matching is not None:
             assert np.mean(s.matching == ref.matching) >= 0.99
     np.testing.assert_array_equal(again.matching, full_run[1].matching)
-    assert again.stages[-1].info["used"] == exact["final"].info["used"] == "extracted encoder"
-    assert again.stages[-1].info["median_margin_extracted"] == pytest.approx(
+    again_final = {s.name: s for s in again.stages}["final"]
+    assert again_final.info["used"] == exact["final"].info["used"] == "extracted encoder"
+    assert again_final.info["median_margin_extracted"] == pytest.approx(
         exact["final"].info["median_margin_extracted"], rel=0.2)
 
 

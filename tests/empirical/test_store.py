@@ -77,7 +77,7 @@ def test_keys_follow_settings_and_every_earlier_stage():
     base = stage_keys(TINY.to_json())
     more = stage_keys(dataclasses.replace(TINY, candidates=4).to_json())
     changed = {name for name in stages.STAGES if base[name] != more[name]}
-    assert changed == {"first", "boost", "extract", "final"}  # 'first' reads candidates; later stages follow it
+    assert changed == {"first", "boost", "extract", "final", "rescore"}  # 'first' reads candidates; later ones follow
 
 
 def test_a_method_change_in_a_helper_module_makes_saved_stages_stale(monkeypatch):
@@ -87,7 +87,7 @@ def test_a_method_change_in_a_helper_module_makes_saved_stages_stale(monkeypatch
     base = stage_keys(TINY.to_json())
     monkeypatch.setitem(stages.REGISTRY, "first", dataclasses.replace(first, sources=first.sources[:1]))
     now = stage_keys(TINY.to_json())
-    assert {n for n in stages.STAGES if base[n] != now[n]} == {"first", "boost", "extract", "final"}
+    assert {n for n in stages.STAGES if base[n] != now[n]} == {"first", "boost", "extract", "final", "rescore"}
 
 
 def test_every_stage_has_a_version_from_its_own_source():

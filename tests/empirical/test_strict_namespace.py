@@ -252,7 +252,8 @@ def test_every_family_path_on_the_strict_namespace_matches_numpy():
         host = run_attack(game, cfg, np, quiet=True)
         dev = run_attack(game, cfg, sxp, quiet=True)
         assert_same_run(dev, host)
-        final, boost = dev.stages[-1], dev.stages[3]
+        by_name = {s.name: s for s in dev.stages}
+        final, boost = by_name["final"], by_name["boost"]
         own = final.info["median_margin_extracted"] >= final.info["median_margin_psim"]
         assert final.info["used"] == ("extracted encoder" if own else "boosting (T' margins smaller)")
         if not own:

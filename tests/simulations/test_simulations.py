@@ -97,7 +97,7 @@ def test_table1_has_a_row_per_variant_with_shares_per_stage(tiny):
             assert 0.0 <= r[key] <= 1.0
         assert r["matched_final"] == round(r["share_final"] * r["n"]) and r["attack_seconds"] > 0
         assert next(s["stage"].split()[0] for s in r["stages"]) == "align"
-        assert r["stages"][-1]["stage"] == "final" and r["challenge2"]["n"] == 10
+        assert r["stages"][-1]["stage"] == "rescore" and r["challenge2"]["n"] == 10
     assert rows[0]["total_depth"] == 1 and rows[-1]["total_depth"] == 47
 
 

@@ -1,0 +1,152 @@
+"""Close calls of the final matching, scored again with each BatchNorm batch's own statistics.
+
+Alice encoded every image in a batch, with BatchNorm statistics of that batch; the final matching
+(:mod:`empirical.stages.final`) encodes each original on its own with statistics averaged over
+her batches, since an original's batch is what is being matched. For most images that changes a
+distance by well under 1%; for images that are nearly flat, whose encodings differ from one
+another by about as little, it decides the match: at the challenge's size two such originals of
+similar brightness from different batches can each end nearer the other's encoding.
+
+Once the matching is nearly complete, each batch's statistics are known: they are those of the
+originals matched to its encodings. The close calls are re-scored with them:
+
+1. *Twins.* Originals that T' can confuse are close in pixel space; each original is summarised by
+   the mean and standard deviation of its patches (:func:`patch_summary`), and the encodings whose
+   matched original has the nearest twin (a fixed share of them, at least :data:`MIN_RESCORED`)
+   are the close calls.
+2. *Candidates.* Each close call's candidates are its matched original and that original's
+   :data:`TWINS` nearest originals among the close calls' originals and the unmatched ones.
+3. *Scores.* Every candidate is encoded by T' with the BatchNorm statistics of the encoding's own
+   batch (:func:`~empirical.tprime.batch_stats` of the originals matched to that batch), and
+   scored by its squared distance to the encoding.
+4. *Assignment.* The close calls are matched again to those originals by the best assignment on
+   the sparse candidate graph (SciPy's ``min_weight_full_bipartite_matching``); the present
+   matching is one of its full matchings, so one always exists. Other encodings keep their match.
+
+No step reads Alice's key or answer key: the statistics come from the attack's own matching.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+from .backend import Array, Namespace, to_numpy
+from .encoder import EncoderConfig, patchify
+from .encodings import Rows
+from .mlp import Params
+from .tprime import ENCODE_CHUNK, BatchNormStats, batch_stats, encode_each
+
+RESCORED_SHARE = 0.1  # share of the encodings whose matches are scored again (those with the nearest twins) ...
+MIN_RESCORED = 256  # ... and at least this many (every encoding of a smaller game)
+TWINS = 3  # nearest other originals that are candidates of a close call, beside its own match
+SUMMARY_CHUNK = 2048  # originals per block of the twin search
+
+
+class Rescored(NamedTuple):
+    matching: np.ndarray  # (N,) host: encoding k -> original matching[k]
+    info: dict  # what was scored again and what changed
+
+
+def patch_summary(originals: Array, patch: int, xp: Namespace, chunk: int = SUMMARY_CHUNK) -> Array:
+    """Each original's patch means and patch standard deviations side by side: (N_o, C, H, W) -> (N_o, 2P)."""
+    out = []
+    for s in range(0, originals.shape[0], chunk):
+        rows = patchify(xp.asarray(originals[s:s + chunk], dtype=xp.float32), patch)  # (c, P, C*p*p)
+        out.append(xp.concatenate([rows.mean(axis=2), rows.std(axis=2)], axis=1))  # (c, 2P)
+    return xp.concatenate(out, axis=0)
+
+
+def nearest_twins(summary: Array, queries: np.ndarray, pool: np.ndarray, k: int, xp: Namespace,
+                  chunk: int = SUMMARY_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` originals of ``pool`` nearest (squared Euclidean) to each original of ``queries``, itself excluded.
+
+    ``summary`` (N_o, F) xp; ``queries`` (q,) and ``pool`` (c,) host indices. Returns host
+    ``(distances (q, k), originals (q, k))``, nearest first (fewer columns when the pool is small).
+    """
+    k = min(k, len(pool) - 1)
+    if k <= 0:
+        return np.zeros((len(queries), 0)), np.zeros((len(queries), 0), dtype=np.int64)
+    ref = summary[xp.asarray(pool)]  # (c, F)
+    ref_sq = (ref * ref).sum(axis=1)
+    dist = np.empty((len(queries), k))
+    who = np.empty((len(queries), k), dtype=np.int64)
+    for s in range(0, len(queries), chunk):
+        q = queries[s:s + chunk]
+        a = summary[xp.asarray(q)]  # (b, F)
+        d = (a * a).sum(axis=1)[:, None] + ref_sq[None, :] - 2 * (a @ ref.T)  # (b, c)
+        d = to_numpy(d).astype(np.float64)
+        d[q[:, None] == pool[None, :]] = np.inf  # an original is not its own twin
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        dd = np.take_along_axis(d, part, axis=1)
+        order = np.argsort(dd, axis=1, kind="stable")
+        dist[s:s + chunk] = np.maximum(np.take_along_axis(dd, order, axis=1), 0)
+        who[s:s + chunk] = pool[np.take_along_axis(part, order, axis=1)]
+    return dist, who
+
+
+def batch_statistics(params: Params, originals: Array, matching: np.ndarray, groups: np.ndarray,
+                     batches: np.ndarray, family: EncoderConfig, xp: Namespace) -> dict[int, list[BatchNormStats]]:
+    """T''s BatchNorm statistics of each of Alice's ``batches``, from the originals ``matching`` gives its encodings."""
+    out = {}
+    for g in batches:
+        mine = matching[groups == g]
+        rows = patchify(xp.asarray(originals[xp.asarray(mine)], dtype=xp.float32), family.patch)
+        out[int(g)] = batch_stats(params, rows, family, xp)
+    return out
+
+
+def close_calls(summary: Array, matching: np.ndarray, n_orig: int, xp: Namespace,
+                share: float = RESCORED_SHARE, least: int = MIN_RESCORED) -> np.ndarray:
+    """Host indices of the encodings to score again: those whose matched original has the nearest twin."""
+    n = len(matching)
+    count = min(n, max(least, math.ceil(share * n)))
+    if count == n:
+        return np.arange(n)
+    nearest, _ = nearest_twins(summary, matching, np.arange(n_orig), 1, xp)
+    return np.sort(np.argsort(nearest[:, 0], kind="stable")[:count])
+
+
+def rescore_close_calls(params: Params, originals: Array, targets: Rows, matching: np.ndarray,
+                        groups: np.ndarray, family: EncoderConfig, xp: Namespace, *,
+                        share: float = RESCORED_SHARE, least: int = MIN_RESCORED, twins: int = TWINS) -> Rescored:
+    """Match the close calls again, scored with their batches' own statistics (see the module notes).
+
+    ``originals`` (N_o, C, H, W) xp; ``targets`` (N, P, D) each encoding's rows in position order;
+    ``matching`` (N,) host, the matching to refine; ``groups`` (N,) host, each encoding's batch.
+    """
+    n_orig = originals.shape[0]
+    matching = np.asarray(matching, dtype=np.int64)
+    summary = patch_summary(originals, family.patch, xp)
+    calls = close_calls(summary, matching, n_orig, xp, share, least)  # (S,) encodings
+    unmatched = np.setdiff1d(np.arange(n_orig), matching)
+    pool = np.union1d(matching[calls], unmatched)  # originals the close calls may take
+    _, near = nearest_twins(summary, matching[calls], pool, twins, xp)
+    cands = np.concatenate([matching[calls][:, None], near], axis=1)  # (S, 1 + twins), own match first
+    batches = np.unique(groups[calls])
+    stats = batch_statistics(params, originals, matching, groups, batches, family, xp)
+    cost = np.empty(cands.shape)
+    per = max(1, ENCODE_CHUNK // family.n_patches)  # encodings whose candidates T' encodes at a time
+    for g in batches:
+        rows_g = np.flatnonzero(groups[calls] == g)  # close calls of batch g (positions in `calls`)
+        for s in range(0, len(rows_g), per):
+            r = rows_g[s:s + per]
+            enc = targets[calls[r]]  # (c, P, D)
+            for j in range(cands.shape[1]):
+                pred = encode_each(params, originals[xp.asarray(cands[r, j])], family, stats[int(g)], xp)
+                cost[r, j] = to_numpy(((pred - enc) ** 2).sum(axis=(1, 2))).astype(np.float64)
+    col = np.searchsorted(pool, cands)  # (S, 1 + twins) columns of the candidate graph
+    # Every row takes exactly one edge, so shifting a row's costs does not change the best matching;
+    # shifted to start at 1, no cost is a stored zero (which the sparse solver would drop).
+    cost = cost - cost.min(axis=1, keepdims=True) + 1.0
+    graph = csr_matrix((cost.ravel(), (np.repeat(np.arange(len(calls)), cands.shape[1]), col.ravel())),
+                       shape=(len(calls), len(pool)))
+    row, got = min_weight_full_bipartite_matching(graph)
+    out = matching.copy()
+    out[calls[row]] = pool[got]
+    info = {"rescored": len(calls), "candidates_per_encoding": int(cands.shape[1]),
+            "batches": len(batches), "changed": int((out != matching).sum())}
+    return Rescored(out, info)

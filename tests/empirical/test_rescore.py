@@ -1,0 +1,87 @@
+"""Re-scoring the final matching's close calls with each BatchNorm batch's own statistics."""
+import numpy as np
+import pytest
+
+from empirical.data import bundled_images
+from empirical.encoder import encode, preset, random_key
+from empirical.encodings import Rows
+from empirical.extraction import params_from_key
+from empirical.rescore import close_calls, nearest_twins, patch_summary, rescore_close_calls
+
+FAM = preset("neuracrypt-7", image_size=32, patch=8, hidden=64, bn_batch=8, shuffle=False)
+
+
+def test_patch_summary_is_each_patchs_mean_then_its_standard_deviation():
+    x = np.zeros((1, 1, 16, 16), np.float32)
+    x[0, 0, :8, 8:] = 1.0  # patch 1 (top right) white
+    x[0, 0, 8:, :8] = np.tile([0.0, 1.0], (8, 4))  # patch 2 (bottom left) stripes
+    s = patch_summary(x, 8, np)
+    np.testing.assert_allclose(s[0], [0, 1, 0.5, 0, 0, 0, 0.5, 0])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nearest_twins_are_the_brute_force_nearest_others_of_the_pool(seed):
+    rng = np.random.default_rng(seed)
+    summary = rng.standard_normal((40, 6)).astype(np.float32)
+    queries, pool = np.array([0, 5, 7, 30]), np.arange(3, 40, 2)
+    dist, who = nearest_twins(summary, queries, pool, 3, np, chunk=3)
+    for q, d, w in zip(queries, dist, who, strict=True):
+        others = pool[pool != q]
+        full = ((summary[others] - summary[q]) ** 2).sum(axis=1)
+        np.testing.assert_array_equal(w, others[np.argsort(full)[:3]])
+        np.testing.assert_allclose(d, np.sort(full)[:3], rtol=1e-4, atol=1e-5)
+
+
+def test_close_calls_are_the_encodings_whose_original_has_the_nearest_twin():
+    summary = np.array([[0.0], [10.0], [10.1], [20.0], [30.0], [30.5]], np.float32)
+    matching = np.array([3, 1, 0, 4, 2, 5])  # encoding k -> original
+    # nearest-twin distances by original: 0:10, 1:0.01, 2:0.01, 3:10, 4:0.25, 5:0.25
+    np.testing.assert_array_equal(close_calls(summary, matching, 6, np, share=0.5, least=1), [1, 3, 4])
+    np.testing.assert_array_equal(close_calls(summary, matching, 6, np, share=0.1, least=6), np.arange(6))
+
+
+@pytest.fixture(scope="module")
+def twin_game():
+    """32 real images in 4 BatchNorm batches of 8; images 3 and 20 replaced by nearly flat twins
+    (brightness 0.50 and 0.51, faint noise), in different batches. Encoded by Alice's key, unshuffled."""
+    rng = np.random.default_rng(0)
+    imgs = bundled_images(32, 32, seed=3, patch=8)
+    for i, level in ((3, 0.50), (20, 0.51)):
+        imgs[i] = level + 0.004 * rng.standard_normal(imgs[i].shape)
+    key = random_key(FAM, 7)
+    enc, _ = encode(imgs, key, np)
+    return imgs, key, enc, np.arange(32) // FAM.bn_batch
+
+
+def test_a_swapped_pair_of_flat_twins_from_two_batches_is_put_right(twin_game):
+    imgs, key, enc, groups = twin_game
+    truth = np.arange(32)
+    swapped = truth.copy()
+    swapped[[3, 20]] = [20, 3]
+    out = rescore_close_calls(params_from_key(key, np), imgs, Rows(enc, np), swapped, groups, FAM, np)
+    np.testing.assert_array_equal(out.matching, truth)
+    assert out.info["changed"] == 2 and out.info["rescored"] == 32  # a game this small is scored whole
+    assert out.info["batches"] == 4
+
+
+def test_a_right_matching_is_kept(twin_game):
+    imgs, key, enc, groups = twin_game
+    truth = np.arange(32)
+    out = rescore_close_calls(params_from_key(key, np), imgs, Rows(enc, np), truth, groups, FAM, np,
+                              share=0.25, least=1)
+    np.testing.assert_array_equal(out.matching, truth)
+    assert out.info == {"rescored": 8, "candidates_per_encoding": 4, "batches": out.info["batches"], "changed": 0}
+
+
+def test_only_the_close_calls_may_change_and_unmatched_originals_are_candidates(twin_game):
+    """With decoys: an encoding matched to a decoy twin of its original gets its original back."""
+    imgs, key, enc, groups = twin_game
+    decoy = imgs[3:4] + 0.02  # a brighter flat twin, never encoded
+    originals = np.concatenate([imgs, decoy])  # original 32 is the decoy
+    wrong = np.arange(32)
+    wrong[3] = 32  # encoding 3 matched to the decoy; its own original 3 left unmatched
+    out = rescore_close_calls(params_from_key(key, np), originals, Rows(enc, np), wrong, groups, FAM, np,
+                              share=0.1, least=4)
+    assert out.matching[3] == 3
+    assert out.info["rescored"] == 4
+    assert (out.matching != wrong).sum() == 1
