@@ -101,8 +101,8 @@ def match_margins(score: Array, matching: np.ndarray, xp: Namespace) -> np.ndarr
     a sharp similarity gives large margins, an uninformative one margins near zero. The margins
     are copied to the host.
     """
-    s = score - score.mean(axis=0, keepdims=True)
-    s = s / (s.std(axis=0, keepdims=True) + STD_EPS)
+    s = score - score.mean(axis=0, keepdims=True)  # one (N_o, N) copy, then worked on in place
+    s /= s.std(axis=0, keepdims=True) + STD_EPS
     cols = xp.arange(s.shape[1])
     chosen = s[xp.asarray(matching), cols]
     s[xp.asarray(matching), cols] = -xp.inf

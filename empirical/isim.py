@@ -31,6 +31,7 @@ from .backend import Array, Namespace, to_numpy
 from .progress import Progress
 
 ISIM_BLOCK = 16  # originals per task of the threaded exact i-sim
+BALANCE_CHUNK = 1024  # rows or columns balance normalises at a time
 TAU_FLOOR = 1e-30  # added to the temperature so a score matrix of equal values does not divide by zero
 
 
@@ -45,25 +46,39 @@ def sliced_prescore(patch_emb: Array, row_emb: Array, xp: Namespace, chunk: int 
     out = xp.empty((sa.shape[0], sb.shape[0]), dtype=xp.float32)
     for s in range(0, sa.shape[0], chunk):
         out[s:s + chunk] = sa[s:s + chunk] @ sb.T
-    return out - out.mean(axis=0, keepdims=True)
+    out -= out.mean(axis=0, keepdims=True)  # in place: no second (N_o, N) matrix
+    return out
 
 
-def balance(score: Array, xp: Namespace, tau: float = 0.05, iters: int = 50) -> Array:
+def balance(score: Array, xp: Namespace, tau: float = 0.05, iters: int = 50, *, overwrite: bool = False,
+            chunk: int = BALANCE_CHUNK) -> Array:
     """Log of the doubly stochastic matrix Sinkhorn's iteration makes of ``exp(score / t)``.
 
     ``t`` is ``tau`` times the standard deviation of ``score``; rows and columns are normalised in
     turn, ``iters`` times each, in the log domain (no overflow for small ``t``). Columns (encodings)
     sum to one; rows (originals) to N / N_o, which is one unless decoy originals make the score
-    rectangular. Works on a float32 copy: peak memory is about three times that of ``score``.
+    rectangular. Works on a float32 copy of ``score``, or on ``score`` itself with ``overwrite``
+    (when it is float32 already); each normalisation runs over ``chunk`` rows or columns at a time,
+    so beyond that matrix it holds only temporaries of ``chunk`` lines; the values are those of
+    normalising the whole matrix at once, bit for bit (tested).
     """
-    L = xp.asarray(score, dtype=xp.float32).copy()
+    L = xp.asarray(score, dtype=xp.float32)
+    if not overwrite or L is not score:
+        L = L.copy()
+    t = tau * float(L.std()) + TAU_FLOOR  # the temperature, from score's own spread
     L -= L.max()
-    L /= xp.float32(tau * float(score.std()) + TAU_FLOOR)
+    L /= xp.float32(t)
     row_mass = float(np.log(L.shape[1] / L.shape[0]))
+    n_rows, n_cols = L.shape
     for _ in range(iters):
-        for axis, mass in ((1, row_mass), (0, 0.0)):
-            m = L.max(axis=axis, keepdims=True)
-            L -= m + xp.log(xp.exp(L - m).sum(axis=axis, keepdims=True)) - mass
+        for s in range(0, n_rows, chunk):  # rows (originals): a block of whole rows at a time
+            blk = L[s:s + chunk]
+            m = blk.max(axis=1, keepdims=True)
+            blk -= m + xp.log(xp.exp(blk - m).sum(axis=1, keepdims=True)) - row_mass
+        for s in range(0, n_cols, chunk):  # columns (encodings): a block of whole columns at a time
+            blk = L[:, s:s + chunk]
+            m = blk.max(axis=0, keepdims=True)
+            blk -= m + xp.log(xp.exp(blk - m).sum(axis=0, keepdims=True))
     return L
 
 

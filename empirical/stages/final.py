@@ -45,6 +45,18 @@ def _neg_sq_distance(pred: Array, enc: Array) -> Array:
     return 2 * (pred @ enc.T) - (pred * pred).sum(axis=1)[:, None]
 
 
+def _stack(parts: list, xp) -> Array:
+    """The blocks one after another along the first axis, each dropped once copied (never all held twice)."""
+    parts = list(parts)[::-1]  # popped from the end: first block first
+    out = xp.empty((sum(len(a) for a in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    s = 0
+    while parts:
+        a = xp.asarray(parts.pop())
+        out[s:s + len(a)] = a
+        s += len(a)
+    return out
+
+
 def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> EncoderMatching:
     """Match every original to an encoding by T''s distance: ``(matching, median margin)``.
 
@@ -62,9 +74,7 @@ def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> Encod
     step = max(1, tprime.ENCODE_CHUNK // fam.n_patches)  # originals encoded by T' at a time (512 of 128 px)
     if sketched(n_enc, fam.n_patches, fam.hidden):
         r = projection(fam.hidden, fam.n_patches, ctx.cfg.seed, xp)  # (D, d)
-        parts = map_blocks(sketch_rows, tgt, per, (r, xp), ctx.scheduler)
-        sk = xp.concatenate([xp.asarray(a) for a in parts])  # (N, P*d)
-        del parts
+        sk = _stack(map_blocks(sketch_rows, tgt, per, (r, xp), ctx.scheduler), xp)  # (N, P*d)
         for s in range(0, n_orig, step):
             pred = sketch_rows(encode_each(params, originals[s:s + step], fam, stats, xp), r, xp)  # (c, P*d)
             score[s:s + step] = _neg_sq_distance(pred, sk)

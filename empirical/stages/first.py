@@ -25,7 +25,7 @@ def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
     if not ctx.game.config.shuffle:  # rows already in position order: i-sim needs no assignment
         m = match_encodings(known_perm_scores(ctx.patch_emb, ctx.row_emb, np.arange(P), xp))
         return m, StageResult("first", matching=m, info={"method": "positions known (no shuffle)"})
-    pre = balance(sliced_prescore(ctx.patch_emb, ctx.row_emb, xp), xp)  # (N_o, N)
+    pre = balance(sliced_prescore(ctx.patch_emb, ctx.row_emb, xp), xp, overwrite=True)  # (N_o, N), in place
     cand = top_candidates(pre, ctx.cfg.candidates, xp)  # (N_o, k) host
     del pre
     with progress_bar(ctx.n_orig, "i-sim (exact, on candidates)", ctx.quiet) as bar:

@@ -179,6 +179,26 @@ def test_balance_of_a_rectangular_score_spreads_the_columns_mass_over_the_rows()
     assert np.allclose(w.sum(axis=1), 40 / 50, atol=1e-2)
 
 
+@pytest.mark.parametrize("shape,chunk", [((37, 29), 8), ((64, 64), 64), ((20, 1500), 512)])
+def test_balance_in_chunks_and_in_place_is_the_whole_matrix_iteration_bit_for_bit(shape, chunk):
+    """Normalising a few rows or columns at a time, in the score's own memory, changes no value."""
+    rng = np.random.default_rng(shape[0])
+    score = (rng.standard_normal(shape) * 3).astype(np.float32)
+    L = score.copy()  # the iteration on the whole matrix at once, as a reference
+    L -= L.max()
+    L /= np.float32(0.05 * float(score.std()) + 1e-30)
+    for _ in range(50):
+        for axis, mass in ((1, float(np.log(shape[1] / shape[0]))), (0, 0.0)):
+            m = L.max(axis=axis, keepdims=True)
+            L -= m + np.log(np.exp(L - m).sum(axis=axis, keepdims=True)) - mass
+    kept = score.copy()
+    np.testing.assert_array_equal(balance(score, np, chunk=chunk), L)
+    np.testing.assert_array_equal(score, kept)  # without overwrite the score is left alone
+    own = balance(score, np, chunk=chunk, overwrite=True)
+    assert own is score  # overwrite: the result is the score's memory
+    np.testing.assert_array_equal(own, L)
+
+
 def test_balance_removes_row_and_column_offsets():
     """Scores = true-pair signal + per-row and per-column offsets: the offsets dominate the raw
     top-k, the balanced top-k finds the true pairs."""
