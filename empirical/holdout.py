@@ -20,7 +20,7 @@ from .backend import Array, Namespace, to_numpy
 from .batch_sample import whole_batches
 from .encoder import EncoderConfig, patchify
 from .nearest import nearest_shares
-from .tprime import batch_stats, forward
+from .tprime import batch_stats, batch_stats_of, forward
 
 if TYPE_CHECKING:
     from .extraction import ExtractConfig
@@ -110,8 +110,7 @@ def _held_out_outputs(params: Params, images: Array, targets: Array, groups: np.
     out = []
     held = np.intersect1d(held, whole_batches(groups, family.n_patches))
     for g in np.unique(groups[held]):
-        rows = patchify(xp.asarray(images[xp.asarray(np.flatnonzero(groups == g))], dtype=xp.float32), family.patch)
-        stats = batch_stats(params, rows, family, xp)
+        stats = batch_stats_of(params, images, groups, g, family, xp)
         mine = held[groups[held] == g]
         y = forward(params, patchify(xp.asarray(images[xp.asarray(mine)], dtype=xp.float32), family.patch), family, xp,
                     bn_stats=stats).y  # (n_g, P, D)

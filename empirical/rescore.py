@@ -17,7 +17,7 @@ originals matched to its encodings. The close calls are re-scored with them:
 2. *Candidates.* Each close call's candidates are its matched original and that original's
    :data:`TWINS` nearest originals among the close calls' originals and the unmatched ones.
 3. *Scores.* Every candidate is encoded by T' with the BatchNorm statistics of the encoding's own
-   batch (:func:`~empirical.tprime.batch_stats` of the originals matched to that batch), and
+   batch (:func:`~empirical.tprime.batch_stats_of` the originals matched to that batch), and
    scored by its squared distance to the encoding.
 4. *Assignment.* The close calls are matched again to those originals by the best assignment on
    the sparse candidate graph (SciPy's ``min_weight_full_bipartite_matching``); the present
@@ -37,8 +37,9 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from .backend import Array, Namespace, to_numpy
 from .encoder import EncoderConfig, patchify
 from .encodings import Rows
+from .matched import MatchedImages
 from .mlp import Params
-from .tprime import ENCODE_CHUNK, BatchNormStats, batch_stats, encode_each
+from .tprime import ENCODE_CHUNK, batch_stats_of, encode_each
 
 RESCORED_SHARE = 0.1  # share of the encodings whose matches are scored again (those with the nearest twins) ...
 MIN_RESCORED = 256  # ... and at least this many (every encoding of a smaller game)
@@ -88,17 +89,6 @@ def nearest_twins(summary: Array, queries: np.ndarray, pool: np.ndarray, k: int,
     return dist, who
 
 
-def batch_statistics(params: Params, originals: Array, matching: np.ndarray, groups: np.ndarray,
-                     batches: np.ndarray, family: EncoderConfig, xp: Namespace) -> dict[int, list[BatchNormStats]]:
-    """T''s BatchNorm statistics of each of Alice's ``batches``, from the originals ``matching`` gives its encodings."""
-    out = {}
-    for g in batches:
-        mine = matching[groups == g]
-        rows = patchify(xp.asarray(originals[xp.asarray(mine)], dtype=xp.float32), family.patch)
-        out[int(g)] = batch_stats(params, rows, family, xp)
-    return out
-
-
 def close_calls(summary: Array, matching: np.ndarray, n_orig: int, xp: Namespace,
                 share: float = RESCORED_SHARE, least: int = MIN_RESCORED) -> np.ndarray:
     """Host indices of the encodings to score again: those whose matched original has the nearest twin."""
@@ -127,16 +117,17 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
     _, near = nearest_twins(summary, matching[calls], pool, twins, xp)
     cands = np.concatenate([matching[calls][:, None], near], axis=1)  # (S, 1 + twins), own match first
     batches = np.unique(groups[calls])
-    stats = batch_statistics(params, originals, matching, groups, batches, family, xp)
+    matched = MatchedImages(originals, matching, xp)  # encoding k's original, so each batch's are its own
     cost = np.empty(cands.shape)
     per = max(1, ENCODE_CHUNK // family.n_patches)  # encodings whose candidates T' encodes at a time
     for g in batches:
+        stats = batch_stats_of(params, matched, groups, g, family, xp)  # from the originals matched to batch g
         rows_g = np.flatnonzero(groups[calls] == g)  # close calls of batch g (positions in `calls`)
         for s in range(0, len(rows_g), per):
             r = rows_g[s:s + per]
             enc = targets[calls[r]]  # (c, P, D)
             for j in range(cands.shape[1]):
-                pred = encode_each(params, originals[xp.asarray(cands[r, j])], family, stats[int(g)], xp)
+                pred = encode_each(params, originals[xp.asarray(cands[r, j])], family, stats, xp)
                 cost[r, j] = to_numpy(((pred - enc) ** 2).sum(axis=(1, 2))).astype(np.float64)
     col = np.searchsorted(pool, cands)  # (S, 1 + twins) columns of the candidate graph
     # Every row takes exactly one edge, so shifting a row's costs does not change the best matching;

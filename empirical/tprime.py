@@ -168,6 +168,13 @@ def encode_each(params: Params, images: Array, family: EncoderConfig, bn_stats: 
     return xp.concatenate(out, axis=0)
 
 
+def batch_stats_of(params: Params, images: Array, groups: np.ndarray, g: int, family: EncoderConfig,
+                   xp: Namespace) -> list[BatchNormStats]:
+    """T''s BatchNorm statistics of Alice's batch ``g``: over the images (n, C, H, W) ``groups`` (n,) puts in it."""
+    rows = patchify(xp.asarray(images[xp.asarray(np.flatnonzero(groups == g))], dtype=xp.float32), family.patch)
+    return batch_stats(params, rows, family, xp)
+
+
 def mean_batch_stats(params: Params, images: Array, groups: np.ndarray, family: EncoderConfig,
                      xp: Namespace) -> list[BatchNormStats] | None:
     """BatchNorm statistics of T' averaged over Alice's batches (for encoding images one by one).
@@ -182,8 +189,6 @@ def mean_batch_stats(params: Params, images: Array, groups: np.ndarray, family: 
     acc = None
     ids = np.unique(groups[whole_batches(groups, family.n_patches)])
     for g in ids:
-        batch = images[xp.asarray(np.flatnonzero(groups == g))]
-        rows = patchify(xp.asarray(batch, dtype=xp.float32), family.patch)
-        st = batch_stats(params, rows, family, xp)
+        st = batch_stats_of(params, images, groups, g, family, xp)
         acc = st if acc is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(acc, st, strict=True)]
     return [BatchNormStats(m / len(ids), v / len(ids)) for m, v in acc]

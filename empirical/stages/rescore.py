@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from .. import rescore, tprime
+from .. import matched, rescore, tprime
 from ..rescore import rescore_close_calls
 from . import final
 from .base import Context, Stage, StageResult, no_arrays, register
@@ -33,7 +33,7 @@ def attach(ctx: Context, matching: np.ndarray) -> None:
 
 
 STAGE = register(Stage(
-    name="rescore", fields=(), sources=(sys.modules[__name__], rescore, tprime, final),
+    name="rescore", fields=(), sources=(sys.modules[__name__], rescore, tprime, matched, final),
     compute=compute, attach=attach, save=no_arrays,
     load=lambda arrays, meta, ctx: arrays["matching"],
 ))
