@@ -7,7 +7,9 @@ encodes and writes one BatchNorm batch at a time), then attacked by ``python -m 
 * ``memory``: the default budget (half the available memory), so the encodings are read whole;
 * ``blocks``: ``--memory-budget`` of ``--budget-gib`` (default: ``--budget-ratio`` times the
   encodings' size), small enough that the encodings are read from their files a block at a time
-  by every pass (``empirical.encodings``).
+  by every pass (``empirical.encodings``);
+* ``budget``: the same ``--memory-budget``, the encodings read whole or a block at a time as that
+  budget decides: one fixed ``--budget-gib`` over a sweep of N shows how the peak grows with N.
 
 Each attack's ``--json`` says whether it held the encodings in memory; a mode that did not run as
 its name says is reported as an error.
@@ -20,6 +22,8 @@ peak memory of each and their ratios (blocks / memory), and writes everything to
 Usage::
 
     python benchmarks/streaming.py --n-list 1000 4000 --json benchmarks/results/cpu_streaming.json
+    python benchmarks/streaming.py --n-list 1000 2000 4000 8000 16000 --modes budget --budget-gib 1 \\
+        --json benchmarks/results/cpu_streaming_sweep.json   # one budget, N from 1,000 to 16,000
     python benchmarks/streaming.py --n-list 14643 --image-size 256 --hidden 1024 --modes blocks \\
         --budget-gib 2 --stop-after boost       # the challenge's geometry, hidden 1,024, up to boosting
 """
@@ -39,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import gib, load_average, load_record, machine, now_utc, sources, write_json
 
-MODES = ("memory", "blocks")
+MODES = ("memory", "blocks", "budget")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--patch", type=int, default=16)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--modes", nargs="+", default=["memory", "blocks"], choices=MODES)
     ap.add_argument("--budget-gib", type=float, default=None,
                     help="the blocks mode's --memory-budget (default: --budget-ratio times the game's encodings)")
     ap.add_argument("--budget-ratio", type=float, default=1.0,
@@ -112,7 +116,7 @@ def one_n(n: int, args: argparse.Namespace, root: Path) -> dict:
         js, sub = root / f"G{n}-{mode}.json", root / f"G{n}-{mode}-submission.json"
         cmd = ["empirical.attack", "--game", str(game), "--answer-key", str(answer), "--secret-key", str(key),
                "--submission", str(sub), "--json", str(js), "--fresh", "0", "--seed", str(args.seed), "--quiet"]
-        if mode == "blocks":
+        if mode in ("blocks", "budget"):
             cmd += ["--memory-budget", repr(budget_gib)]
         if args.stop_after:
             cmd += ["--stop-after", args.stop_after]
@@ -123,7 +127,7 @@ def one_n(n: int, args: argparse.Namespace, root: Path) -> dict:
             continue
         rec = json.loads(js.read_text())
         mem = rec["memory"]
-        if mem["encodings_in_memory"] != (mode == "memory"):
+        if mode != "budget" and mem["encodings_in_memory"] != (mode == "memory"):
             out[mode] = {"error": f"the {mode} mode held the encodings "
                                   f"{'in memory' if mem['encodings_in_memory'] else 'on disk'}: not what it measures"}
             continue
@@ -135,7 +139,7 @@ def one_n(n: int, args: argparse.Namespace, root: Path) -> dict:
                      "peak_rss_gib_after_stage": {k: gib(v) for k, v in mem["peak_resident_bytes_after_stage"].items()},
                      "load": load_record(load0)}
         subs[mode] = json.loads(sub.read_text())
-    if len(subs) == 2:
+    if "memory" in subs and "blocks" in subs:
         out["same_submission"] = subs["memory"] == subs["blocks"]
         m, b = out["memory"], out["blocks"]
         out["ratio_blocks_over_memory"] = {"seconds": b["seconds"] / m["seconds"],
@@ -164,13 +168,14 @@ def main() -> int:
                 q = r["ratio_blocks_over_memory"]
                 print(f"  blocks / memory: seconds x{q['seconds']:.2f}, peak memory x{q['peak_rss']:.2f}; "
                       f"same submission: {r['same_submission']}", flush=True)
+            if args.json:  # after every N, so a sweep stopped part way keeps what it measured
+                write_json(args.json, {"benchmark": "streaming", "started": started, "date": now_utc(),
+                                       "machine": machine(),
+                                       "settings": {k: v for k, v in vars(args).items() if k not in ("json", "games")},
+                                       "source_fingerprint": sources(__file__), "runs": runs})
     finally:
         if not args.games:
             shutil.rmtree(root, ignore_errors=True)
-    if args.json:
-        write_json(args.json, {"benchmark": "streaming", "started": started, "date": now_utc(), "machine": machine(),
-                               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "games")},
-                               "source_fingerprint": sources(__file__), "runs": runs})
     return 0 if all("error" not in r and all("error" not in r.get(m, {}) for m in args.modes) for r in runs) else 1
 
 
