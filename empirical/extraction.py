@@ -77,15 +77,16 @@ MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the
 class ExtractConfig:
     steps: int = 250  # Adam steps of fit_encoder (robust loss)
     images_per_step: int = 32  # images per step of fit_encoder, all from one of Alice's BatchNorm batches
-    # (fewer where that would be more than STEP_ROWS patch rows: 16 images of 256 px); 64 fitted T' no better
-    # on new pictures at twice the seconds (benchmarks/results/cpu_tprime_knobs_ips32_*.json)
+    # (fewer where that would be more than STEP_ROWS patch rows: 16 images of 256 px); 64 gave T' no better a
+    # matching at twice the seconds (benchmarks/results/cpu_tprime_knobs_ips*.json)
     lr: float = 2e-3  # fit_encoder's peak Adam learning rate (per step), before warm-up and cosine decay
     huber: float = 0.05  # threshold of the robust loss, in units of the targets' standard deviation
     whiten: float = 1e-3  # eigenvalue floor of fit_encoder's patch whitening, relative to the largest (0: off)
     refine_whiten: float = 1e-3  # the same for refine_encoder
     refine_steps: int = 450  # Adam steps of refine_encoder (squared loss; 0: no refit of the whole network)
     refine_lr: float = 4e-3  # refine_encoder's peak Adam learning rate (per step)
-    refine_images_per_step: int = 32  # images per step of refine_encoder, from one BatchNorm batch
+    refine_images_per_step: int = 64  # images per step of refine_encoder, from one BatchNorm batch (32: the
+    # game's images and new crops of its pictures 1-2 points lower on Challenge 2 for two of four seeds)
     holdout: float = 0.1  # share of the matched images held back from both fits (stopping, self-estimate)
     probe_alpha: float = 0.01  # fit_encoder gives up when, after PROBE_AT of its steps, T''s matches of
     # the held-back pairs are as few as chance gives with probability above this (0: never give up)
