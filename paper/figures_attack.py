@@ -70,16 +70,25 @@ def fig_scaling(data: Data, path: Path | str) -> Path:
     r = d["results"]
     rows = r["rows"]
     n = np.array([row["n"] for row in rows])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"width_ratios": [1.5, 1]})
+    fb = r.get("fixed_budget")  # the games-on-disk sweep at one memory budget, when it was run
+    if fb:
+        fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1.5, 1, 1]})
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"width_ratios": [1.5, 1]})
     ax.loglog(n, [row["attack_seconds"] for row in rows], "o-", color="tab:red", label="this project: whole attack")
+    if fb:
+        nb = np.array([row["n"] for row in fb["rows"]])
+        ax.loglog(nb, [row["attack_seconds"] for row in fb["rows"]], "D-", color="tab:purple",
+                  label=f"whole attack, game on disk,\n{fb['budget_gib']:g} GiB memory budget")
     ax.loglog(n, [row["isim_seconds"] for row in rows], "s-", color="tab:orange",
               label="this project: i-sim + first matching")
     ax.loglog(n, [row["per_pair_isim_seconds"] for row in rows], "^--", color="tab:blue",
               label="per-pair assignment method: i-sim\n(N² exact assignments, extrapolated)")
     ax.set_xlabel("N (images = encodings)")
     ax.set_ylabel("wall-clock time (s, log scale)")
-    ax.set_xticks(n)
-    ax.set_xticklabels([f"{v:,}" for v in n])
+    ticks = np.union1d(n, nb) if fb else n
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{v:,}" for v in ticks])
     ax.minorticks_off()
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -87,11 +96,27 @@ def fig_scaling(data: Data, path: Path | str) -> Path:
     ax.set_title(f"Time against N ({r['preset']}; per pair {1e3 * pp['seconds_per_pair_used']:.2f} ms "
                  f"for a {pp['assignment_size']}×{pp['assignment_size']} assignment)", fontsize=10)
     ax.legend(loc="best", fontsize=8, framealpha=0.9)
-    ax2.plot(n, [100 * row["share_first"] for row in rows], "s-", color="tab:orange", label="after first matching")
-    ax2.plot(n, [100 * row["share_final"] for row in rows], "o-", color="tab:red", label="final (after T')")
+    nr = [row["n"] for row in rows]
+    ax2.plot(nr, [100 * row["share_first"] for row in rows], "s-", color="tab:orange", label="after first matching")
+    ax2.plot(nr, [100 * row["share_final"] for row in rows], "o-", color="tab:red", label="final (after T')")
+    if fb:
+        ax2.plot(nb, [100 * row["share_final"] for row in fb["rows"]], "D-", color="tab:purple",
+                 label="final, game on disk")
+        ax3.loglog(nb, [row["peak_rss_gib"] for row in fb["rows"]], "D-", color="tab:purple",
+                   label="attack: peak resident memory")
+        ax3.loglog(nb, [row["encodings_gib"] for row in fb["rows"]], "v:", color="0.4", label="the encodings' size")
+        ax3.axhline(fb["budget_gib"], color="k", ls="--", lw=1, label=f"--memory-budget {fb['budget_gib']:g} GiB")
+        ax3.set_xticks(nb)
+        ax3.set_xticklabels([f"{v:,}" for v in nb])
+        ax3.minorticks_off()
+        ax3.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax3.set_xlabel("N (images = encodings)")
+        ax3.set_ylabel("GiB (log scale)")
+        ax3.set_title("Memory against N (game on disk)", fontsize=10)
+        ax3.legend(loc="upper left", fontsize=8)
     ax2.set_xscale("log")
-    ax2.set_xticks(n)
-    ax2.set_xticklabels([f"{v:,}" for v in n])
+    ax2.set_xticks(ticks)
+    ax2.set_xticklabels([f"{v:,}" for v in ticks])
     ax2.minorticks_off()
     ax2.set_ylim(0, 105)
     ax2.set_xlabel("N (images = encodings)")

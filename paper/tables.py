@@ -108,7 +108,17 @@ def table_scaling(data: Data, path: Path | str) -> Path:
              pct(x["share_first"]), pct(x["share_final"])] for x in r["rows"]]
     header = ["N", "attack (s)", "i-sim + first matching (s)", "pairs N²", "per-pair method i-sim (s, extrapolated)",
               "i-sim speed-up", "first matching", "final"]
-    return _write(path, _table(header, rows), data.quick("scaling"))
+    lines = _table(header, rows)
+    fb = r.get("fixed_budget")
+    if fb:
+        lines += ["", f"Games on disk (`{fb['source']}`), each attacked in its own process with "
+                      f"`--memory-budget {fb['budget_gib']:g}`:", ""]
+        lines += _table(["N", "encodings (GiB)", "read", "make (s)", "attack (s)", "peak memory (GiB)", "final"],
+                        [[f"{x['n']:,}", f"{x['encodings_gib']:.2f}",
+                          "whole" if x["encodings_in_memory"] else "in blocks", _secs(x["make_seconds"]),
+                          _secs(x["attack_seconds"]), f"{x['peak_rss_gib']:.2f}", pct(x["share_final"])]
+                         for x in fb["rows"]])
+    return _write(path, lines, data.quick("scaling"))
 
 
 def table_speedup(data: Data, path: Path | str) -> Path:

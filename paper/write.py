@@ -37,6 +37,36 @@ def _final_share_phrase(lowest: float) -> str:
     return f"The share matched stays at or above {shown} over the range."
 
 
+def _fixed_budget_sentence(sc: dict) -> str:
+    """The games-on-disk sweep at one memory budget (``benchmarks/streaming.py``), or why it is absent."""
+    fb = sc.get("fixed_budget")
+    if not fb:
+        return ("The sweep of games on disk at one memory budget (`benchmarks/streaming.py --modes budget`) "
+                "has not been run for this family, so only the in-memory sizes above are shown.")
+    rows = fb["rows"]
+    lo, hi = rows[0], rows[-1]
+    blocks = [r for r in rows if not r["encodings_in_memory"]]
+    read = (f"from N = {_n(blocks[0]['n'])} on the encodings no longer fit half the budget and are read from their "
+            "files a block at a time" if blocks else "every game's encodings fit half the budget and are read whole")
+    grow = (f"; the attack's time grows with exponent {_f(fb['exponent_attack'], 2)} in N" if fb["exponent_attack"]
+            is not None else "; no exponent of its time is fitted (some timings were taken under load)")
+    return (f"Games made on disk by `challenge make` and attacked each in its own process with "
+            f"`--memory-budget {fb['budget_gib']:g}` (source: `{fb['source']}`; {read}): from N = {_n(lo['n'])} to "
+            f"{_n(hi['n'])} the attack takes {_f(lo['attack_seconds'])} to {_f(hi['attack_seconds'])} s and ends at "
+            f"{pct(lo['share_final'])} to {pct(hi['share_final'], 2)} matched{grow}. Its peak resident memory goes "
+            f"from {_f(lo['peak_rss_gib'], 2)} to {_f(hi['peak_rss_gib'], 2)} GiB "
+            f"(slope {_f(fb['exponent_peak_rss'], 2)} on log-log axes), against encodings of "
+            f"{_f(lo['encodings_gib'], 2)} to {_f(hi['encodings_gib'], 2)} GiB; at N = {_n(hi['n'])} the stage that "
+            f"reaches the peak is `{_peak_stage(hi)}`.")
+
+
+def _peak_stage(row: dict) -> str:
+    """The first stage after which the run's peak resident memory had been reached (stages in run order)."""
+    after = row.get("peak_rss_gib_after_stage") or {}
+    top = max(after.values(), default=None)
+    return next((k for k, v in after.items() if v == top), "unknown")
+
+
 def _growth_sentence(sc: dict) -> str:
     """The growth exponent of the attack's time in N, or why none is fitted.
 
@@ -158,7 +188,8 @@ def context(data: Data) -> dict[str, str]:
              sc_perpair_time=_seconds_hours(srows[-1]["per_pair_isim_seconds"], sc["largest_n_per_pair_hours"]),
              sc_speedup_max=_f(sc["largest_n_isim_speedup"], 0), sc_ms_pair=_f(pp["ms_per_pair_used"], 3),
              sc_pair_size=_n(pp["assignment_size"]), sc_pair_source=pp["source"],
-             sc_growth=_growth_sentence(sc), sc_final_phrase=_final_share_phrase(min(r["share_final"] for r in srows)))
+             sc_growth=_growth_sentence(sc), sc_fixed_budget=_fixed_budget_sentence(sc),
+             sc_final_phrase=_final_share_phrase(min(r["share_final"] for r in srows)))
     sp_max = sc["largest_n_isim_speedup"]
     c["sc_speedup_phrase"] = (f"{_f(sp_max, 0)} times faster" if sp_max and sp_max >= 1 else
                               "no faster at this small size")

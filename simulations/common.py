@@ -25,13 +25,14 @@ _FAMILY, _ATTACK, _PSIM, _EXTRACT = EncoderConfig(), AttackConfig(), PsimConfig(
 
 # The sources whose code made each experiment's result (see empirical.machine.source_fingerprint).
 _BENCH_SPEEDUP = ("benchmarks/speedup.py", "benchmarks/bench_common.py")
+_BENCH_SWEEP = ("benchmarks/streaming.py", "benchmarks/results/cpu_streaming_sweep.json")
 ATTACK_SOURCES = ("empirical", "simulations")
 SOURCES = {
     "table1": ATTACK_SOURCES, "stages": ATTACK_SOURCES, "psim": ATTACK_SOURCES, "examples": ATTACK_SOURCES,
-    "scaling": ATTACK_SOURCES,
+    "scaling": (*ATTACK_SOURCES, *_BENCH_SWEEP),  # its own runs, and the fixed-budget sweep's result
     "speedup": ("empirical", "simulations", *_BENCH_SPEEDUP),  # the benchmark's result, or its script run here
     "theory": ("theory", "simulations"),
-    "all": ("empirical", "simulations", "theory", *_BENCH_SPEEDUP),
+    "all": ("empirical", "simulations", "theory", *_BENCH_SPEEDUP, *_BENCH_SWEEP),
 }
 
 

@@ -130,6 +130,7 @@ def examples(cache: RunCache, seed: int, out: Path) -> tuple:
 # --- scaling ----------------------------------------------------------------------------------
 
 BENCH_SPEEDUP = REPO / "benchmarks" / "results" / "cpu_speedup.json"
+BENCH_SWEEP = REPO / "benchmarks" / "results" / "cpu_streaming_sweep.json"  # games on disk, one memory budget
 
 
 def _bench_per_pair(patches: int):
@@ -141,6 +142,38 @@ def _bench_per_pair(patches: int):
     except (OSError, KeyError, ValueError, TypeError):
         pass
     return None
+
+
+def _bench_sweep(settings) -> dict | None:
+    """The fixed-budget sweep of ``benchmarks/streaming.py`` (games made on disk, each attacked in its own
+    process under one ``--memory-budget``), when it was run on this family: time and peak memory per N.
+
+    None when the file is missing, was made for another family, or ran no N in the ``budget`` mode.
+    """
+    try:
+        b = json.loads(BENCH_SWEEP.read_text())
+        st = b["settings"]
+        same = (st["preset"] == REFERENCE_VARIANT and int(st["image_size"]) == settings.image_size
+                and int(st["patch"]) == settings.patch and int(st["hidden"]) == settings.hidden)
+        runs = [r for r in b["runs"] if "error" not in r and "error" not in r.get("budget", {"error": 1})]
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    if not same or not runs:
+        return None
+    rows = [{"n": r["n"], "attack_seconds": r["budget"]["seconds"], "make_seconds": r["make"]["seconds"],
+             "peak_rss_gib": r["budget"]["peak_rss_gib"], "make_peak_rss_gib": r["make"]["peak_rss_gib"],
+             "encodings_gib": r["encodings_gib"], "encodings_in_memory": r["budget"]["encodings_in_memory"],
+             "share_final": r["budget"]["final_share_matched"],
+             "stage_seconds": {x["stage"]: x["seconds"] for x in r["budget"]["stages"]},
+             "peak_rss_gib_after_stage": r["budget"]["peak_rss_gib_after_stage"], "load": r["budget"]["load"]}
+            for r in runs]
+    refusal = fit_refusal(rows)
+    ns = [r["n"] for r in rows]
+    return {"source": str(BENCH_SWEEP.relative_to(REPO)), "date": b.get("date"),
+            "budget_gib": float(st["budget_gib"]), "rows": rows,
+            "exponent_attack": _slope(ns, [r["attack_seconds"] for r in rows]) if refusal is None else None,
+            "exponent_peak_rss": _slope(ns, [r["peak_rss_gib"] for r in rows]),
+            "growth_fit": {"fitted": refusal is None, **(refusal or {"reason": None})}}
 
 
 def per_pair_timing(run, samples: int, seed: int) -> dict:
@@ -215,6 +248,7 @@ def scaling(cache: RunCache, seed: int, out: Path) -> tuple:
                "exponent_attack": _slope(ns, [r["attack_seconds"] for r in rows]) if fit else None,
                "exponent_isim": _slope(ns, [r["isim_seconds"] for r in rows]) if fit else None,
                "growth_fit": growth_fit,
+               "fixed_budget": _bench_sweep(s),
                "largest_n": max(ns), "largest_n_isim_speedup": rows[-1]["isim_speedup"],
                "largest_n_per_pair_hours": rows[-1]["per_pair_isim_seconds"] / 3600}
     config = {"preset": REFERENCE_VARIANT, "n": list(s.scaling_n), "family": _family_config(cache),

@@ -221,3 +221,41 @@ def test_load_rule_refuses_busy_and_unrecorded_timings():
 
 def test_simulations_package_has_no_import_cycle(import_cycles):
     assert import_cycles("simulations") == []
+
+
+def _sweep(preset="neuracrypt-7", hidden=256, error_at=None):
+    """A result with the keys benchmarks/streaming.py writes in its fixed-budget mode."""
+    def run(n, gib, seconds):
+        if n == error_at:
+            return {"n": n, "error": "make: exit 1"}
+        load = {"loadavg_start": [0.4, 0, 0], "loadavg_end": [2.0, 0, 0], "threads": 2, "cpus": 2, "limit": 2.5}
+        return {"n": n, "encodings_gib": 0.06 * n / 1000, "make": {"seconds": n / 100, "peak_rss_gib": 0.4},
+                "budget": {"seconds": seconds, "final_share_matched": 1.0, "encodings_in_memory": n < 4000,
+                           "peak_rss_gib": gib, "stages": [{"stage": "align", "share_matched": None, "seconds": 1.0}],
+                           "peak_rss_gib_after_stage": {"align": gib / 2, "first": gib}, "load": load}}
+
+    return {"benchmark": "streaming", "date": "2026-01-01T00:00:00+00:00",
+            "settings": {"preset": preset, "image_size": 128, "patch": 16, "hidden": hidden, "budget_gib": 1.0,
+                         "modes": ["budget"]},
+            "runs": [run(1000, 1.0, 100.0), run(4000, 2.0, 400.0)]}
+
+
+def test_scaling_reads_the_fixed_budget_sweep_of_its_own_family_only(tmp_path, monkeypatch):
+    from simulations import experiments
+
+    bench = tmp_path / "cpu_streaming_sweep.json"
+    monkeypatch.setattr(experiments, "BENCH_SWEEP", bench)
+    monkeypatch.setattr(experiments, "REPO", tmp_path)
+    full = Settings.make()
+    assert experiments._bench_sweep(full) is None  # not run
+    bench.write_text(json.dumps(_sweep()))
+    fb = experiments._bench_sweep(full)
+    assert fb["source"] == "cpu_streaming_sweep.json" and fb["budget_gib"] == 1.0
+    assert [r["n"] for r in fb["rows"]] == [1000, 4000] and fb["rows"][1]["peak_rss_gib"] == 2.0
+    assert fb["rows"][0]["encodings_in_memory"] and not fb["rows"][1]["encodings_in_memory"]
+    assert fb["exponent_attack"] == pytest.approx(1.0) and fb["exponent_peak_rss"] == pytest.approx(0.5)
+    bench.write_text(json.dumps(_sweep(error_at=4000)))  # a failed N is left out, the rest kept
+    assert [r["n"] for r in experiments._bench_sweep(full)["rows"]] == [1000]
+    for other in (_sweep(hidden=512), _sweep(preset="neuracrypt-2")):
+        bench.write_text(json.dumps(other))
+        assert experiments._bench_sweep(full) is None
