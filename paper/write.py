@@ -52,19 +52,30 @@ def _fixed_budget_sentence(sc: dict) -> str:
             is not None else "; no exponent of its time is fitted (some timings were taken under load)")
     return (f"Games made on disk by `challenge make` and attacked each in its own process with "
             f"`--memory-budget {fb['budget_gib']:g}` (source: `{fb['source']}`; {read}): from N = {_n(lo['n'])} to "
-            f"{_n(hi['n'])} the attack takes {_f(lo['attack_seconds'])} to {_f(hi['attack_seconds'])} s and ends at "
-            f"{pct(lo['share_final'])} to {pct(hi['share_final'], 2)} matched{grow}. Its peak resident memory goes "
+            f"{_n(hi['n'])} the attack takes {_f(lo['attack_seconds'])} to {_f(hi['attack_seconds'])} s and "
+            f"{_sweep_shares(rows)}{grow}. Its peak resident memory goes "
             f"from {_f(lo['peak_rss_gib'], 2)} to {_f(hi['peak_rss_gib'], 2)} GiB "
             f"(slope {_f(fb['exponent_peak_rss'], 2)} on log-log axes), against encodings of "
             f"{_f(lo['encodings_gib'], 2)} to {_f(hi['encodings_gib'], 2)} GiB; at N = {_n(hi['n'])} the stage that "
             f"reaches the peak is `{_peak_stage(hi)}`.")
 
 
+def _sweep_shares(rows: list) -> str:
+    """How the sweep's final shares read: every N at 100%, or which N fell short and by how much."""
+    short = [r for r in rows if r["share_final"] < 1.0]
+    if not short:
+        return "matches 100% at every N"
+    return "matches 100% at every N but " + ", ".join(f"{_n(r['n'])} ({pct(r['share_final'], 3)})" for r in short)
+
+
+PEAK_NEAR = 0.01  # a stage "reaches" the run's peak when the peak after it is within this share of the peak
+
+
 def _peak_stage(row: dict) -> str:
-    """The first stage after which the run's peak resident memory had been reached (stages in run order)."""
+    """The first stage after which the run's peak resident memory had been reached, within :data:`PEAK_NEAR`."""
     after = row.get("peak_rss_gib_after_stage") or {}
     top = max(after.values(), default=None)
-    return next((k for k, v in after.items() if v == top), "unknown")
+    return next((k for k, v in after.items() if v >= (1 - PEAK_NEAR) * top), "unknown")
 
 
 def _growth_sentence(sc: dict) -> str:
