@@ -6,7 +6,7 @@ from empirical.data import bundled_images
 from empirical.encoder import encode, preset, random_key
 from empirical.encodings import Rows
 from empirical.extraction import params_from_key
-from empirical.rescore import close_calls, nearest_twins, patch_summary, rescore_close_calls
+from empirical.rescore import TWINS, close_calls, nearest_twins, patch_summary, rescore_close_calls
 
 FAM = preset("neuracrypt-7", image_size=32, patch=8, hidden=64, bn_batch=8, shuffle=False)
 
@@ -70,7 +70,9 @@ def test_a_right_matching_is_kept(twin_game):
     out = rescore_close_calls(params_from_key(key, np), imgs, Rows(enc, np), truth, groups, FAM, np,
                               share=0.25, least=1)
     np.testing.assert_array_equal(out.matching, truth)
-    assert out.info == {"rescored": 8, "candidates_per_encoding": 4, "batches": out.info["batches"], "changed": 0}
+    # each of the 8 close calls: its match and up to TWINS of the other 7 originals in the pool
+    assert out.info == {"rescored": 8, "candidates_per_encoding": 1 + min(TWINS, 7), "batches": out.info["batches"],
+                        "changed": 0}
 
 
 def test_only_the_close_calls_may_change_and_unmatched_originals_are_candidates(twin_game):
