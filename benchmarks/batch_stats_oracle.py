@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine, now_utc, sources, write_json
 
 from empirical.batch_sample import whole_batches
-from empirical.encoder import patchify
+from empirical.encoder import EncoderConfig, patchify
 from empirical.fileio import read_gray
 from empirical.game import ENC_DIR, ORIG_DIR, _list_originals, read_config
 from empirical.tprime import batch_stats, encode_each, mean_batch_stats
@@ -61,25 +62,48 @@ def newest(work: Path, stage: str) -> Path:
     return files[-1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    t0 = time.perf_counter()
-    game, work = Path(args.game), Path(args.work_dir)
+class FinishedAttack(NamedTuple):
+    """A finished attack's saved stages beside Alice's answer key (read for the oracles only)."""
+
+    game: Path
+    cfg: EncoderConfig
+    ids: list[str]  # the originals' ids, in the game's order
+    truth: np.ndarray  # (N,) encoding k's true original
+    files: dict[str, Path]  # each stage read -> its newest saved file
+    order: np.ndarray  # (N, P) the alignment's local permutations
+    pi: np.ndarray  # (P,) the global permutation
+    params: dict[str, np.ndarray]  # T''s parameters
+    matching: np.ndarray  # (N,) the matching of the last stage read
+    groups: np.ndarray  # (N,) each encoding's BatchNorm batch
+
+    def target(self, k: int) -> np.ndarray:
+        """Encoding k's rows in position order: (P, D)."""
+        return np.load(self.game / ENC_DIR / f"{k}.npy")[self.order[k]][self.pi]
+
+
+def read_finished_attack(game: Path, answer_key: Path, work: Path, last: str) -> FinishedAttack:
+    """The newest ``align``, ``boost``, ``extract`` and ``last`` stages under ``work``, with the truth."""
     cfg = read_config(game)
     ids = _list_originals(game / ORIG_DIR, game.resolve())
     where = {s: i for i, s in enumerate(ids)}
-    answer = json.loads(Path(args.answer_key).read_text())
-    n = len(answer)
-    truth = np.empty(n, np.int64)
+    answer = json.loads(Path(answer_key).read_text())
+    truth = np.empty(len(answer), np.int64)
     for s, f in answer.items():
         truth[int(Path(f).stem)] = where[s]
-    files = {s: newest(work, s) for s in ("align", "boost", "extract", "final")}
-    order = np.load(files["align"])["order"]
-    pi = np.load(files["boost"])["pi"]
+    files = {s: newest(work, s) for s in ("align", "boost", "extract", last)}
     ex = np.load(files["extract"])
-    params = {k[2:]: ex[k] for k in ex.files if k.startswith("p.")}
-    final = np.load(files["final"])["matching"]
-    groups = np.arange(n) // cfg.bn_batch
+    return FinishedAttack(game, cfg, ids, truth, files, np.load(files["align"])["order"],
+                          np.load(files["boost"])["pi"], {k[2:]: ex[k] for k in ex.files if k.startswith("p.")},
+                          np.load(files[last])["matching"], np.arange(len(truth)) // cfg.bn_batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    game = Path(args.game)
+    run = read_finished_attack(game, Path(args.answer_key), Path(args.work_dir), "final")
+    cfg, ids, truth, files, params, groups = run.cfg, run.ids, run.truth, run.files, run.params, run.groups
+    final, n, target = run.matching, len(truth), run.target
     wrong = np.flatnonzero(final != truth)
     holder = {int(truth[k]): int(k) for k in wrong}
     pairs = sorted({tuple(sorted((int(k), holder[int(final[k])]))) for k in wrong
@@ -90,9 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         if i not in cache:
             cache[i] = read_gray(game / ORIG_DIR / ids[i])[None]
         return cache[i]
-
-    def target(k: int) -> np.ndarray:
-        return np.load(game / ENC_DIR / f"{k}.npy")[order[k]][pi]  # rows in position order
 
     involved = sorted({int(groups[k]) for p in pairs for k in p})
     stats = {g: batch_stats(params, patchify(np.stack([img(i) for i in final[groups == g]]), cfg.patch), cfg, np)

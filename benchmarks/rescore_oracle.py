@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,13 +33,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch_stats_oracle import newest
+from batch_stats_oracle import read_finished_attack
 from bench_common import machine, now_utc, sources, write_json
 
 from empirical.batch_sample import whole_batches
 from empirical.encoder import patchify
 from empirical.fileio import read_gray
-from empirical.game import ENC_DIR, ORIG_DIR, _list_originals, read_config
+from empirical.game import ORIG_DIR
 from empirical.rescore import MIN_RESCORED, RESCORED_SHARE, TWINS, close_calls, nearest_twins, patch_summary
 from empirical.tprime import batch_stats, encode_each, mean_batch_stats
 
@@ -60,28 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
-    game, work = Path(args.game), Path(args.work_dir)
-    cfg = read_config(game)
-    ids = _list_originals(game / ORIG_DIR, game.resolve())
-    where = {s: i for i, s in enumerate(ids)}
-    answer = json.loads(Path(args.answer_key).read_text())
-    n, n_orig = len(answer), len(ids)
-    truth = np.empty(n, np.int64)
-    for s, f in answer.items():
-        truth[int(Path(f).stem)] = where[s]
-    files = {s: newest(work, s) for s in ("align", "boost", "extract", "rescore")}
-    order = np.load(files["align"])["order"]
-    pi = np.load(files["boost"])["pi"]
-    ex = np.load(files["extract"])
-    params = {k[2:]: ex[k] for k in ex.files if k.startswith("p.")}
-    matching = np.load(files["rescore"])["matching"]
-    groups = np.arange(n) // cfg.bn_batch
+    game = Path(args.game)
+    run = read_finished_attack(game, Path(args.answer_key), Path(args.work_dir), "rescore")
+    cfg, ids, truth, params, matching, groups = run.cfg, run.ids, run.truth, run.params, run.matching, run.groups
+    n, n_orig = len(truth), len(ids)
     wrong = np.flatnonzero(matching != truth)
     print(f"{len(wrong)} wrong of {n}; reading {n_orig} originals", flush=True)
     originals = np.stack([read_gray(game / ORIG_DIR / s)[None] for s in ids])  # (N_o, 1, H, W)
-
-    def target(k: int) -> np.ndarray:
-        return np.load(game / ENC_DIR / f"{k}.npy")[order[k]][pi]  # rows in position order
 
     # The stage's own close calls and pool, as empirical.rescore computes them.
     summary = patch_summary(originals, cfg.patch, np)
@@ -96,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for j, k in enumerate(wrong):
         k, m, t = int(k), int(matching[k]), int(truth[k])
-        e = target(k).reshape(-1).astype(np.float64)
+        e = run.target(k).reshape(-1).astype(np.float64)
         d = pred_sq - 2 * (pred @ e) + float(e @ e)  # squared distance of every original's T'(x) to encoding k
-        rank = np.argsort(np.argsort(d, kind="stable"), kind="stable")
         tw = list(twins[j])
         g = int(groups[k])
         st = batch_stats(params, patchify(originals[matching[groups == g]], cfg.patch), cfg, np)
@@ -107,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = {"encoding": k, "matched": m, "truth": t, "batch": g, "close_call": bool(np.isin(k, calls)),
                "truth_in_pool": bool(np.isin(t, pool)),
                "twin_rank_of_truth": tw.index(t) if t in tw else DEEP,
-               "tprime_rank_of_truth": int(rank[t]), "tprime_rank_of_matched": int(rank[m]),
+               "tprime_rank_of_truth": int((d < d[t]).sum()), "tprime_rank_of_matched": int((d < d[m]).sum()),
                "own_batch_prefers_truth": bool(d_own[0] < d_own[1]),
                "own_batch_gain": float((d_own[1] - d_own[0]) / d_own[0]),
                "pixel_std": [float(originals[t].std()), float(originals[m].std())]}
@@ -125,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "rescore_oracle", "date": now_utc(), "machine": machine(),
             "source_fingerprint": sources(__file__, "batch_stats_oracle.py"),
             "seconds": time.perf_counter() - t0, "game": {"n": n, "n_originals": n_orig, "family": cfg.to_json()},
-            "stage_files": {k: v.name for k, v in files.items()}, "close_calls": len(calls),
+            "stage_files": {k: v.name for k, v in run.files.items()}, "close_calls": len(calls),
             "rules": {k: list(v) for k, v in RULES.items()}, "wrong": rows, "covered": covered})
     return 0
 
