@@ -15,12 +15,12 @@ median margin is kept. The stage reports which start it kept and why.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import numpy as np
 
-from .. import assignment, boosting, graph_perm
-from ..assignment import match_encodings
-from ..boosting import boost, known_perm_scores, median_margin
+from .. import assignment, boosting, candidate_graph, graph_perm
+from ..boosting import boost, median_margin, rematch
 from ..graph_perm import graph_start
 from .base import Context, Stage, StageResult, register
 
@@ -28,28 +28,32 @@ GRAPH_MARGIN = 0.0  # boosting's median margin at or below which the graph start
 GRAPH_SEARCH = ("auto", "always", "never")  # the values of AttackConfig.graph_search
 
 
-def _boost_from(ctx: Context, start: np.ndarray) -> tuple[boosting.BoostResult, list[np.ndarray], float]:
+def _boost_from(ctx: Context, start: np.ndarray, solves: Counter
+                ) -> tuple[boosting.BoostResult, list[np.ndarray], float]:
     """Boost from the matching ``start``: ``(result, each round's matching, the result's median margin)``."""
     history: list[np.ndarray] = []
     res = boost(ctx.patch_emb, ctx.row_emb, start, ctx.xp, ctx.cfg.boost_rounds, ctx.cfg.seed,
-                on_round=lambda i, mm, p: history.append(mm))
+                on_round=lambda i, mm, p: history.append(mm), solves=solves)
     return res, history, median_margin(ctx.patch_emb, ctx.row_emb, res.pi, res.matching, ctx.xp)
 
 
 def compute(ctx: Context) -> tuple[tuple[np.ndarray, np.ndarray], StageResult]:
     if not ctx.game.config.shuffle:  # public: positions are not permuted, pi is the identity
         pi = np.arange(ctx.game.config.n_patches)
-        m = match_encodings(known_perm_scores(ctx.patch_emb, ctx.row_emb, pi, ctx.xp))
-        return (m, pi), StageResult("boost", matching=m, info={"rounds": 1}, arrays={"history": np.array([m])})
+        solves = Counter()
+        m = rematch(ctx.patch_emb, ctx.row_emb, pi, ctx.xp, solves=solves)
+        return (m, pi), StageResult("boost", matching=m, info={"rounds": 1, "solves": dict(solves)},
+                                    arrays={"history": np.array([m])})
     mode = ctx.cfg.graph_search
     if mode not in GRAPH_SEARCH:
         raise ValueError(f"graph_search must be one of {GRAPH_SEARCH}, not {mode!r}")
-    res, history, margin = _boost_from(ctx, ctx.first)
+    solves = Counter()  # how each re-matching was solved: densely or on the candidate graph
+    res, history, margin = _boost_from(ctx, ctx.first, solves)
     info = {"rounds": res.rounds, "median_margin": margin, "start": "first matching",
             "median_margin_from_first": margin}
     if mode == "always" or (mode == "auto" and margin <= GRAPH_MARGIN):
         gs = graph_start(ctx.patch_emb, ctx.row_emb, ctx.cfg.seed, ctx.xp)
-        res_g, history_g, margin_g = _boost_from(ctx, gs.matching)
+        res_g, history_g, margin_g = _boost_from(ctx, gs.matching, solves)
         info["graph"] = {**gs.info, "median_margin": margin_g, "rounds": res_g.rounds}
         if margin_g > margin:
             res, history = res_g, history_g
@@ -61,6 +65,7 @@ def compute(ctx: Context) -> tuple[tuple[np.ndarray, np.ndarray], StageResult]:
     else:
         info["start_reason"] = (f"median margin from the first matching {margin:.3f} > {GRAPH_MARGIN}: "
                                 "no graph search")
+    info["solves"] = dict(solves)
     return (res.matching, res.pi), StageResult("boost", matching=res.matching, info=info,
                                                arrays={"history": np.array(history)})
 
@@ -71,7 +76,7 @@ def attach(ctx: Context, value: tuple[np.ndarray, np.ndarray]) -> None:
 
 STAGE = register(Stage(
     name="boost", fields=("boost_rounds", "graph_search"),
-    sources=(sys.modules[__name__], boosting, assignment, graph_perm),
+    sources=(sys.modules[__name__], boosting, assignment, candidate_graph, graph_perm),
     compute=compute, attach=attach,
     save=lambda value: ({"pi": value[1]}, {}),
     load=lambda arrays, meta, ctx: (arrays["matching"], arrays["pi"]),

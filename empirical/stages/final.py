@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import assignment, batch_sample, boosting, encodings, matched, passes, sketch, tprime
+from .. import assignment, batch_sample, boosting, candidate_graph, encodings, matched, passes, sketch, tprime
 from ..assignment import match_encodings, match_margins
 from ..boosting import median_margin
 from ..encodings import Rows
@@ -115,7 +115,8 @@ def attach(ctx: Context, matching: np.ndarray) -> None:
 
 STAGE = register(Stage(
     name="final", fields=(),
-    sources=(sys.modules[__name__], tprime, assignment, boosting, encodings, matched, passes, sketch, batch_sample),
+    sources=(sys.modules[__name__], tprime, assignment, boosting, candidate_graph, encodings, matched, passes, sketch,
+             batch_sample),
     compute=compute, attach=attach, save=no_arrays,
     load=lambda arrays, meta, ctx: arrays["matching"],
 ))

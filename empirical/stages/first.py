@@ -12,9 +12,8 @@ import sys
 
 import numpy as np
 
-from .. import assignment, boosting, isim
-from ..assignment import match_encodings
-from ..boosting import known_perm_scores
+from .. import assignment, boosting, candidate_graph, isim
+from ..boosting import rematch
 from ..isim import balance, first_matching, isim_candidates, sliced_prescore, top_candidates
 from ..progress import progress_bar
 from .base import Context, Stage, StageResult, no_arrays, register
@@ -23,7 +22,7 @@ from .base import Context, Stage, StageResult, no_arrays, register
 def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
     xp, P = ctx.xp, ctx.game.config.n_patches
     if not ctx.game.config.shuffle:  # rows already in position order: i-sim needs no assignment
-        m = match_encodings(known_perm_scores(ctx.patch_emb, ctx.row_emb, np.arange(P), xp))
+        m = rematch(ctx.patch_emb, ctx.row_emb, np.arange(P), xp)
         return m, StageResult("first", matching=m, info={"method": "positions known (no shuffle)"})
     pre = balance(sliced_prescore(ctx.patch_emb, ctx.row_emb, xp), xp, overwrite=True)  # (N_o, N), in place
     cand = top_candidates(pre, ctx.cfg.candidates, xp)  # (N_o, k) host
@@ -41,7 +40,7 @@ def attach(ctx: Context, matching: np.ndarray) -> None:
 
 
 STAGE = register(Stage(
-    name="first", fields=("candidates",), sources=(sys.modules[__name__], isim, assignment, boosting),
+    name="first", fields=("candidates",), sources=(sys.modules[__name__], isim, assignment, boosting, candidate_graph),
     compute=compute, attach=attach, save=no_arrays,
     load=lambda arrays, meta, ctx: arrays["matching"],
 ))

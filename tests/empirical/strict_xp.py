@@ -251,7 +251,7 @@ FUNCTIONS = (
     "empty", "zeros", "ones", "full", "eye", "arange", "empty_like", "zeros_like", "ones_like", "full_like",
     "sqrt", "exp", "log", "abs", "sign", "maximum", "minimum", "where", "clip", "isfinite",
     "einsum", "matmul", "dot", "take_along_axis", "take", "argsort", "sort", "argpartition", "argmax",
-    "concatenate", "stack", "tile", "median", "mean", "sum", "unique", "flatnonzero", "array_equal",
+    "concatenate", "stack", "tile", "broadcast_to", "median", "mean", "sum", "unique", "flatnonzero", "array_equal",
 )
 LINALG = ("eigh", "inv", "solve", "norm")
 
