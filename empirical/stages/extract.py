@@ -20,7 +20,10 @@ import sys
 import numpy as np
 
 from .. import (
+    assignment,
     batch_sample,
+    boosting,
+    candidate_graph,
     encodings,
     extraction,
     fit_budget,
@@ -80,9 +83,9 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
         if refine:
             # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
             # as well as p-sim did (median margins), else boosting's.
-            m_t, t_margin = final.encoder_matching(ctx, params, m_boost)
+            m_t, t_margin, solve = final.encoder_matching(ctx, params, m_boost)
             p_margin = final.boosting_margin(ctx)
-            info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
+            info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin, refine_matching_solve=solve)
             if t_margin >= p_margin:
                 m_fit = m_t
                 info["refined_on"] = "extracted encoder's matching"
@@ -119,6 +122,6 @@ def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray, bo
 STAGE = register(Stage(
     name="extract", fields=("extract",),
     sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final, encodings,
-             matched, whitening, batch_sample, sketch, passes),
+             matched, whitening, batch_sample, sketch, passes, assignment, boosting, candidate_graph),
     compute=compute, attach=attach, save=save, load=load,
 ))

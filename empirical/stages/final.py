@@ -10,6 +10,7 @@ probe found T' worthless), T' is not tried at all and boosting's matching is kep
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from .. import assignment, batch_sample, boosting, candidate_graph, encodings, matched, passes, sketch, tprime
 from ..assignment import match_encodings, match_margins
 from ..boosting import median_margin
+from ..candidate_graph import graph_margins, join, match_on_graph, stream_candidates, use_graph
 from ..encodings import Rows
 from ..matched import MatchedImages
 from ..mlp import Params
@@ -31,6 +33,7 @@ TARGET_COPIES = 2  # a block of encodings is held twice (read, then gathered int
 class EncoderMatching(NamedTuple):
     matching: np.ndarray  # (N,) host: encoding k -> original matching[k]
     margin: float  # the median matching margin (assignment.match_margins)
+    solve: str = "dense"  # how the assignment was solved: "dense", "graph" or "dense after the graph"
 
 
 def targets(ctx: Context) -> Rows:
@@ -57,36 +60,63 @@ def _stack(parts: list, xp) -> Array:
     return out
 
 
-def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> EncoderMatching:
-    """Match every original to an encoding by T''s distance: ``(matching, median margin)``.
+def _score_strips(ctx: Context, params: Params, stats) -> Iterator[Iterator[tuple[int, Array]]]:
+    """T''s scores (minus squared distances), a strip of encodings at a time, each strip in blocks of originals.
 
-    Each original is encoded on its own, with BatchNorm statistics averaged over Alice's batches
-    filled with the originals that ``m_stats`` assigns to their encodings. Distances are over every
-    value of the encodings, read in as few blocks as the memory budget allows (T' encodes the
-    originals once per block), unless the encodings are large (:func:`empirical.sketch.sketched`):
-    then both sides are sketched (:mod:`empirical.sketch`) and T' encodes every original once.
+    Yields, for consecutive ranges of encodings, a generator of ``(start, (b, c) scores)`` of originals
+    start .. start + b - 1 against the range's c encodings; each must be used up before the next.
+    Distances are over every value of the encodings, read in as few strips as the memory budget
+    allows (T' encodes the originals once per strip), unless the encodings are large
+    (:func:`empirical.sketch.sketched`): then both sides are sketched (:mod:`empirical.sketch`),
+    one strip holds every encoding and T' encodes every original once.
     """
     xp, fam, n_orig, n_enc = ctx.xp, ctx.game.config, ctx.n_orig, ctx.n_enc
     originals, tgt = ctx.originals, targets(ctx)
-    stats = mean_batch_stats(params, MatchedImages(originals, m_stats, xp), ctx.game.bn_groups, fam, xp)
-    score = xp.empty((n_orig, n_enc), dtype=xp.float32)  # (N_o, N)
-    per = ctx.block(TARGET_COPIES, cap=None)
     step = max(1, tprime.ENCODE_CHUNK // fam.n_patches)  # originals encoded by T' at a time (512 of 128 px)
     if sketched(n_enc, fam.n_patches, fam.hidden):
         r = projection(fam.hidden, fam.n_patches, ctx.cfg.seed, xp)  # (D, d)
-        sk = _stack(map_blocks(sketch_rows, tgt, per, (r, xp), ctx.scheduler), xp)  # (N, P*d)
-        for s in range(0, n_orig, step):
-            pred = sketch_rows(encode_each(params, originals[s:s + step], fam, stats, xp), r, xp)  # (c, P*d)
-            score[s:s + step] = _neg_sq_distance(pred, sk)
-        del sk
-    else:
-        for t, block in tgt.blocks(per):
-            block = block.reshape(block.shape[0], -1)  # (c, P*D)
-            for s in range(0, n_orig, step):
-                pred = encode_each(params, originals[s:s + step], fam, stats, xp).reshape(-1, block.shape[1])
-                score[s:s + step, t:t + per] = _neg_sq_distance(pred, block)
+        sk = _stack(map_blocks(sketch_rows, tgt, ctx.block(TARGET_COPIES, cap=None), (r, xp), ctx.scheduler),
+                    xp)  # (N, P*d)
+        yield ((s, _neg_sq_distance(sketch_rows(encode_each(params, originals[s:s + step], fam, stats, xp), r, xp),
+                                    sk)) for s in range(0, n_orig, step))
+        return
+    for _t, block in tgt.blocks(ctx.block(TARGET_COPIES, cap=None)):
+        block = block.reshape(block.shape[0], -1)  # (c, P*D)
+        yield ((s, _neg_sq_distance(encode_each(params, originals[s:s + step], fam, stats, xp)
+                                    .reshape(-1, block.shape[1]), block)) for s in range(0, n_orig, step))
+
+
+def _dense_matching(ctx: Context, params: Params, stats) -> EncoderMatching:
+    score = ctx.xp.empty((ctx.n_orig, ctx.n_enc), dtype=ctx.xp.float32)  # (N_o, N)
+    t = 0
+    for strip in _score_strips(ctx, params, stats):
+        for s, blk in strip:
+            score[s:s + blk.shape[0], t:t + blk.shape[1]] = blk
+        t += blk.shape[1]
     m = match_encodings(score)
-    return EncoderMatching(m, float(np.median(match_margins(score, m, xp))))  # margins are on the host
+    return EncoderMatching(m, float(np.median(match_margins(score, m, ctx.xp))), "dense")  # margins on the host
+
+
+def encoder_matching(ctx: Context, params: Params, m_stats: np.ndarray) -> EncoderMatching:
+    """Match every original to an encoding by T''s distance: ``(matching, median margin, how solved)``.
+
+    Each original is encoded on its own, with BatchNorm statistics averaged over Alice's batches
+    filled with the originals that ``m_stats`` assigns to their encodings. From
+    :data:`~empirical.candidate_graph.GRAPH_MIN_N` encodings on, only each encoding's nearest
+    originals are kept and the matching is solved on that candidate graph (:mod:`empirical.candidate_graph`),
+    with no (N_o, N) matrix; where that graph admits no full matching, T' encodes the originals again
+    and the dense matrix is solved.
+    """
+    stats = mean_batch_stats(params, MatchedImages(ctx.originals, m_stats, ctx.xp), ctx.game.bn_groups,
+                             ctx.game.config, ctx.xp)
+    if not use_graph(ctx.n_enc):
+        return _dense_matching(ctx, params, stats)
+    k = candidate_graph.GRAPH_K
+    cand = join([stream_candidates(strip, k, ctx.xp) for strip in _score_strips(ctx, params, stats)], k)
+    m = match_on_graph(cand, ctx.n_orig)
+    if m is None:
+        return _dense_matching(ctx, params, stats)._replace(solve="dense after the graph")
+    return EncoderMatching(m, float(np.median(graph_margins(cand, m))), "graph")
 
 
 def boosting_margin(ctx: Context) -> float:
@@ -100,10 +130,10 @@ def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
     if ctx.extract_gave_up:  # T' matched the held-back pairs no better than the probe's bar: nothing to try
         return ctx.boosted, StageResult("final", matching=ctx.boosted,
                                         info={"used": "boosting (extraction gave up, so T' was not tried)"})
-    m, t_margin = encoder_matching(ctx, ctx.params, ctx.fit_matching)
+    m, t_margin, solve = encoder_matching(ctx, ctx.params, ctx.fit_matching)
     p_margin = boosting_margin(ctx)
     use_t = t_margin >= p_margin
-    info = {"median_margin_extracted": t_margin, "median_margin_psim": p_margin,
+    info = {"median_margin_extracted": t_margin, "median_margin_psim": p_margin, "solve": solve,
             "used": "extracted encoder" if use_t else "boosting (T' margins smaller)"}
     m = m if use_t else ctx.boosted
     return m, StageResult("final", matching=m, info=info)

@@ -186,6 +186,36 @@ def test_sketched_distances_give_the_exact_final_matching(game, full_run, tmp_pa
         exact["final"].info["median_margin_extracted"], rel=0.2)
 
 
+@pytest.mark.parametrize("sketched", [False, True])
+def test_matchings_on_the_candidate_graph_end_where_the_dense_ones_do(game, full_run, tmp_path, monkeypatch, sketched):
+    """With every matching from boosting on solved on the candidate graph (the threshold lowered to
+    0), boosting, extraction and the final stage (rerun from the first matching's saved result) end
+    with the dense run's matchings, with the distances taken exactly or on a sketch."""
+    from empirical import candidate_graph, sketch
+
+    work = copy_work(full_run, tmp_path)
+    for name in ("boost", "extract", "final", "rescore"):
+        for f in stage_files(work, name):
+            f.unlink()
+    monkeypatch.setattr(candidate_graph, "GRAPH_MIN_N", 0)
+    if sketched:
+        monkeypatch.setattr(sketch, "EXACT_FLOATS", 0)
+        monkeypatch.setattr(sketch, "SKETCH_FLOATS", 8 * game[0].config.n_patches)
+    again = run_attack(game[0], CFG, np, quiet=True, work_dir=work)
+    dense = {s.name: s for s in full_run[1].stages}
+    got = {s.name: s for s in again.stages}
+    solves = got["boost"].info["solves"]  # early rounds' graphs may admit no full matching: solved densely then
+    assert "dense" not in solves and solves["graph"] >= 3, solves
+    assert got["final"].info["solve"] == "graph"
+    assert got["extract"].info.get("refine_matching_solve", "graph") == "graph"
+    np.testing.assert_array_equal(got["boost"].matching, dense["boost"].matching)
+    np.testing.assert_array_equal(again.matching, full_run[1].matching)
+    if not sketched:
+        assert got["final"].info["median_margin_extracted"] == pytest.approx(
+            dense["final"].info["median_margin_extracted"], rel=1e-3)
+        assert got["boost"].info["median_margin"] == pytest.approx(dense["boost"].info["median_margin"], rel=1e-3)
+
+
 def test_a_different_game_does_not_resume(game, full_run, tmp_path):
     work = copy_work(full_run, tmp_path)
     g = game[0]
