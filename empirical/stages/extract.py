@@ -83,9 +83,9 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
         if refine:
             # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
             # as well as p-sim did (median margins), else boosting's.
-            m_t, t_margin, solve = final.encoder_matching(ctx, params, m_boost)
+            m_t, t_margin, _ = final.encoder_matching(ctx, params, m_boost)
             p_margin = final.boosting_margin(ctx)
-            info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin, refine_matching_solve=solve)
+            info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
             if t_margin >= p_margin:
                 m_fit = m_t
                 info["refined_on"] = "extracted encoder's matching"
