@@ -72,10 +72,14 @@ PEAK_NEAR = 0.01  # a stage "reaches" the run's peak when the peak after it is w
 
 
 def _peak_stage(row: dict) -> str:
-    """The first stage after which the run's peak resident memory had been reached, within :data:`PEAK_NEAR`."""
+    """The first stage, in the attack's run order, after which the run's peak resident memory had been
+    reached, within :data:`PEAK_NEAR` (the JSON's keys are sorted by name, not by run order)."""
+    from empirical.stages import STAGES
+
     after = row.get("peak_rss_gib_after_stage") or {}
     top = max(after.values(), default=None)
-    return next((k for k, v in after.items() if v >= (1 - PEAK_NEAR) * top), "unknown")
+    order = [k for k in STAGES if k in after] + [k for k in after if k not in STAGES]
+    return next((k for k in order if after[k] >= (1 - PEAK_NEAR) * top), "unknown")
 
 
 def _growth_sentence(sc: dict) -> str:

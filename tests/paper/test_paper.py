@@ -13,7 +13,7 @@ from paper.__main__ import main
 from paper.freshness import check, numbers_not_in_data
 from paper.outputs import MANIFEST, OUTPUTS, all_outputs, build
 from paper.provenance import check_fingerprints, fingerprints
-from paper.write import _final_share_phrase, _growth_sentence
+from paper.write import _final_share_phrase, _growth_sentence, _peak_stage
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "data"
 
@@ -306,3 +306,11 @@ def test_the_fixed_budget_sweep_is_drawn_tabled_and_written_from_its_data(copy):
     assert "from N = 4,000 on the encodings no longer fit half the budget" in paper
     assert "the stage that reaches the peak is `boost`" in paper
     assert numbers_not_in_data(paper, data) == []
+
+
+def test_the_peak_stage_is_the_first_in_run_order_not_by_name():
+    """The sweep's JSON lists the stages by name; the peak belongs to the earliest one in the run that reached it."""
+    after = {"align": 1.2, "boost": 3.23, "extract": 3.23, "final": 3.23, "first": 3.23, "psim": 1.8}
+    assert _peak_stage({"peak_rss_gib_after_stage": after}) == "first"
+    assert _peak_stage({"peak_rss_gib_after_stage": {**after, "first": 2.0}}) == "boost"
+    assert _peak_stage({}) == "unknown"
