@@ -31,21 +31,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine, now_utc, sources, write_json
+from resume_first import add_arguments, game_record, resume
 
-from empirical.evaluate import true_matching
-from empirical.game import read_game
 from empirical.isim import balance, sliced_prescore, top_candidates
-from empirical.pipeline import AttackConfig, run_attack
-from empirical.secret_files import load_secrets
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--game", required=True, help="the game folder")
-    ap.add_argument("--answer-key", required=True, help="Alice's answer key (the oracle's truth)")
-    ap.add_argument("--work-dir", required=True, help="work dir of an attack run on the game (stages resumed)")
-    ap.add_argument("--memory-budget", type=float, default=1.0, help="GiB of encodings held at once (default 1)")
-    ap.add_argument("--seed", type=int, default=0, help="the attack's seed (as in the run of --work-dir)")
+    add_arguments(ap, answer_key="Alice's answer key (the oracle's truth)")
     ap.add_argument("--iters", type=int, nargs="+", default=[0, 5, 10, 20, 50, 100],
                     help="Sinkhorn iterations to try")
     ap.add_argument("--reference", type=int, default=50, help="the iterations whose candidates the others are "
@@ -109,11 +102,7 @@ def sparse_balance(pre: np.ndarray, k: int, iters: int, n_cand: int, tau: float 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    budget = int(args.memory_budget * 2**30)
-    game = read_game(args.game, memory_budget=budget)
-    cfg = AttackConfig(seed=args.seed)
-    run = run_attack(game, cfg, np, quiet=True, work_dir=args.work_dir, stop_after="first", memory_budget=budget)
-    truth = true_matching(game, load_secrets(args.answer_key))
+    game, cfg, run, truth = resume(args)
     n_enc = len(truth)
     pre = sliced_prescore(run.patch_emb, run.row_emb, np)
     rows, cands = [], {}
@@ -148,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['candidates_shared_with_reference']:.2%}", flush=True)
     if args.json:
         write_json(args.json, {"benchmark": "balance_oracle", "date": now_utc(), "machine": machine(),
-                               "game": {"path": str(args.game), "n_encoded": n_enc,
-                                        "n_originals": int(run.patch_emb.shape[0]), "family": game.config.to_json()},
+                               "game": game_record(args, game),
                                "settings": {"candidates": cfg.candidates, "iters": args.iters,
                                             "reference": args.reference, "seed": args.seed},
-                               "rows": rows, "sparse": sparse, "source_fingerprint": sources(__file__)})
+                               "rows": rows, "sparse": sparse,
+                               "source_fingerprint": sources(__file__, "resume_first.py")})
     return 0
 
 

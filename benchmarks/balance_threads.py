@@ -26,18 +26,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine, now_utc, sources, write_json
+from resume_first import add_arguments, game_record, resume
 
-from empirical.game import read_game
 from empirical.isim import BALANCE_CHUNK, TAU_FLOOR, available_cpus, balance, sliced_prescore
-from empirical.pipeline import AttackConfig, run_attack
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--game", required=True, help="the game folder")
-    ap.add_argument("--work-dir", required=True, help="work dir of an attack run on the game (stages resumed)")
-    ap.add_argument("--memory-budget", type=float, default=1.0, help="GiB of encodings held at once (default 1)")
-    ap.add_argument("--seed", type=int, default=0, help="the attack's seed (as in the run of --work-dir)")
+    add_arguments(ap, answer_key=None)
     ap.add_argument("--json", help="write the results here")
     return ap
 
@@ -69,10 +65,7 @@ def threaded_balance(score: np.ndarray, pool: ThreadPoolExecutor, tau: float = 0
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    budget = int(args.memory_budget * 2**30)
-    game = read_game(args.game, memory_budget=budget)
-    run = run_attack(game, AttackConfig(seed=args.seed), np, quiet=True, work_dir=args.work_dir, stop_after="first",
-                     memory_budget=budget)
+    game, _, run, _ = resume(args)
     pre = sliced_prescore(run.patch_emb, run.row_emb, np)
     t0 = time.perf_counter()
     one = balance(pre, np)
@@ -87,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
           f"(x{t_one / t_many:.2f}); identical: {same}", flush=True)
     if args.json:
         write_json(args.json, {"benchmark": "balance_threads", "date": now_utc(), "machine": machine(),
-                               "game": {"path": str(args.game), "n_encoded": int(pre.shape[1]),
-                                        "n_originals": int(pre.shape[0])},
+                               "game": game_record(args, game),
                                "seconds_one_thread": t_one, "seconds_threaded": t_many, "threads": workers,
-                               "speedup": t_one / t_many, "identical": same, "source_fingerprint": sources(__file__)})
+                               "speedup": t_one / t_many, "identical": same,
+                               "source_fingerprint": sources(__file__, "resume_first.py")})
     return 0
 
 

@@ -34,37 +34,26 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import gib, machine, now_utc, sources, write_json
+from resume_first import add_arguments, game_record, resume
 
 from empirical import candidate_graph
 from empirical.boosting import boost, median_margin
-from empirical.evaluate import true_matching
-from empirical.game import read_game
-from empirical.pipeline import AttackConfig, run_attack
-from empirical.secret_files import load_secrets
 
 SOLVERS = {"dense": 10**12, "graph": 0}  # graph_min_n: every solve dense, every solve on the graph
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--game", required=True, help="the game folder")
-    ap.add_argument("--answer-key", required=True, help="Alice's answer key (used only to score the matchings)")
-    ap.add_argument("--work-dir", required=True, help="work dir of an attack run on the game (stages resumed)")
-    ap.add_argument("--memory-budget", type=float, default=1.0, help="GiB of encodings held at once (default 1)")
-    ap.add_argument("--seed", type=int, default=0, help="the attack's seed (as in the run of --work-dir)")
+    add_arguments(ap, answer_key="Alice's answer key (used only to score the matchings)")
     ap.add_argument("--json", help="write the results here")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    budget = int(args.memory_budget * 2**30)
-    game = read_game(args.game, memory_budget=budget)
-    cfg = AttackConfig(seed=args.seed)
     t0 = time.perf_counter()
-    run = run_attack(game, cfg, np, quiet=True, work_dir=args.work_dir, stop_after="first", memory_budget=budget)
+    game, cfg, run, truth = resume(args)
     earlier = {s.name: {"seconds": s.seconds, "resumed": bool(s.info.get("resumed"))} for s in run.stages}
-    truth = true_matching(game, load_secrets(args.answer_key))
     first = run.matching
     print(f"N = {len(first):,}: stages up to the first matching in {time.perf_counter() - t0:.0f} s "
           f"({earlier}); first matching {np.mean(first == truth):.2%} right", flush=True)
@@ -100,12 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             r.pop("matching"), r.pop("pi")
         write_json(args.json, {
             "benchmark": "boost_solvers", "date": now_utc(), "machine": machine(),
-            "game": {"path": str(args.game), "n_encoded": len(first), "n_originals": len(game.originals),
-                     "family": game.config.to_json()},
+            "game": game_record(args, game),
             "settings": {"graph_k": candidate_graph.GRAPH_K, "graph_min_n_default": candidate_graph.GRAPH_MIN_N,
                          "memory_budget_gib": args.memory_budget, "seed": args.seed},
             "earlier_stages": earlier, "first_share_matched": float(np.mean(first == truth)),
-            "solvers": out, "compare": cmp, "source_fingerprint": sources(__file__)})
+            "solvers": out, "compare": cmp, "source_fingerprint": sources(__file__, "resume_first.py")})
     return 0
 
 

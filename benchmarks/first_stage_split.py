@@ -31,21 +31,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import gib, machine, now_utc, sources, write_json
+from resume_first import add_arguments, game_record, resume
 
-from empirical.evaluate import true_matching
-from empirical.game import read_game
 from empirical.isim import balance, first_matching, isim_candidates, sliced_prescore, top_candidates
-from empirical.pipeline import AttackConfig, run_attack
-from empirical.secret_files import load_secrets
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--game", required=True, help="the game folder")
-    ap.add_argument("--answer-key", required=True, help="Alice's answer key (used only to score the matchings)")
-    ap.add_argument("--work-dir", required=True, help="work dir of an attack run on the game (stages resumed)")
-    ap.add_argument("--memory-budget", type=float, default=1.0, help="GiB of encodings held at once (default 1)")
-    ap.add_argument("--seed", type=int, default=0, help="the attack's seed (as in the run of --work-dir)")
+    add_arguments(ap, answer_key="Alice's answer key (used only to score the matchings)")
     ap.add_argument("--extra", type=int, nargs="+", default=[5, 15, 50],
                     help="each encoding's best originals by the balanced pre-score added at the floor value")
     ap.add_argument("--json", help="write the results here")
@@ -98,12 +91,8 @@ def graph_matching(vals: np.ndarray, cand: np.ndarray, extra: np.ndarray, floor:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    budget = int(args.memory_budget * 2**30)
-    game = read_game(args.game, memory_budget=budget)
-    cfg = AttackConfig(seed=args.seed)
     # The stages up to p-sim are resumed; the first matching is computed below, step by step.
-    run = run_attack(game, cfg, np, quiet=True, work_dir=args.work_dir, stop_after="first", memory_budget=budget)
-    truth = true_matching(game, load_secrets(args.answer_key))
+    game, cfg, run, truth = resume(args)
     pe, re_ = run.patch_emb, run.row_emb
     n_enc = re_.shape[0]
     steps: dict = {}
@@ -140,11 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                  else ": no full matching"), flush=True)
     if args.json:
         write_json(args.json, {"benchmark": "first_stage_split", "date": now_utc(), "machine": machine(),
-                               "game": {"path": str(args.game), "n_encoded": n_enc, "n_originals": int(pe.shape[0]),
-                                        "family": game.config.to_json()},
+                               "game": game_record(args, game),
                                "settings": {"candidates": cfg.candidates, "extra": args.extra,
                                             "memory_budget_gib": args.memory_budget, "seed": args.seed},
-                               **rec, "source_fingerprint": sources(__file__)})
+                               **rec, "source_fingerprint": sources(__file__, "resume_first.py")})
     return 0
 
 

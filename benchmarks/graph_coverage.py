@@ -35,16 +35,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine, now_utc, sources, write_json
+from resume_first import add_arguments, game_record, resume
 
 from empirical.assignment import match_encodings
 from empirical.boosting import estimate_global_perm, known_perm_blocks, known_perm_scores
 from empirical.candidate_graph import Candidates, match_on_graph, stream_candidates
 from empirical.candidate_graph import _edges as candidate_edges  # the graph's pairs, as the attack builds them
 from empirical.candidate_graph import _top as top_k
-from empirical.evaluate import true_matching
-from empirical.game import read_game
-from empirical.pipeline import AttackConfig, run_attack
-from empirical.secret_files import load_secrets
 
 GRAPHS = [("encodings' side", 50), ("both sides", 10), ("both sides", 20), ("both sides", 50),
           ("both sides", 100), ("both sides", 200), ("both sides", 400)]
@@ -52,11 +49,8 @@ GRAPHS = [("encodings' side", 50), ("both sides", 10), ("both sides", 20), ("bot
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--game", required=True, help="the game folder")
-    ap.add_argument("--answer-key", required=True, help="Alice's answer key (the oracle's truth)")
-    ap.add_argument("--work-dir", required=True, help="work dir of an attack run on the game (stages resumed)")
-    ap.add_argument("--memory-budget", type=float, default=1.0, help="GiB of encodings held at once (default 1)")
-    ap.add_argument("--seed", type=int, default=0, help="the attack's seed; also draws the half of the positions")
+    add_arguments(ap, answer_key="Alice's answer key (the oracle's truth)",
+                  seed_help="the attack's seed; also draws the half of the positions")
     ap.add_argument("--json", help="write the results here")
     return ap
 
@@ -80,11 +74,7 @@ def covered(c: Candidates, n_orig: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    budget = int(args.memory_budget * 2**30)
-    game = read_game(args.game, memory_budget=budget)
-    run = run_attack(game, AttackConfig(seed=args.seed), np, quiet=True, work_dir=args.work_dir, stop_after="first",
-                     memory_budget=budget)
-    truth = true_matching(game, load_secrets(args.answer_key))
+    game, _, run, truth = resume(args)
     pe, re_ = run.patch_emb, run.row_emb
     n_orig, P = pe.shape[0], pe.shape[1]
     pi_true = estimate_global_perm(pe, re_, truth, np)
@@ -130,10 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         out.append(rec)
     if args.json:
         write_json(args.json, {"benchmark": "graph_coverage", "date": now_utc(), "machine": machine(),
-                               "game": {"path": str(args.game), "n_encoded": len(truth), "n_originals": n_orig,
-                                        "family": game.config.to_json()},
+                               "game": game_record(args, game),
                                "first_share_matched": float(np.mean(run.matching == truth)),
-                               "regimes": out, "source_fingerprint": sources(__file__)})
+                               "regimes": out, "source_fingerprint": sources(__file__, "resume_first.py")})
     return 0
 
 
