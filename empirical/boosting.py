@@ -10,9 +10,10 @@ re-estimating ``pi`` is iterated until the matching stops changing; the re-estim
 cross-fitted over two halves of the positions so that a wrong ``pi`` cannot vote for itself.
 
 From :data:`~empirical.candidate_graph.GRAPH_MIN_N` encodings on, each re-matching keeps only
-every encoding's :data:`~empirical.candidate_graph.GRAPH_K` best originals, scored a block of
-originals at a time, and solves the assignment on that sparse candidate graph
-(:mod:`empirical.candidate_graph`); below it, on the dense score matrix, exactly.
+each encoding's :data:`~empirical.candidate_graph.GRAPH_K` best originals and each original's
+``GRAPH_K`` best encodings, scored a block of originals at a time, and solves the assignment on
+that sparse candidate graph (:mod:`empirical.candidate_graph`); below it, on the dense score
+matrix, exactly.
 ``benchmarks/boost_solvers.py`` measures both at N = 16,000.
 """
 from __future__ import annotations
@@ -68,9 +69,9 @@ def rematch(patch_emb: Array, row_emb: Array, pi: np.ndarray, xp: Namespace, *, 
             solves: Counter | None = None) -> np.ndarray:
     """Best matching (N,) under the scores of ``pi``: densely below ``graph_min_n`` encodings, else on the graph.
 
-    On the candidate graph (:func:`~empirical.candidate_graph.use_graph`) of
-    :data:`~empirical.candidate_graph.GRAPH_K` originals per encoding; when that graph admits no full
-    matching, densely after all. ``solves`` counts which
+    On the candidate graph (:func:`~empirical.candidate_graph.use_graph`): each encoding's
+    :data:`~empirical.candidate_graph.GRAPH_K` best originals and each original's ``GRAPH_K`` best
+    encodings; when that graph admits no full matching, densely after all. ``solves`` counts which
     way each call went (``"dense"``, ``"graph"``, ``"dense after the graph"``).
     """
     how = "dense"
