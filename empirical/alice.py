@@ -155,10 +155,28 @@ def bundled_game(config: EncoderConfig, n: int, extra: int = 0, seed: int = 0, i
 
 
 def make_bytes(config: EncoderConfig, n_originals: int, n_encoded: int) -> int:
-    """Memory ``make`` needs: the images (and their 16-bit rounding), one BatchNorm batch's activations
-    (a few copies of its encodings) and the key; the encodings are written batch by batch."""
+    """Memory ``make`` needs: the images, one BatchNorm batch's 16-bit rounding and activations (a few
+    copies of its encodings) and the key; the encodings are written batch by batch."""
     batch = min(n_encoded, config.bn_batch)
-    return 3 * config.image_bytes(n_originals) + 4 * config.encoding_bytes(batch) + config.key_bytes()
+    return (config.image_bytes(n_originals) + 3 * config.image_bytes(batch) + 4 * config.encoding_bytes(batch)
+            + config.key_bytes())
+
+
+class Rounded16:
+    """``images`` seen through :func:`~empirical.fileio.quantize16`: indexing rounds only the rows taken.
+
+    ``make`` encodes exactly what its 16-bit PNGs hold without holding a rounded copy of every image
+    (3.8 GB more at the challenge's size): each BatchNorm batch is rounded as it is encoded.
+    """
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return quantize16(self.images[index])
 
 
 def make_game(out: PathLike, images: np.ndarray, ids: list, config: EncoderConfig, n_encoded: int, seed: int = 0,
@@ -191,17 +209,18 @@ def make_game(out: PathLike, images: np.ndarray, ids: list, config: EncoderConfi
         raise GameError(f"the seed must be at least 0, got {seed}")
     check_memory(make_bytes(config, len(images), n_encoded),
                  f"making a game of {n_encoded:,} encodings of {len(images):,} images")
-    images = quantize16(images)  # encode exactly what the 16-bit PNGs in originals/ will hold
+    rounded = Rounded16(images)  # encode exactly what the 16-bit PNGs in originals/ will hold
     key, order, shuffle_seed = alice_draws(len(images), config, n_encoded, seed)
     secrets = Secrets(key, make_answer(ids, order), np.empty((n_encoded, config.n_patches), np.int64))
 
     with Staging(force=force) as st:
         tmp = st.folder(out)
         write_json(tmp / "encoder.json", config.to_json())
-        for img_id, img in zip(ids, images, strict=True):
-            write_png16(tmp / ORIG_DIR / img_id, img[0])
-        # one BatchNorm batch at a time, written and dropped: the encodings are never all in memory
-        for s, enc, perms in encode_batches(images, key, np, shuffle_seed, index=order, progress=progress):
+        for i, img_id in enumerate(ids):
+            write_png16(tmp / ORIG_DIR / img_id, rounded[i][0])
+        # one BatchNorm batch at a time, rounded, encoded, written and dropped: neither the encodings
+        # nor a rounded copy of the images are ever all in memory
+        for s, enc, perms in encode_batches(rounded, key, np, shuffle_seed, index=order, progress=progress):
             for i in range(len(enc)):
                 write_npy(tmp / ENC_DIR / f"{s + i}.npy", enc[i].astype(np.float32))
             secrets.perms[s:s + len(enc)] = perms

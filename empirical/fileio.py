@@ -249,9 +249,23 @@ def write_png16(path: PathLike, image: np.ndarray) -> None:
         Image.fromarray(q).save(tmp, format="PNG")
 
 
-def quantize16(images: np.ndarray) -> np.ndarray:
-    """Round float images in [0, 1] to the 16-bit grid a PNG stores, as float32."""
-    return (np.clip(np.rint(np.asarray(images, np.float64) * 65535.0), 0, 65535) / 65535.0).astype(np.float32)
+QUANTIZE_CHUNK = 2**22  # values quantize16 rounds at a time (32 MiB of float64 temporaries)
+
+
+def quantize16(images: np.ndarray, chunk: int = QUANTIZE_CHUNK) -> np.ndarray:
+    """Round float images in [0, 1] to the 16-bit grid a PNG stores, as float32.
+
+    Rounded ``chunk`` values at a time, so the float64 temporaries stay small beside the images:
+    one float32 result is all the call adds (2 x 7.7 GB of float64 at the challenge's size if done
+    in one go).
+    """
+    x = np.asarray(images)
+    out = np.empty(x.shape, np.float32)
+    src, dst = x.reshape(-1), out.reshape(-1)  # dst is a view of out (fresh, contiguous)
+    for s in range(0, src.size, chunk):
+        v = src[s:s + chunk].astype(np.float64)
+        dst[s:s + chunk] = np.clip(np.rint(v * 65535.0), 0, 65535) / 65535.0
+    return out
 
 
 

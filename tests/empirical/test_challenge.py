@@ -201,6 +201,22 @@ def test_make_game_encodes_exactly_what_the_pngs_hold(tmp_path):
     np.testing.assert_array_equal(g.encodings, np.take_along_axis(plain, secrets.perms[:, :, None], axis=1))
 
 
+def test_make_game_rounds_a_batch_at_a_time(tmp_path, monkeypatch):
+    """No rounded copy of every image: each call rounds one image (its PNG) or one BatchNorm batch."""
+    sizes = []
+    real = alice.quantize16
+
+    def counting(x, *args, **kwargs):
+        sizes.append(np.asarray(x).size)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(alice, "quantize16", counting)
+    ids = [f"{i}.png" for i in range(8)]
+    make_game(tmp_path / "G", _images(8), ids, TINY, 7, seed=2)
+    assert max(sizes) <= TINY.bn_batch * 16 * 16
+    assert sum(sizes) == (8 + 7) * 16 * 16  # every image for its PNG, every encoded one once more
+
+
 def test_make_game_is_deterministic_from_its_seed(tmp_path):
     ids = [f"{i}.png" for i in range(5)]
     imgs = _images(5)
