@@ -76,14 +76,13 @@ def patch_means(params: dict, images: np.ndarray, fam) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-def score(params: dict, key, sets: dict, fam) -> dict:
-    from empirical.encoder import encode
+def score(params: dict, truth: dict, sets: dict, fam) -> dict:
+    """Challenge 2 both ways and the spread error on each set; ``truth[name]`` (n, D) Alice's patch means."""
     from empirical.nearest import nearest_shares
 
     out = {}
     for name, x in sets.items():
-        a = encode(x, key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)  # (n, D) Alice's
-        b = patch_means(params, x, fam)
+        a, b = truth[name], patch_means(params, x, fam)
         s = nearest_shares(a, b)
         spread = float(np.sqrt(((a - b) ** 2).sum(1).mean() / ((a - a.mean(0)) ** 2).sum(1).mean()))
         out[name] = {"share": s["est_to_nearest_truth"], "share_public": s["truth_to_nearest_est"],
@@ -92,6 +91,7 @@ def score(params: dict, key, sets: dict, fam) -> dict:
 
 
 def main(argv=None) -> int:
+    from empirical.encoder import encode
     from empirical.extraction import ExtractConfig, fit_encoder, refine_encoder
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,12 +102,14 @@ def main(argv=None) -> int:
     if any(w < 1 for w in args.widths):
         ap.error("--widths must be positive")
     fam, images, key, targets, groups, sets = true_pairs(args)
+    truth = {name: encode(x, key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)  # (n, D) Alice's, once
+             for name, x in sets.items()}
     cfg = ExtractConfig(seed=args.seed)
     started, mach, runs = now_utc(), machine(), []
 
     def report(name: str, params: dict, seconds: float, load0) -> None:
         runs.append({"variant": name, "seconds": seconds, "load": load_record(load0),
-                     "sets": score(params, key, sets, fam)})
+                     "sets": score(params, truth, sets, fam)})
         cols = (f"  {k} {s['share']:.1%}/{s['share_public']:.1%} spread err {s['spread_error']:.3f}"
                 for k, s in runs[-1]["sets"].items())
         print(f"{name:<34}" + "".join(cols) + f"  {seconds:.0f} s", flush=True)
