@@ -36,7 +36,7 @@ from .backend import Array, Namespace, to_numpy
 from .batch_sample import whole_batches
 from .encoder import EncoderConfig, patchify, random_key
 from .encodings import Rows, as_rows
-from .fit_budget import fit_steps
+from .fit_budget import STEP_ROWS, fit_steps
 from .holdout import HeldOut, Split, held_out_error, held_out_matching, held_out_plan, holdout_split
 from .matched import MatchedImages, as_images
 from .mlp import Adam, Params
@@ -69,7 +69,6 @@ STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate
 PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
 MIXER_CHUNK_ROWS = 2**14  # refit_mixer runs a batch of more patch rows than this through T' in chunks (a default
 # batch, 256 images of 64 patches, runs at once; at 256 px, hidden 1,024 a chunk's activations take about 1 GB)
-STEP_ROWS = 4096  # patch rows a training step reads at most: fewer images per step where images have more patches
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
@@ -90,7 +89,8 @@ class ExtractConfig:
     holdout: float = 0.1  # share of the matched images held back from both fits (stopping, self-estimate)
     probe_alpha: float = 0.01  # fit_encoder gives up when, after PROBE_AT of its steps, T''s matches of
     # the held-back pairs are as few as chance gives with probability above this (0: never give up)
-    adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family)
+    adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family), and
+    # give the refit at least fit_budget.MIN_REFINE_PASSES passes over its pairs (empirical.fit_budget.fit_steps)
     seed: int = 0  # seeds T''s initialisation, the held-back images and the batches drawn in both fits
 
 
@@ -296,7 +296,7 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     """
     split = holdout_split(groups, cfg) if split is None else split
     images, targets = as_images(images, xp), as_rows(targets, xp)
-    _, steps = fit_steps(cfg, family)
+    _, steps = fit_steps(cfg, family, len(split.fit))
     if family.depth == -1 or steps <= 0:  # the linear family is already solved exactly
         return EncoderFit(refit_mixer(params, images, targets, groups, family, xp, subset=split.fit), [])
     rng = np.random.default_rng([cfg.seed, REFINE_STREAM])

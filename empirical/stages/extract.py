@@ -62,9 +62,9 @@ def _fit_info(prefix: str, fit: EncoderFit, planned: int) -> dict:
 def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]:
     ec, fam, xp = ctx.cfg.extract, ctx.game.config, ctx.xp
     tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
-    steps, refine_steps = fit_steps(ec, fam)
-    refine = fam.depth >= 0 and refine_steps > 0
     split = holdout_split(groups, ec)
+    steps, refine_steps = fit_steps(ec, fam, len(split.fit))
+    refine = fam.depth >= 0 and refine_steps > 0
     with progress_bar(steps + (refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
         fit = fit_encoder(MatchedImages(ctx.originals, m_boost, xp), tgt, groups, fam, ec, xp, progress=bar,
                           split=split, memory_budget=ctx.memory_budget)
