@@ -106,11 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def share_text(share: float | None) -> str:
+    """A share matched as the table prints it: rounded down to 0.1%, so that only a complete matching reads 100.0%."""
+    if share is None:
+        return "-"
+    return f"{math.floor(share * 1000 + 1e-9) / 10:.1f}%"
+
+
 def _print_table(rows: list, total: float, out=None) -> None:
     out = out or sys.stdout
     print(f"{'stage':28s} {'matched':>8s} {'seconds':>8s}  note", file=out)
     for name, share, secs, note in rows:
-        s = "-" if share is None else f"{share:.1%}"
+        s = share_text(share)
         t = "" if secs is None else f"{secs:.1f}"
         print(f"{name:28s} {s:>8s} {t:>8s}  {note}", file=out)
     print(f"{'total':28s} {'':>8s} {total:8.1f}", file=out)

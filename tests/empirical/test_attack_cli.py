@@ -528,3 +528,12 @@ def test_an_internal_error_is_one_line_naming_the_type(made, tmp_path, capsys, m
     _out, err = capsys.readouterr()
     assert rc == 1 and "Traceback" not in err and len(err.splitlines()) == 1
     assert "internal error (KeyError" in err and "NEURACRYPT_DEBUG=1" in err
+
+
+def test_the_table_reads_100_percent_only_for_a_complete_matching():
+    assert attack.share_text(14_641 / 14_643) == "99.9%"  # two wrong of 14,643 is not 100.0%
+    assert attack.share_text(1.0) == "100.0%"
+    assert attack.share_text(0.138) == "13.8%"  # rounding down does not lose a share that is exact in decimals
+    assert attack.share_text(0.9995) == "99.9%"
+    assert attack.share_text(0.0) == "0.0%"
+    assert attack.share_text(None) == "-"

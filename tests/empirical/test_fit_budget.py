@@ -25,7 +25,7 @@ def test_the_refit_gets_enough_passes_over_many_large_images():
     nc7_256 = preset("neuracrypt-7", image_size=256)  # 256 patches: 16 images a step
     cfg = ExtractConfig()
     assert images_per_step(cfg.refine_images_per_step, nc7_256) == STEP_ROWS // 256 == 16
-    # the challenge's geometry: 13,179 fitted pairs need ceil(2 * 13,179 / 16) steps for two passes
+    # about the challenge's geometry: 13,179 fitted pairs need ceil(2 * 13,179 / 16) steps for two passes
     assert fit_steps(cfg, nc7_256, 13_179) == (cfg.steps, math.ceil(MIN_REFINE_PASSES * 13_179 / 16))
     # more pairs: capped at MAX_STEP_SCALE times the configured steps
     assert fit_steps(cfg, nc7_256, 10**6)[1] == round(MAX_STEP_SCALE * cfg.refine_steps)
