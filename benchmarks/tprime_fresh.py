@@ -112,9 +112,10 @@ def score_header() -> str:
 
 
 def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: list, args, work: Path) -> list:
-    """Attack one game, then score T' for every extraction step scale; one row per scale."""
+    """Attack one game, then score T' for every extraction step scale and every ``--tprime-widths``; one row each."""
     from empirical.alice import bundled_ids, game_in_memory
     from empirical.backend import get_backend
+    from empirical.encoder import expand_widths
     from empirical.encoder import preset as family
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig
@@ -127,10 +128,11 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
     game, secrets = game_in_memory(imgs, bundled_ids(n), fam, n, seed=seed)
     sets = fresh_sets(kind, game.originals, seed, args.fresh, args.image_size)
     rows = []
-    for scale in scales:
+    for scale, width in ((s, w) for s in scales for w in args.tprime_widths):
         base = ExtractConfig()
+        widths = expand_widths(fam, () if width == "family" else tuple(int(w) for w in width.split(",")))
         ec = dataclasses.replace(base, steps=round(base.steps * scale), refine_steps=round(base.refine_steps * scale),
-                                 seed=seed)
+                                 seed=seed, widths=widths)
         cfg = AttackConfig(seed=seed, extract=ec)
         planned = fit_steps(ec, fam)  # the family's scaled steps (empirical.fit_budget.step_scale)
         load0 = load_average()
@@ -141,6 +143,7 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
         truth = true_matching(game, secrets)
         st = {s.name: s for s in res.stages}
         row = {"preset": preset, "kind": kind, "n": n, "hidden": hidden, "seed": seed, "steps_scale": scale,
+               "tprime_widths": list(widths) or "family",
                "extract_steps": planned[0], "refine_steps": planned[1],
                "final_share_matched": share_matched(res.matching, truth),
                "extract_seconds": st["extract"].seconds, "extract_info": st["extract"].info,
@@ -148,7 +151,7 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
                "fresh": score_sets(secrets.key, res.encoder, sets, xp),
                "load": load_record(load0)}
         rows.append(row)
-        print(f"{preset:<14}{kind:<10}{n:>6}{hidden:>6}{seed:>5}{scale:>6.1f}{row['final_share_matched']:>8.1%}"
+        print(f"{preset:<14}{kind:<10}{n:>6}{hidden:>6}{seed:>5}{scale:>6.1f}{width:>8}{row['final_share_matched']:>8.1%}"
               + score_columns(row["fresh"]) + f"{held_out_estimate(row['extract_info']):>14}"
               + f"{row['extract_seconds']:>8.0f}", flush=True)
     return rows
@@ -163,6 +166,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--steps-scale", nargs="+", type=float, default=[1.0, 2.0],
                     help="multiply the extraction's fit and refit steps by each (default: %(default)s)")
+    ap.add_argument("--tprime-widths", nargs="+", default=["family"],
+                    help="T''s layer widths for the extraction, one run each: 'family' (its own), one width for "
+                         "every layer, or one per layer separated by commas (default: %(default)s)")
     ap.add_argument("--fresh", type=int, default=500, help="images in each fresh set (default 500)")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
@@ -170,9 +176,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if min(args.steps_scale) <= 0 or args.fresh < 2:
         ap.error("--steps-scale must be positive and --fresh at least 2")
+    from empirical.encoder import expand_widths
+    from empirical.encoder import preset as family
+
+    try:  # every variant checked against every family before any attack runs
+        for w in args.tprime_widths:
+            for name in args.presets:
+                expand_widths(family(name), () if w == "family" else tuple(int(v) for v in w.split(",")))
+    except ValueError as err:  # a UserError is a ValueError
+        ap.error(f"--tprime-widths {w}: {err}")
 
     started, mach = now_utc(), machine()
-    print(f"{'family':<14}{'kind':<10}{'N':>6}{'D':>6}{'seed':>5}{'steps':>6}{'match':>8}" + score_header()
+    print(f"{'family':<14}{'kind':<10}{'N':>6}{'D':>6}{'seed':>5}{'steps':>6}{'widths':>8}{'match':>8}" + score_header()
           + f"{'held back':>14}{'ext s':>8}")
     print("(each set: T'(x) to the nearest T(x'), T(x) to the nearest T'(x'), relative error of the patch means;"
           " held back: the attack's own estimate on the pairs it held back)")

@@ -31,15 +31,27 @@ from tprime_knobs import add_game_args
 from tprime_oracle import true_pairs
 
 
-def student(fam, width: int, seed: int) -> dict:
-    """Random parameters of a student ``width`` units wide with D outputs (the family's initial scales)."""
+def student(fam, widths: tuple[int, ...], seed: int) -> dict:
+    """Random parameters of a student whose layers (the patch convolution, then each block) are
+    ``widths`` units wide, with D outputs; each layer drawn at PyTorch's default scale for its fan-in.
+    One width for all layers draws a key of the family made that wide (its mixer cut to D outputs)."""
     from empirical.encoder import random_key
     from empirical.tprime import params_from_key
 
-    wide = dataclasses.replace(fam, hidden=width)  # the family with wider blocks
-    p = params_from_key(random_key(wide, [seed, width, 0x51DE]), np)
+    if len(set(widths)) > 1:
+        return params_from_key(random_key(fam, [seed, *widths, 0x51DE], widths), np)
+    wide = dataclasses.replace(fam, hidden=widths[0])
+    p = params_from_key(random_key(wide, [seed, widths[0], 0x51DE]), np)
     p["Wm"], p["bm"] = p["Wm"][:fam.hidden].copy(), p["bm"][:fam.hidden].copy()  # (D, W), (D,)
     return p
+
+
+def parse_widths(text: str, fam) -> tuple[int, ...]:
+    """``"1024"`` (every layer) or ``"1024,256,256,256,256"`` (one per layer: convolution, then blocks)."""
+    from empirical.encoder import check_widths
+
+    widths = tuple(int(w) for w in text.split(","))
+    return check_widths(fam, widths * (max(fam.depth, 0) + 1) if len(widths) == 1 else widths)
 
 
 def fit_student(params: dict, images, targets, groups, fam, cfg) -> dict:
@@ -96,12 +108,16 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_game_args(ap)
-    ap.add_argument("--widths", type=int, nargs="+", default=[256, 512], help="students' block widths")
+    ap.add_argument("--widths", nargs="+", default=["256", "512"],
+                    help="students' widths: one per student, a single width for every layer or one per layer "
+                         "separated by commas (the patch convolution, then each block)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    if any(w < 1 for w in args.widths):
-        ap.error("--widths must be positive")
     fam, images, key, targets, groups, sets = true_pairs(args)
+    try:
+        profiles = [parse_widths(w, fam) for w in args.widths]
+    except ValueError as err:  # a UserError is a ValueError
+        ap.error(str(err))
     truth = {name: encode(x, key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)  # (n, D) Alice's, once
              for name, x in sets.items()}
     cfg = ExtractConfig(seed=args.seed)
@@ -124,10 +140,11 @@ def main(argv=None) -> int:
     fit = fit_encoder(images, targets, groups, fam, cfg, np).params
     refined = refine_encoder(fit, images, targets, groups, fam, cfg, np).params
     report("attack's extraction", refined, time.perf_counter() - t0, load0)
-    for w in args.widths:
+    for widths in profiles:
         load0, t0 = load_average(), time.perf_counter()
-        params = fit_student(student(fam, w, args.seed), images, targets, groups, fam, cfg)
-        report(f"student, width {w}", params, time.perf_counter() - t0, load0)
+        params = fit_student(student(fam, widths, args.seed), images, targets, groups, fam, cfg)
+        name = f"width {widths[0]}" if len(set(widths)) == 1 else "widths " + ",".join(map(str, widths))
+        report(f"student, {name}", params, time.perf_counter() - t0, load0)
     return 0
 
 

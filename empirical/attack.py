@@ -19,7 +19,7 @@ import numpy as np
 
 from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
-from .encoder import CHALLENGE_SCALE, PRESETS, preset
+from .encoder import CHALLENGE_SCALE, PRESETS, EncoderConfig, expand_widths, preset
 from .encodings import default_budget
 from .errors import OneLineParser, UserError, one_line, run_command
 from .evaluate import challenge2_bytes, challenge2_score, true_matching
@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model extraction: robust-loss steps on boosting's matching (default %(default)s)")
     ap.add_argument("--refine-steps", type=int, default=ExtractConfig.refine_steps,
                     help="model extraction: squared-loss steps on T''s own matching (default %(default)s)")
+    ap.add_argument("--tprime-widths", type=_widths_arg, default=(), metavar="W[,W...]",
+                    help="model extraction: T''s layers' widths, one for every layer or one per layer (the patch "
+                         "convolution, then each block); its output stays the family's width. Wider fits and "
+                         "generalises better and costs more: 4x the family's width takes about 6x the "
+                         "extraction's seconds (default: the family's own)")
     ap.add_argument("--fresh", type=int, default=500, help="fresh images to score T' on (0 to skip; needs the key)")
     ap.add_argument("--memory-budget", type=float, metavar="GIB",
                     help="GiB the attack may hold in encodings at once: a game's encodings larger than half of "
@@ -104,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--plots", help="write PNG figures into this folder")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
+
+
+def _widths_arg(text: str) -> tuple[int, ...]:
+    """``--tprime-widths``: comma-separated positive integers."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths such as 1024 or 256,256,256,256,1024, "
+                                         f"got {text!r}") from None
+    if min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
 
 
 def share_text(share: float | None) -> str:
@@ -249,11 +266,15 @@ def _scheduler(address: str | None):
         raise UserError(f"--scheduler {address}: cannot reach a Dask scheduler there ({why})") from None
 
 
-def _config(args: argparse.Namespace) -> AttackConfig:
+def _config(args: argparse.Namespace, family: EncoderConfig) -> AttackConfig:
+    try:
+        widths = expand_widths(family, args.tprime_widths)
+    except UserError as e:
+        raise UserError(f"--tprime-widths: {e}") from None
     return AttackConfig(seed=args.seed, candidates=args.candidates, graph_search=args.graph_search,
                         psim=replace(PsimConfig(), steps=args.psim_steps),
                         extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps,
-                                        refine_steps=args.refine_steps))
+                                        refine_steps=args.refine_steps, widths=widths))
 
 
 def _fresh_score(args: argparse.Namespace, game: Game, encoder, secrets: Secrets | None, xp) -> dict | None:
@@ -291,7 +312,7 @@ def _attack_and_report(args: argparse.Namespace, xp, scheduler) -> int:
     n_in_game = len(game.ids)
     if not args.all_originals:
         game = restrict_to_path_list(game)
-    cfg = _config(args)
+    cfg = _config(args, game.config)
     if not args.quiet:
         print(f"attacking {len(game.files)} encodings of {len(game.ids)} originals "
               f"({game.config.image_size}px, patch {game.config.patch}, hidden {game.config.hidden}, "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 
 import numpy as np
 
@@ -81,12 +82,13 @@ class EncoderConfig:
     def patch_dim(self) -> int:
         return self.channels * self.patch * self.patch
 
-    def key_bytes(self) -> int:
-        """Bytes of one key of this family (float32)."""
+    def key_bytes(self, widths: Sequence[int] | None = None) -> int:
+        """Bytes of one key of this family (float32); ``widths``: of a key with layers that wide."""
         d = self.hidden
-        n = d * self.patch_dim + d + max(self.depth, 0) * (d * d + 3 * d)
+        ws = (d,) * (max(self.depth, 0) + 1) if widths is None else tuple(widths)
+        n = ws[0] * self.patch_dim + ws[0] + sum(w_in * w + 3 * w for w_in, w in pairwise(ws))
         if self.depth >= 0:
-            n += self.n_patches * d + d * d + d
+            n += self.n_patches * ws[-1] + d * ws[-1] + d
         return 4 * n
 
     def encoding_bytes(self, n: int) -> int:
@@ -130,20 +132,63 @@ def preset(name: str, **overrides) -> EncoderConfig:
     return EncoderConfig(**fields)
 
 
+def family_widths(config: EncoderConfig) -> tuple[int, ...]:
+    """The widths of a key's layers in ``config``'s own architecture: the patch convolution's, then each block's."""
+    return (config.hidden,) * (max(config.depth, 0) + 1)
+
+
+def check_widths(config: EncoderConfig, widths: Sequence[int]) -> tuple[int, ...]:
+    """``widths`` as a tuple of ints, checked for ``config``: one per layer (the patch convolution, then
+    each block), each within the hidden width's limits; the linear family's one layer is its output,
+    so it keeps the family's width. Raises :class:`~empirical.errors.UserError` naming the fault."""
+    lo, hi = LIMITS["hidden"]
+    out = []
+    for w in widths:
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, numbers.Integral) or not lo <= int(w) <= hi:
+            raise UserError(f"each layer's width must be an integer from {lo} to {hi:,}, got {w!r}")
+        out.append(int(w))
+    want = max(config.depth, 0) + 1
+    if len(out) != want:
+        raise UserError(f"a depth-{config.depth} encoder has {want} layer width{'s' if want > 1 else ''} "
+                        f"(the patch convolution{', then each block' if want > 1 else ''}), got {len(out)}")
+    if config.depth == -1 and out[0] != config.hidden:
+        raise UserError(f"the linear family's one layer is its output: width {config.hidden}, got {out[0]}")
+    return tuple(out)
+
+
+def expand_widths(config: EncoderConfig, widths: Sequence[int]) -> tuple[int, ...]:
+    """A T''s layer widths as asked for: ``()`` for the family's own, one width for every layer, or one
+    per layer (:func:`check_widths`). Returns ``()`` where that is the family's own architecture."""
+    if len(widths) == 0:
+        return ()
+    ws = tuple(widths) * (max(config.depth, 0) + 1) if len(widths) == 1 else tuple(widths)
+    ws = check_widths(config, ws)
+    return () if ws == family_widths(config) else ws
+
+
 @dataclass(frozen=True)
 class EncoderKey:
-    """Secret weights of one encoder (host NumPy float32 arrays)."""
+    """Secret weights of one encoder (host NumPy float32 arrays).
+
+    Alice's keys have every layer D wide. A T' fitted by the attack may be wider inside
+    (:attr:`widths`: W0 for the patch convolution, W_i for block i); its output is still D wide.
+    """
 
     config: EncoderConfig
-    conv_w: np.ndarray  # (D, C, p, p)
-    conv_b: np.ndarray  # (D,)
-    block_w: tuple  # depth x (D, D)   1x1 convolutions, (out, in)
-    block_b: tuple  # depth x (D,)
-    bn_w: tuple  # depth x (D,)
-    bn_b: tuple  # depth x (D,)
-    pos: np.ndarray | None  # (P, D)
-    mix_w: np.ndarray | None  # (D, D)  (out, in)
+    conv_w: np.ndarray  # (W0, C, p, p); W0 = D in Alice's keys, as for every width below
+    conv_b: np.ndarray  # (W0,)
+    block_w: tuple  # depth x (W_i, W_{i-1})   1x1 convolutions, (out, in)
+    block_b: tuple  # depth x (W_i,)
+    bn_w: tuple  # depth x (W_i,)
+    bn_b: tuple  # depth x (W_i,)
+    pos: np.ndarray | None  # (P, W_last)
+    mix_w: np.ndarray | None  # (D, W_last)  (out, in)
     mix_b: np.ndarray | None  # (D,)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Each layer's width: the patch convolution's, then each block's."""
+        return (int(self.conv_w.shape[0]), *(int(w.shape[0]) for w in self.block_w))
 
     def to(self, xp: Namespace) -> EncoderKey:
         """The same key with its arrays on ``xp``'s device."""
@@ -162,27 +207,32 @@ def _uniform(rng, shape, fan_in):
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
 
-def random_key(config: EncoderConfig, seed: int | Sequence[int]) -> EncoderKey:
-    """Draw a fresh secret key with PyTorch's default initialisation."""
+def random_key(config: EncoderConfig, seed: int | Sequence[int], widths: Sequence[int] | None = None) -> EncoderKey:
+    """Draw a fresh secret key with PyTorch's default initialisation.
+
+    ``widths`` (:func:`check_widths`) draws a key whose layers are that wide (a wider T'), each
+    layer at the default scale for its own fan-in; the family's own widths draw exactly the key
+    that no ``widths`` draws.
+    """
     rng = np.random.default_rng(seed)
     c, p, d = config.channels, config.patch, config.hidden
-    fan0 = c * p * p
-    conv_w = _uniform(rng, (d, c, p, p), fan0)
-    conv_b = _uniform(rng, (d,), fan0)
-    n_blocks = max(config.depth, 0)
+    widths = family_widths(config) if widths is None else check_widths(config, widths)
+    fan = c * p * p
+    conv_w = _uniform(rng, (widths[0], c, p, p), fan)
+    conv_b = _uniform(rng, (widths[0],), fan)
     block_w, block_b = [], []
-    for _ in range(n_blocks):
-        block_w.append(_uniform(rng, (d, d), d))
-        block_b.append(_uniform(rng, (d,), d))
-    ones, zeros = np.ones(d, np.float32), np.zeros(d, np.float32)
+    for w_in, w in pairwise(widths):  # block i maps W_{i-1} -> W_i
+        block_w.append(_uniform(rng, (w, w_in), w_in))
+        block_b.append(_uniform(rng, (w,), w_in))
+    last = widths[-1]
     if config.depth >= 0:
-        pos = rng.standard_normal((config.n_patches, d)).astype(np.float32)
-        mix_w, mix_b = _uniform(rng, (d, d), d), _uniform(rng, (d,), d)
+        pos = rng.standard_normal((config.n_patches, last)).astype(np.float32)
+        mix_w, mix_b = _uniform(rng, (d, last), last), _uniform(rng, (d,), last)
     else:
         pos = mix_w = mix_b = None
     return EncoderKey(
         config, conv_w, conv_b, tuple(block_w), tuple(block_b),
-        tuple(ones.copy() for _ in range(n_blocks)), tuple(zeros.copy() for _ in range(n_blocks)),
+        tuple(np.ones(w, np.float32) for w in widths[1:]), tuple(np.zeros(w, np.float32) for w in widths[1:]),
         pos, mix_w, mix_b,
     )
 
@@ -210,8 +260,8 @@ def encode_batch(x: Array, key: EncoderKey, xp: Namespace) -> Array:
     """
     cfg = key.config
     rows = patchify(xp.asarray(x, dtype=xp.float32), cfg.patch)  # (B, P, C*p*p)
-    w0 = key.conv_w.reshape(cfg.hidden, -1)  # (D, C*p*p)
-    h = rows @ w0.T + key.conv_b  # (B, P, D)
+    w0 = key.conv_w.reshape(len(key.conv_w), -1)  # (W0, C*p*p)
+    h = rows @ w0.T + key.conv_b  # (B, P, W0)
     if cfg.depth == -1:
         return h
     h = xp.maximum(h, 0)

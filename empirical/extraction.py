@@ -34,7 +34,7 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .batch_sample import whole_batches
-from .encoder import EncoderConfig, patchify, random_key
+from .encoder import EncoderConfig, expand_widths, patchify, random_key
 from .encodings import Rows, as_rows
 from .fit_budget import STEP_ROWS, fit_steps
 from .holdout import HeldOut, Split, held_out_error, held_out_matching, held_out_plan, holdout_split
@@ -92,6 +92,8 @@ class ExtractConfig:
     adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family), and
     # give the refit at least fit_budget.MIN_REFINE_PASSES passes over its pairs (empirical.fit_budget.fit_steps)
     seed: int = 0  # seeds T''s initialisation, the held-back images and the batches drawn in both fits
+    widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
+    # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
 
 
 class LossAndGradient(NamedTuple):
@@ -252,7 +254,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     Returns an :class:`EncoderFit`.
     """
     rng = np.random.default_rng([cfg.seed, FIT_STREAM])
-    params = params_from_key(random_key(family, rng.integers(2**63)), xp)
+    params = params_from_key(random_key(family, rng.integers(2**63), expand_widths(family, cfg.widths) or None), xp)
     split = holdout_split(groups, cfg) if split is None else split
     steps, _ = fit_steps(cfg, family)
     images = as_images(images, xp)  # no copy when they are on the device already
@@ -322,7 +324,7 @@ def refit_mixer(params: Params, images: Array, targets: Array, groups: np.ndarra
     features is well estimated long before that.
     """
     d = family.hidden
-    n_in = family.patch_dim if family.depth == -1 else d
+    n_in = family.patch_dim if family.depth == -1 else params["Wm"].shape[1]  # the last block's width
     images = as_images(images, xp)  # no copy when they are on the device already
     gram = xp.zeros((n_in + 1, n_in + 1), dtype=xp.float64)
     cross = xp.zeros((n_in + 1, d), dtype=xp.float64)

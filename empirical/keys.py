@@ -2,7 +2,9 @@
 
 A key is saved as ``.npz`` with the original PyTorch names and shapes plus a JSON ``config`` entry
 naming its family; a key converted from the original code has no such entry, and its family is
-then taken from the game (or the other key) and checked against the weights' shapes. Every read
+then taken from the game (or the other key) and checked against the weights' shapes. A T' wider
+inside than its family (:attr:`~empirical.encoder.EncoderKey.widths`) also carries a JSON
+``widths`` entry, its layers' widths, which its weights' shapes are checked against. Every read
 refuses a damaged, non-finite or oversized key with one line naming the file.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ import zipfile
 import numpy as np
 
 from .backend import to_numpy
-from .encoder import EncoderConfig, EncoderKey, family_differences, parse_config
+from .encoder import EncoderConfig, EncoderKey, check_widths, family_differences, family_widths, parse_config
 from .errors import PathLike, UserError
 from .fileio import read_npy_header, read_npy_stream, regular_file
 from .memory import check_memory, format_bytes
@@ -23,40 +25,43 @@ from .memory import check_memory, format_bytes
 def state_dict(key: EncoderKey) -> dict:
     """The key as ``{name: array}`` with the original PyTorch ``PrivateEncoder`` names and shapes."""
     cfg = key.config
-    d = cfg.hidden
     sd = {"image_encoder.0.weight": to_numpy(key.conv_w), "image_encoder.0.bias": to_numpy(key.conv_b)}
     for i, (w, b, g, beta) in enumerate(zip(key.block_w, key.block_b, key.bn_w, key.bn_b, strict=True)):
-        sd[f"image_encoder.{2 + 3 * i}.weight"] = to_numpy(w).reshape(d, d, 1, 1)
+        sd[f"image_encoder.{2 + 3 * i}.weight"] = to_numpy(w).reshape(*w.shape, 1, 1)
         sd[f"image_encoder.{2 + 3 * i}.bias"] = to_numpy(b)
         sd[f"image_encoder.{3 + 3 * i}.weight"] = to_numpy(g)
         sd[f"image_encoder.{3 + 3 * i}.bias"] = to_numpy(beta)
     if cfg.depth >= 0:
-        sd["pos_embedding"] = to_numpy(key.pos).reshape(1, cfg.n_patches, d)
+        sd["pos_embedding"] = to_numpy(key.pos).reshape(1, cfg.n_patches, -1)
         sd["mixer.1.weight"] = to_numpy(key.mix_w)
         sd["mixer.1.bias"] = to_numpy(key.mix_b)
     return sd
 
 
 def save_key(path: PathLike, key: EncoderKey) -> None:
-    """Write the key as ``.npz`` (state-dict names plus a JSON ``config`` entry), atomically."""
+    """Write the key as ``.npz`` (state-dict names plus a JSON ``config`` entry, and ``widths`` for a
+    key wider than its family), atomically."""
     from .staging import atomic_path
 
     arrays = {k: v.astype(np.float32) for k, v in state_dict(key).items()}
+    if key.widths != family_widths(key.config):
+        arrays["widths"] = np.array(json.dumps(list(key.widths)))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, config=np.array(json.dumps(key.config.to_json())), **arrays)
 
 
-def _expected_shapes(cfg: EncoderConfig) -> dict[str, tuple]:
+def _expected_shapes(cfg: EncoderConfig, widths: tuple[int, ...] | None = None) -> dict[str, tuple]:
     d, P = cfg.hidden, cfg.n_patches
-    expected = {"image_encoder.0.weight": (d, cfg.channels, cfg.patch, cfg.patch), "image_encoder.0.bias": (d,)}
+    ws = family_widths(cfg) if widths is None else widths
+    expected = {"image_encoder.0.weight": (ws[0], cfg.channels, cfg.patch, cfg.patch), "image_encoder.0.bias": (ws[0],)}
     for i in range(max(cfg.depth, 0)):
-        expected[f"image_encoder.{2 + 3 * i}.weight"] = (d, d, 1, 1)
-        expected[f"image_encoder.{2 + 3 * i}.bias"] = (d,)
-        expected[f"image_encoder.{3 + 3 * i}.weight"] = (d,)
-        expected[f"image_encoder.{3 + 3 * i}.bias"] = (d,)
+        expected[f"image_encoder.{2 + 3 * i}.weight"] = (ws[i + 1], ws[i], 1, 1)
+        expected[f"image_encoder.{2 + 3 * i}.bias"] = (ws[i + 1],)
+        expected[f"image_encoder.{3 + 3 * i}.weight"] = (ws[i + 1],)
+        expected[f"image_encoder.{3 + 3 * i}.bias"] = (ws[i + 1],)
     if cfg.depth >= 0:
-        expected.update({"pos_embedding": (1, P, d), "mixer.1.weight": (d, d), "mixer.1.bias": (d,)})
+        expected.update({"pos_embedding": (1, P, ws[-1]), "mixer.1.weight": (d, ws[-1]), "mixer.1.bias": (d,)})
     return expected
 
 
@@ -102,17 +107,31 @@ class _KeyFile:
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as e:
                 raise UserError(f"{self.path}: cannot read {name!r}: {_msg(e)}") from None
 
+    def _json(self, name: str) -> object:
+        a = self.array(name, kinds="U", max_bytes=2**20)
+        if a.ndim != 0:
+            raise UserError(f"{self.path}: its {name!r} entry is not one JSON string")
+        try:
+            return json.loads(str(a))
+        except (json.JSONDecodeError, RecursionError):
+            raise UserError(f"{self.path}: its {name!r} entry is not valid JSON") from None
+
     def config(self) -> EncoderConfig | None:
         if "config" not in self.members:
             return None
-        a = self.array("config", kinds="U", max_bytes=2**20)
-        if a.ndim != 0:
-            raise UserError(f"{self.path}: its 'config' entry is not one JSON string")
+        return parse_config(self._json("config"), f"{self.path} (its config)")
+
+    def widths(self, cfg: EncoderConfig) -> tuple[int, ...] | None:
+        """The layers' widths of a T' wider than ``cfg`` (its ``widths`` entry); None without one."""
+        if "widths" not in self.members:
+            return None
+        ws = self._json("widths")
+        if not isinstance(ws, list):
+            raise UserError(f"{self.path}: its 'widths' entry must be a JSON list of layer widths")
         try:
-            d = json.loads(str(a))
-        except (json.JSONDecodeError, RecursionError):
-            raise UserError(f"{self.path}: its 'config' entry is not valid JSON") from None
-        return parse_config(d, f"{self.path} (its config)")
+            return check_widths(cfg, ws)
+        except UserError as e:
+            raise UserError(f"{self.path} (its widths): {e}") from None
 
 
 def _msg(e: BaseException) -> str:
@@ -191,19 +210,23 @@ def load_key(path: PathLike, family: EncoderConfig | None = None) -> EncoderKey:
         elif family is not None and cfg != family:
             raise UserError(f"{kf.path} is not of the expected family: "
                             + ", ".join(family_differences(cfg, family)))
-        check_memory(2 * cfg.key_bytes(), f"the key {kf.path} ({format_bytes(cfg.key_bytes())} as float32)")
+        widths = kf.widths(cfg)
+        size = cfg.key_bytes(widths)
+        check_memory(2 * size, f"the key {kf.path} ({format_bytes(size)} as float32)")
         sd = {}
-        for name, shape in _expected_shapes(cfg).items():
+        for name, shape in _expected_shapes(cfg, widths).items():
             if name not in kf.members:
                 raise UserError(f"{kf.path}: missing weight {name!r}")
             sd[name] = kf.array(name, shape=shape, kinds="biuf")
-    return key_from_state_dict(cfg, sd, source=str(path))
+    return key_from_state_dict(cfg, sd, source=str(path), widths=widths)
 
 
-def key_from_state_dict(cfg: EncoderConfig, sd: dict, source: str = "key") -> EncoderKey:
-    """An :class:`EncoderKey` of family ``cfg`` from state-dict arrays, checking every name, shape and value."""
-    d, P = cfg.hidden, cfg.n_patches
-    expected = _expected_shapes(cfg)
+def key_from_state_dict(cfg: EncoderConfig, sd: dict, source: str = "key",
+                        widths: tuple[int, ...] | None = None) -> EncoderKey:
+    """An :class:`EncoderKey` of family ``cfg`` from state-dict arrays, checking every name, shape and value
+    (against ``widths``, each layer's, for a T' wider than its family)."""
+    P = cfg.n_patches
+    expected = _expected_shapes(cfg, widths)
     for name, shape in expected.items():
         if name not in sd:
             raise UserError(f"{source}: missing weight {name!r}")
@@ -217,8 +240,8 @@ def key_from_state_dict(cfg: EncoderConfig, sd: dict, source: str = "key") -> En
     blk = lambda j, part: tuple(sd[f"image_encoder.{j + 3 * i}.{part}"] for i in range(n))  # noqa: E731
     return EncoderKey(
         cfg, sd["image_encoder.0.weight"], sd["image_encoder.0.bias"],
-        tuple(w.reshape(d, d) for w in blk(2, "weight")), blk(2, "bias"), blk(3, "weight"), blk(3, "bias"),
-        sd["pos_embedding"].reshape(P, d) if cfg.depth >= 0 else None,
+        tuple(w.reshape(w.shape[:2]) for w in blk(2, "weight")), blk(2, "bias"), blk(3, "weight"), blk(3, "bias"),
+        sd["pos_embedding"].reshape(P, -1) if cfg.depth >= 0 else None,
         sd.get("mixer.1.weight") if cfg.depth >= 0 else None,
         sd.get("mixer.1.bias") if cfg.depth >= 0 else None,
     )

@@ -54,7 +54,7 @@ class Forward(NamedTuple):
 def params_from_key(key: EncoderKey, xp: Namespace) -> Params:
     """Trainable parameters of T' as a dict of new ``xp`` float32 arrays (copies of the key's)."""
     cfg = key.config
-    p = {"W0": key.conv_w.reshape(cfg.hidden, -1), "b0": key.conv_b}
+    p = {"W0": key.conv_w.reshape(len(key.conv_w), -1), "b0": key.conv_b}  # (W0, C*p*p), (W0,)
     for i, (w, b) in enumerate(zip(key.block_w, key.block_b, strict=True)):
         p[f"W{i + 1}"], p[f"b{i + 1}"] = w, b
     if cfg.depth >= 0:
@@ -63,14 +63,13 @@ def params_from_key(key: EncoderKey, xp: Namespace) -> Params:
 
 
 def key_from_params(params: Params, cfg: EncoderConfig) -> EncoderKey:
-    """An :class:`EncoderKey` (host arrays) holding the fitted parameters."""
+    """An :class:`EncoderKey` (host arrays) holding the fitted parameters (as wide as they are)."""
     h = {k: to_numpy(v).astype(np.float32) for k, v in params.items()}
-    n = max(cfg.depth, 0)
-    d = cfg.hidden
+    blocks = [h[f"W{i + 1}"] for i in range(max(cfg.depth, 0))]  # (W_i, W_{i-1}) each
     return EncoderKey(
-        cfg, h["W0"].reshape(d, cfg.channels, cfg.patch, cfg.patch), h["b0"],
-        tuple(h[f"W{i + 1}"] for i in range(n)), tuple(h[f"b{i + 1}"] for i in range(n)),
-        tuple(np.ones(d, np.float32) for _ in range(n)), tuple(np.zeros(d, np.float32) for _ in range(n)),
+        cfg, h["W0"].reshape(len(h["W0"]), cfg.channels, cfg.patch, cfg.patch), h["b0"],
+        tuple(blocks), tuple(h[f"b{i + 1}"] for i in range(len(blocks))),
+        tuple(np.ones(len(w), np.float32) for w in blocks), tuple(np.zeros(len(w), np.float32) for w in blocks),
         h.get("pos"), h.get("Wm"), h.get("bm"),
     )
 

@@ -494,11 +494,23 @@ def test_bad_numbers_are_refused_in_one_line(capsys, monkeypatch, flags, pattern
     assert pattern in line, line
 
 
+@pytest.mark.parametrize("value,pattern", [("0", "widths must be positive"),
+                                           ("wide", "expected widths such as 1024 or 256,256,256,256,1024")])
+def test_bad_tprime_widths_are_refused_by_the_parser_in_one_line(capsys, monkeypatch, value, pattern):
+    _no_attack(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        attack.main(["--tprime-widths", value, "--quiet"])
+    line = _one_error_line(capsys, exit_.value.code)
+    assert "argument --tprime-widths" in line and pattern in line, line
+
+
 def test_bad_numbers_with_a_game(made, capsys, monkeypatch):
     _no_attack(monkeypatch)
     line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--secret-key", str(made["key"]),
                                                 *SMALL]))
     assert "--secret-key needs --answer-key" in line
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--tprime-widths", "32,32", *SMALL]))
+    assert "--tprime-widths: a depth-4 encoder has 5 layer widths" in line, line
 
 
 @pytest.mark.parametrize("work_dir", [False, True])

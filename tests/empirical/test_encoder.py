@@ -541,3 +541,75 @@ def test_load_key_checks_memory_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "available_memory", lambda: 1000)
     with pytest.raises(ValueError, match=r"needs .* of memory; 1000 B is available"):
         load_key(tmp_path / "k.npz")
+
+
+# --- a T' wider inside than its family --------------------------------------------------------
+
+def test_random_key_with_the_family_widths_is_the_family_key():
+    cfg = tiny("neuracrypt-7")
+    a, b = random_key(cfg, 4), random_key(cfg, 4, (16,) * 5)
+    assert a.widths == b.widths == (16,) * 5
+    for x, y in zip([a.conv_w, *a.block_w, *a.block_b, a.pos, a.mix_w, a.mix_b],
+                    [b.conv_w, *b.block_w, *b.block_b, b.pos, b.mix_w, b.mix_b], strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name,widths", [("neuracrypt-7", (24, 16, 8, 16, 40)), ("neuracrypt-2", (48,))])
+def test_a_wider_key_encodes_to_the_family_width_and_survives_save_and_load(name, widths, tmp_path):
+    cfg = tiny(name)
+    key = random_key(cfg, 3, widths)
+    assert key.widths == widths
+    assert key.mix_w.shape == (cfg.hidden, widths[-1]) and key.pos.shape == (cfg.n_patches, widths[-1])
+    for i, w in enumerate(key.block_w):  # block i maps W_{i-1} -> W_i, drawn at the scale of its fan-in
+        assert w.shape == (widths[i + 1], widths[i]) and np.abs(w).max() <= 1 / np.sqrt(widths[i])
+    x = images(4)
+    enc, _ = encode(x, key, np, seed=1)
+    assert enc.shape == (4, cfg.n_patches, cfg.hidden) and np.isfinite(enc).all()
+    assert cfg.key_bytes(widths) == 4 * sum(a.size for a in state_dict(key).values())
+    path = tmp_path / "wide.npz"
+    save_key(path, key)
+    with np.load(path, allow_pickle=False) as z:
+        assert json.loads(str(z["widths"])) == list(widths)
+    loaded = load_key(path, cfg)
+    assert loaded.widths == widths
+    np.testing.assert_array_equal(encode(x, loaded, np, seed=1)[0], enc)
+    save_key(tmp_path / "plain.npz", random_key(cfg, 3))  # the family's own key carries no widths entry
+    with np.load(tmp_path / "plain.npz", allow_pickle=False) as z:
+        assert "widths" not in z.files
+
+
+@pytest.mark.parametrize("widths,pattern", [
+    ([24, 16], "has 5 layer widths"),
+    ([24, 16, 16, 16, 0], "from 1 to"),
+    ([24, 16, 16, 16, 2.5], "from 1 to"),
+    ("wide", "JSON list"),
+])
+def test_load_refuses_a_bad_widths_entry(widths, pattern, tmp_path):
+    cfg = tiny("neuracrypt-7")
+    sd = state_dict(random_key(cfg, 0, (24, 16, 16, 16, 32)))
+    path = tmp_path / "bad.npz"
+    np.savez(path, config=np.array(json.dumps(cfg.to_json())), widths=np.array(json.dumps(widths)), **sd)
+    with pytest.raises(ValueError, match=pattern):
+        load_key(path)
+
+
+def test_load_refuses_wide_weights_without_a_widths_entry(tmp_path):
+    cfg = tiny("neuracrypt-7")
+    path = tmp_path / "wide.npz"
+    _write_npz(path, cfg, state_dict(random_key(cfg, 0, (24, 16, 16, 16, 32))))
+    with pytest.raises(ValueError, match=r"'image_encoder\.0\.weight' has shape"):
+        load_key(path)
+
+
+def test_expand_widths():
+    from empirical.encoder import expand_widths
+
+    cfg = tiny("neuracrypt-7")
+    assert expand_widths(cfg, ()) == () and expand_widths(cfg, (16,)) == () and expand_widths(cfg, (16,) * 5) == ()
+    assert expand_widths(cfg, (32,)) == (32,) * 5
+    assert expand_widths(cfg, (16, 16, 16, 16, 64)) == (16, 16, 16, 16, 64)
+    assert expand_widths(tiny("neuracrypt-2"), (64,)) == (64,)
+    with pytest.raises(ValueError, match="has 5 layer widths"):
+        expand_widths(cfg, (16, 32))
+    with pytest.raises(ValueError, match="linear family's one layer is its output"):
+        expand_widths(tiny("linear"), (32,))

@@ -6,7 +6,7 @@ import pytest
 
 from empirical.data import bundled_images
 from empirical.encoder import encode, encode_batch, patchify, preset, random_key
-from empirical.extraction import ExtractConfig, fit_encoder, huber_loss
+from empirical.extraction import ExtractConfig, fit_encoder, huber_loss, refine_encoder
 from empirical.tprime import (
     backward,
     batch_stats,
@@ -523,3 +523,21 @@ def test_a_step_reads_at_most_step_rows_patch_rows(small_pairs, monkeypatch):
     _train(params_from_key(random_key(fam, 1), np), rows, targets, groups, split.fit, fam, 4, 0.0, 16, loss,
            np.random.default_rng(0), np, False, None)
     assert seen == [3] * 4
+
+
+def test_a_wider_t_prime_is_fitted_saved_as_a_key_and_encodes_as_its_parameters(small_pairs):
+    """ExtractConfig.widths makes T' that wide inside (its output the family's width); the least-squares
+    refit of its last layer uses every unit of its last block, and its key encodes as its parameters do."""
+    fam, imgs, targets, groups = small_pairs()
+    cfg = ExtractConfig(steps=20, refine_steps=10, images_per_step=16, adapt_steps=False, probe_alpha=0,
+                        widths=(32,))
+    fit = fit_encoder(imgs, targets, groups, fam, cfg, np)
+    assert fit.params["W0"].shape == (32, fam.patch_dim) and fit.params["W1"].shape == (32, 32)
+    assert fit.params["Wm"].shape == (fam.hidden, 32)
+    params = refine_encoder(fit.params, imgs, targets, groups, fam, cfg, np).params
+    key = key_from_params(params, fam)
+    assert key.widths == (32, 32)
+    y, _ = forward(params, patchify(imgs[groups == 0], 8), fam, np)
+    np.testing.assert_allclose(encode_batch(imgs[groups == 0], key, np), y, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="has 2 layer widths"):
+        fit_encoder(imgs, targets, groups, fam, replace(cfg, widths=(32, 32, 32)), np)
