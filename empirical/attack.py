@@ -88,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tprime-widths", type=_widths_arg, default=(), metavar="W[,W...]",
                     help="model extraction: T''s layers' widths, one for every layer or one per layer (the patch "
                          "convolution, then each block); its output stays the family's width. Wider fits and "
-                         "generalises better and costs more: 4x the family's width takes about 6x the "
-                         "extraction's seconds (default: the family's own)")
+                         "generalises better and costs more: 4x the family's width took about 7x the "
+                         "extraction's seconds for NeuraCrypt-7, 3x for NeuraCrypt-2 (default: the family's own)")
     ap.add_argument("--fresh", type=int, default=500, help="fresh images to score T' on (0 to skip; needs the key)")
     ap.add_argument("--memory-budget", type=float, metavar="GIB",
                     help="GiB the attack may hold in encodings at once: a game's encodings larger than half of "
