@@ -45,8 +45,11 @@ def squared_distances(est: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def shares(truth: np.ndarray, est: np.ndarray) -> tuple[float, float]:
-    d2, idx = squared_distances(est, truth), np.arange(len(truth))
-    return float(np.mean(d2.argmin(1) == idx)), float(np.mean(d2.argmin(0) == idx))
+    """Challenge 2's two shares (``empirical.nearest.nearest_shares``): est to truth, then truth to est."""
+    from empirical.nearest import nearest_shares
+
+    s = nearest_shares(truth, est)
+    return s["est_to_nearest_truth"], s["truth_to_nearest_est"]
 
 
 def diagnose(truth: np.ndarray, est: np.ndarray, x: np.ndarray) -> dict:

@@ -111,6 +111,13 @@ def score_header() -> str:
     return "".join(f"{s[:5] + '->':>8}{'<-':>7}{'err':>7}" for s in SETS)
 
 
+def asked_widths(text: str) -> tuple[int, ...]:
+    """One ``--tprime-widths`` value as ``ExtractConfig.widths`` takes it: ``()`` for ``family``."""
+    from empirical.encoder import parse_widths
+
+    return () if text == "family" else parse_widths(text)
+
+
 def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: list, args, work: Path) -> list:
     """Attack one game, then score T' for every extraction step scale and every ``--tprime-widths``; one row each."""
     from empirical.alice import bundled_ids, game_in_memory
@@ -130,7 +137,7 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
     rows = []
     for scale, width in ((s, w) for s in scales for w in args.tprime_widths):
         base = ExtractConfig()
-        widths = expand_widths(fam, () if width == "family" else tuple(int(w) for w in width.split(",")))
+        widths = expand_widths(fam, asked_widths(width))
         ec = dataclasses.replace(base, steps=round(base.steps * scale), refine_steps=round(base.refine_steps * scale),
                                  seed=seed, widths=widths)
         cfg = AttackConfig(seed=seed, extract=ec)
@@ -182,7 +189,7 @@ def main(argv=None) -> int:
     try:  # every variant checked against every family before any attack runs
         for w in args.tprime_widths:
             for name in args.presets:
-                expand_widths(family(name), () if w == "family" else tuple(int(v) for v in w.split(",")))
+                expand_widths(family(name), asked_widths(w))
     except ValueError as err:  # a UserError is a ValueError
         ap.error(f"--tprime-widths {w}: {err}")
 

@@ -48,10 +48,10 @@ def student(fam, widths: tuple[int, ...], seed: int) -> dict:
 
 def parse_widths(text: str, fam) -> tuple[int, ...]:
     """``"1024"`` (every layer) or ``"1024,256,256,256,256"`` (one per layer: convolution, then blocks)."""
-    from empirical.encoder import check_widths
+    from empirical.encoder import expand_widths, family_widths
+    from empirical.encoder import parse_widths as parse
 
-    widths = tuple(int(w) for w in text.split(","))
-    return check_widths(fam, widths * (max(fam.depth, 0) + 1) if len(widths) == 1 else widths)
+    return expand_widths(fam, parse(text)) or family_widths(fam)
 
 
 def fit_student(params: dict, images, targets, groups, fam, cfg) -> dict:

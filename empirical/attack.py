@@ -19,7 +19,7 @@ import numpy as np
 
 from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
-from .encoder import CHALLENGE_SCALE, PRESETS, EncoderConfig, expand_widths, preset
+from .encoder import CHALLENGE_SCALE, PRESETS, EncoderConfig, expand_widths, parse_widths, preset
 from .encodings import default_budget
 from .errors import OneLineParser, UserError, one_line, run_command
 from .evaluate import challenge2_bytes, challenge2_score, true_matching
@@ -112,15 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _widths_arg(text: str) -> tuple[int, ...]:
-    """``--tprime-widths``: comma-separated positive integers."""
+    """``--tprime-widths``: comma-separated positive integers (:func:`~empirical.encoder.parse_widths`)."""
     try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected widths such as 1024 or 256,256,256,256,1024, "
-                                         f"got {text!r}") from None
-    if min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return widths
+        return parse_widths(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def share_text(share: float | None) -> str:

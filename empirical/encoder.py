@@ -85,7 +85,7 @@ class EncoderConfig:
     def key_bytes(self, widths: Sequence[int] | None = None) -> int:
         """Bytes of one key of this family (float32); ``widths``: of a key with layers that wide."""
         d = self.hidden
-        ws = (d,) * (max(self.depth, 0) + 1) if widths is None else tuple(widths)
+        ws = family_widths(self) if widths is None else tuple(widths)
         n = ws[0] * self.patch_dim + ws[0] + sum(w_in * w + 3 * w for w_in, w in pairwise(ws))
         if self.depth >= 0:
             n += self.n_patches * ws[-1] + d * ws[-1] + d
@@ -154,6 +154,18 @@ def check_widths(config: EncoderConfig, widths: Sequence[int]) -> tuple[int, ...
     if config.depth == -1 and out[0] != config.hidden:
         raise UserError(f"the linear family's one layer is its output: width {config.hidden}, got {out[0]}")
     return tuple(out)
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """Layer widths written as ``1024`` or ``256,256,256,256,1024``: positive integers, comma-separated
+    (:func:`expand_widths` then fits them to a family). Raises :class:`~empirical.errors.UserError`."""
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise UserError(f"expected widths such as 1024 or 256,256,256,256,1024, got {text!r}") from None
+    if min(widths) < 1:
+        raise UserError(f"widths must be positive, got {text!r}")
+    return widths
 
 
 def expand_widths(config: EncoderConfig, widths: Sequence[int]) -> tuple[int, ...]:
