@@ -12,7 +12,10 @@ Parts, in this order (``--parts`` picks some):
                encoding runs on the GPU too. Each (N, variant) runs in its own process, with
                ``--run-timeout`` seconds, so one that runs out of time or GPU memory does not stop the
                others; each finished stage is written at once, so a run cut short still reports
-               how far it got and how much GPU memory it held.
+               how far it got and how much GPU memory it held. ``--tprime-widths family 4096`` runs
+               each variant once per entry, T' at the family's width and then 4,096 wide (the wide
+               T' fits the game's images better, at several times the CPU cost: README, T' on new
+               pictures), side by side in one run.
 
 Writes ``gpu_check.json`` (everything) and ``gpu_challenge_summary.json`` (device, date, N, final
 share matched, total seconds per variant: the file to commit under ``benchmarks/results/``) into
@@ -86,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--candidates", type=int, default=None, help="default: AttackConfig.candidates")
     ap.add_argument("--psim-steps", type=int, default=None, help="default: PsimConfig.steps")
     ap.add_argument("--extract-steps", type=int, default=None, help="default: ExtractConfig.steps")
+    ap.add_argument("--tprime-widths", nargs="+", default=["family"], metavar="W",
+                    help="T''s layer widths, one run of each variant per entry: 'family' (the family's own, "
+                         "the default), one width for every layer (4096) or one per layer (2048,4096,4096,...)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-timeout", type=float, default=None, help="seconds allowed per (N, variant)")
     ap.add_argument("--tests-timeout", type=float, default=300)
@@ -304,7 +310,7 @@ def challenge_child(spec: dict) -> int:
     the same draws as on the host, the encodings brought back because the Game is host data.
     """
     from empirical.alice import bundled_ids, game_in_memory
-    from empirical.encoder import CHALLENGE_SCALE, preset
+    from empirical.encoder import CHALLENGE_SCALE, expand_widths, parse_widths, preset
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig
     from empirical.pipeline import STAGES, AttackConfig, run_attack
@@ -313,7 +319,8 @@ def challenge_child(spec: dict) -> int:
     xp, why = pick_backend(spec["backend"])
     if xp is None:
         raise SystemExit(why)
-    rec = {"variant": spec["variant"], "n": spec["n"], "status": "started", "stages": []}
+    rec = {"variant": spec["variant"], "n": spec["n"], "tprime_widths": spec.get("tprime_widths", "family"),
+           "status": "started", "stages": []}
     out = Path(spec["record"])
     load0 = load_average()
 
@@ -336,11 +343,14 @@ def challenge_child(spec: dict) -> int:
             rec["encode_seconds"] = time.perf_counter() - t0
             del imgs
             truth = true_matching(game, secrets)
+            wtext = spec.get("tprime_widths", "family")
+            widths = () if wtext == "family" else expand_widths(fam, parse_widths(wtext))
             cfg = AttackConfig(seed=spec["seed"], candidates=spec["candidates"] or AttackConfig.candidates,
                                psim=replace(PsimConfig(), steps=spec["psim_steps"] or PsimConfig.steps),
                                extract=replace(ExtractConfig(seed=spec["seed"]),
                                                steps=spec["extract_steps"] or ExtractConfig.steps,
-                                               refine_steps=spec.get("refine_steps") or ExtractConfig.refine_steps))
+                                               refine_steps=spec.get("refine_steps") or ExtractConfig.refine_steps,
+                                               widths=widths))
             rec["attack_config"] = cfg.to_json()
             rec["status"] = "attacking"
             save()
@@ -419,37 +429,40 @@ def part_challenge(args, xp_name: str, tmp_dir: Path, record, drawing) -> dict:
            "images": {"n": drawn["n"], "size": drawn["size"], "seed": args.seed,
                       "drawn": "in the background while the tests and the agreement check ran"}, "runs": []}
     record(res)
-    for n in plan["n_list"]:
-        for variant in args.variants:
-            spec = {"variant": variant, "n": n, "backend": xp_name, "seed": args.seed, "images": str(img_path),
-                    "record": str(tmp_dir / f"run_{variant}_{n}.json"), "scale": plan["scale"],
-                    "candidates": args.candidates, "psim_steps": plan["psim_steps"],
-                    "extract_steps": plan["extract_steps"], "refine_steps": plan["refine_steps"]}
-            limit = _budget(args, args.run_timeout)
-            if args.deadline is not None and limit < 30:
-                res["runs"].append({"variant": variant, "n": n, "status": "not started (deadline)", "stages": []})
-                record(res)
-                continue
-            print(f"challenge scale: {variant}, N = {n} ...", file=sys.stderr, flush=True)
-            t1 = time.perf_counter()
-            try:
-                p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                                   capture_output=True, text=True, timeout=limit)
-                rc, tail = p.returncode, (p.stdout + p.stderr)[-3000:]
-            except subprocess.TimeoutExpired:
-                rc, tail = "timeout", f"stopped after {limit:.0f} s (--run-timeout / --deadline)"
-            rpath = Path(spec["record"])
-            rec = json.loads(rpath.read_text()) if rpath.exists() else {"variant": variant, "n": n, "stages": []}
-            rec["process_seconds"] = time.perf_counter() - t1
-            if rc != 0:
-                rec["status"] = "timed out" if rc == "timeout" else (
-                    "killed (out of host memory?)" if rc in (-9, 137) else f"exit {rc}")
-                rec["process_output_tail"] = tail
-            res["runs"].append(rec)
+    runs = [(n, variant, w) for n in plan["n_list"] for variant in args.variants for w in args.tprime_widths]
+    for n, variant, wtext in runs:
+        spec = {"variant": variant, "n": n, "backend": xp_name, "seed": args.seed, "images": str(img_path),
+                "record": str(tmp_dir / f"run_{variant}_{n}_{wtext.replace(',', '-')}.json"),
+                "scale": plan["scale"], "tprime_widths": wtext,
+                "candidates": args.candidates, "psim_steps": plan["psim_steps"],
+                "extract_steps": plan["extract_steps"], "refine_steps": plan["refine_steps"]}
+        limit = _budget(args, args.run_timeout)
+        if args.deadline is not None and limit < 30:
+            res["runs"].append({"variant": variant, "n": n, "tprime_widths": wtext,
+                                "status": "not started (deadline)", "stages": []})
             record(res)
-            print(f"  {rec.get('status')}: " + (f"final share {rec['final_share_matched']:.1%}, "
-                                                 f"{rec['total_seconds']:.0f} s" if rec.get("status") == "done" else
-                                                 f"{rec.get('error', '')[:200]}"), file=sys.stderr, flush=True)
+            continue
+        print(f"challenge scale: {variant}, N = {n}, T' widths {wtext} ...", file=sys.stderr, flush=True)
+        t1 = time.perf_counter()
+        try:
+            p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                               capture_output=True, text=True, timeout=limit)
+            rc, tail = p.returncode, (p.stdout + p.stderr)[-3000:]
+        except subprocess.TimeoutExpired:
+            rc, tail = "timeout", f"stopped after {limit:.0f} s (--run-timeout / --deadline)"
+        rpath = Path(spec["record"])
+        rec = json.loads(rpath.read_text()) if rpath.exists() else {"variant": variant, "n": n,
+                                                                     "tprime_widths": wtext, "stages": []}
+        rec["process_seconds"] = time.perf_counter() - t1
+        if rc != 0:
+            rec["status"] = "timed out" if rc == "timeout" else (
+                "killed (out of host memory?)" if rc in (-9, 137) else f"exit {rc}")
+            rec["process_output_tail"] = tail
+        res["runs"].append(rec)
+        record(res)
+        print(f"  {rec.get('status')}: " + (f"final share {rec['final_share_matched']:.1%}, "
+                                             f"{rec['total_seconds']:.0f} s" if rec.get("status") == "done" else
+                                             f"{rec.get('error', '')[:200]}"), file=sys.stderr, flush=True)
     return res
 
 
@@ -479,14 +492,15 @@ def _table(report: dict) -> str:
             lines.append(f"challenge  {'ok' if c.get('ok') else 'FAILED'}  "
                          f"{c['images']['n']:,} images drawn in {c['images_seconds']:.0f} s (CPU, in the "
                          f"background; waited {c['images_waited_seconds']:.0f} s for them)")
-            lines.append(f"  {'variant':14s} {'N':>6s} {'status':>10s} {'final':>7s} {'total s':>8s} "
+            lines.append(f"  {'variant':14s} {'N':>6s} {'T width':>8s} {'status':>10s} {'final':>7s} {'total s':>8s} "
                          f"{'GPU peak':>9s}  stages (s)")
             for r in c["runs"]:
                 share = f"{r['final_share_matched']:.1%}" if "final_share_matched" in r else "-"
                 tot = f"{r['total_seconds']:.0f}" if "total_seconds" in r else "-"
                 peak = f"{r['gpu_peak_gib']:.1f}Gi" if "gpu_peak_gib" in r else "-"
                 st = " ".join(f"{s['stage']} {s['seconds']:.0f}" for s in r.get("stages", []))
-                lines.append(f"  {r['variant']:14s} {r['n']:6d} {str(r.get('status'))[:10]:>10s} {share:>7s} {tot:>8s} "
+                lines.append(f"  {r['variant']:14s} {r['n']:6d} {str(r.get('tprime_widths', 'family'))[:8]:>8s} "
+                             f"{str(r.get('status'))[:10]:>10s} {share:>7s} {tot:>8s} "
                              f"{peak:>9s}  {st}" + (f"  [{r.get('failed_in_stage')}: {r.get('error', '')[:80]}]"
                                                     if r.get("status") == "failed" else ""))
     return "\n".join(lines)
@@ -500,6 +514,16 @@ def main(argv=None) -> int:
         return draw_child(json.loads(args.draw))
     if args.dry_run:
         args.backend, args.small = "numpy", True
+    from empirical.encoder import parse_widths
+    from empirical.errors import UserError
+
+    try:
+        for w in args.tprime_widths:
+            if w != "family":
+                parse_widths(w)
+    except UserError as e:
+        print(f"error: --tprime-widths: {e}", file=sys.stderr)
+        return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     xp, why = pick_backend(args.backend)
@@ -558,7 +582,8 @@ def main(argv=None) -> int:
             drawing[0].kill()  # only when the challenge part stopped early
             drawing[0].wait()
     summary = [{"device": report["machine"].get("gpu", f"CPU dry run ({args.backend})"), "date": report["date"],
-                "variant": r["variant"], "n": r["n"], "family": r.get("family"), "status": r.get("status"),
+                "variant": r["variant"], "n": r["n"], "tprime_widths": r.get("tprime_widths", "family"),
+                "family": r.get("family"), "status": r.get("status"),
                 "final_share_matched": r.get("final_share_matched"), "total_seconds": r.get("total_seconds"),
                 "encode_seconds": r.get("encode_seconds"), "attack_seconds": r.get("attack_seconds"),
                 "stage_seconds": {s["stage"]: s["seconds"] for s in r.get("stages", [])},
