@@ -66,7 +66,8 @@ WARMUP_STEPS = 20  # the learning rate rises linearly over this many steps, then
 EVAL_EVERY = 25  # steps between measurements of the held-out error
 PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
-PROBE_AT = 0.2  # share of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks
+PROBE_AT = (0.2, 0.5)  # shares of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks; it
+# looks once more at the fitted T' before any refit (a fit that passed early can still end worthless)
 MIXER_CHUNK_ROWS = 2**14  # refit_mixer runs a batch of more patch rows than this through T' in chunks (a default
 # batch, 256 images of 64 patches, runs at once; at 256 px, hidden 1,024 a chunk's activations take about 1 GB)
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
@@ -87,7 +88,7 @@ class ExtractConfig:
     refine_images_per_step: int = 64  # images per step of refine_encoder, from one BatchNorm batch (32: the
     # game's images and new crops of its pictures 1-2 points lower on Challenge 2 for two of four seeds)
     holdout: float = 0.1  # share of the matched images held back from both fits (stopping, self-estimate)
-    probe_alpha: float = 0.01  # fit_encoder gives up when, after PROBE_AT of its steps, T''s matches of
+    probe_alpha: float = 0.01  # fit_encoder gives up when, at any of its looks (PROBE_AT), T''s matches of
     # the held-back pairs are as few as chance gives with probability above this (0: never give up)
     adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family), and
     # give the refit at least fit_budget.MIN_REFINE_PASSES passes over its pairs (empirical.fit_budget.fit_steps)
@@ -106,8 +107,9 @@ class EncoderFit(NamedTuple):
     losses: list[float]  # the loss at each step
     held_out: tuple[tuple[int, float], ...] = ()  # (steps done, held-out relative squared error) at each check
     best_step: int = 0  # the steps done when the kept parameters were reached (0: no hold-out)
-    probe: dict | None = None  # held-back nearest-neighbour shares at the probe (None: no probe ran)
-    gave_up: bool = False  # the probe found T' worthless and the fit stopped there
+    probe: dict | None = None  # held-back nearest-neighbour shares at the probe's last look (None: no probe ran)
+    gave_up: bool = False  # the probe found T' worthless: the fit stopped there (or, at the look after it, no refit)
+    probes: tuple[dict, ...] = ()  # every look of the probe, in order; ``probe`` is the last
 
 
 LossFn = Callable[[Array, Array], LossAndGradient]
@@ -162,7 +164,8 @@ class TrainLog(NamedTuple):
     gave_up: bool = False  # the probe said stop
 
 
-Probe = tuple[int, Callable[[Params], bool]]  # (after this many steps, go on?) given the working parameters
+Probe = tuple[tuple[int, ...], Callable[[Params, int], bool]]  # (after these many steps, go on?) given the working
+# parameters and the steps done
 
 
 def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: np.ndarray, family: EncoderConfig,
@@ -179,7 +182,8 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     :data:`EVAL_EVERY` steps and at the end; ``params`` end as the measured parameters with the
     lowest, and from :data:`STOP_FROM` of the steps on, training stops after :data:`PATIENCE`
     measurements without a new lowest (the progress bar is advanced to its end). With ``probe``
-    ``(k, go_on)``, training stops after ``k`` steps when ``go_on(params)`` is false.
+    ``(ks, go_on)``, training stops after ``k`` steps, for each ``k`` in ``ks``, when ``go_on(params, k)`` is
+    false.
     """
     members = [fit[groups[fit] == g] for g in np.unique(groups[fit])]
     images_per_step = max(1, min(images_per_step, STEP_ROWS // rows.shape[1]))  # at most STEP_ROWS patch rows
@@ -212,7 +216,7 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
                 if progress is not None:
                     progress(steps - step - 1)
                 break
-        if probe is not None and step + 1 == probe[0] and not probe[1](params):
+        if probe is not None and step + 1 in probe[0] and not probe[1](params, step + 1):
             gave_up = True
             if progress is not None:
                 progress(steps - step - 1)
@@ -241,13 +245,15 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
 
     ``groups`` (n,) host is each pair's BatchNorm batch. The pairs ``split`` holds back (by default
     :func:`empirical.holdout.holdout_split`'s) are not fitted: they decide which parameters are kept
-    and when to stop. After :data:`PROBE_AT` of the steps a probe (a copy of T' with its mixer
-    refitted) matches the held-back images to the held-back encodings
+    and when to stop. After each share :data:`PROBE_AT` of the steps a probe (a copy of T' with its
+    mixer refitted) matches the held-back images to the held-back encodings
     (:func:`empirical.holdout.held_out_matching`, by all rows and by patch means; the better
-    counts). When that many right ones are no fewer than a T' that knows nothing would get by
-    chance with probability ``cfg.probe_alpha`` or more (:func:`chance_bar`), the fit gives up
-    there (``gave_up``): the pairs carry no encoder it can learn, or too many of them are wrong,
-    and more steps would be minutes spent for nothing. A fit that learns slowly but learns passes.
+    counts). When fewer are right than :func:`chance_bar` (the fewest that a T' knowing nothing
+    reaches by chance with probability at most ``cfg.probe_alpha``), the fit gives up there
+    (``gave_up``): the pairs carry no encoder it can learn, or too many of them are wrong,
+    and more steps would be minutes spent for nothing. The fitted T' is looked at once more the same
+    way, and fails (``gave_up``, all its steps run) when it ends below the bar: then no refit is worth
+    its minutes. A fit that learns slowly but learns passes every look.
     ``images`` may be :class:`~empirical.matched.MatchedImages` and ``targets``
     :class:`~empirical.encodings.Rows` (both read a batch at a time); with ``memory_budget`` (bytes),
     whitened patch rows that would not fit are computed on read (:func:`~empirical.whitening.whitened_patches`).
@@ -268,21 +274,30 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     delta = cfg.huber * float(targets[xp.asarray(pick)].std())  # the targets' scale, from fitted pairs only
     probed: list[dict] = []
 
-    def go_on(work: Params) -> bool:
-        trial = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
+    def looks_right(trial: Params, step: int) -> bool:  # trial: T' with its mixer refitted
         shares = held_out_matching(trial, images, targets, groups, split.held, family, xp)
         hits = round(max(shares["rows"], shares["patch_means"]) * shares["n"])
-        probed.append({"step": at, **shares, "right": hits, "bar": chance_bar(shares["n"], cfg.probe_alpha)})
+        probed.append({"step": step, **shares, "right": hits, "bar": chance_bar(shares["n"], cfg.probe_alpha)})
         return hits >= probed[-1]["bar"]
 
-    at = max(1, round(PROBE_AT * steps))
-    probe = (at, go_on) if cfg.probe_alpha > 0 and len(split.held) and family.depth >= 0 and at < steps else None
+    def go_on(work: Params, step: int) -> bool:
+        return looks_right(refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp,
+                                       subset=split.fit), step)
+
+    probing = cfg.probe_alpha > 0 and len(split.held) and family.depth >= 0
+    at = tuple(sorted({k for k in (max(1, round(a * steps)) for a in PROBE_AT) if k < steps}))
+    probe = (at, go_on) if probing and at else None
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
                  held=held_out_plan(targets, groups, split, xp), probe=probe)
     params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
+    gave_up = log.gave_up
+    if probe is not None and not gave_up:  # the last look: the fitted T' itself, kept parameters and mixer
+        probed_fit = looks_right(params, len(log.losses))
+        probed[-1]["after_fit"] = True
+        gave_up = not probed_fit
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0,
-                      probed[0] if probed else None, log.gave_up)
+                      probed[-1] if probed else None, gave_up, tuple(probed))
 
 
 def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array | Rows, groups: np.ndarray,

@@ -9,9 +9,10 @@ Both fits hold back the same pairs (:func:`empirical.holdout.holdout_split`, dra
 stage reports the steps each fit ran and kept, and T''s nearest-neighbour shares on the held-back
 pairs: the attacker's own estimate of its Challenge 2 score, made without Alice's key.
 
-The first fit probes itself early (:func:`empirical.extraction.fit_encoder`): when T' picks the
-right held-back encoding too rarely, it stops there, the refit is skipped, and the stage says so;
-the final stage then keeps boosting's matching, whose margins a worthless T' cannot beat.
+The first fit probes itself early and again when fitted (:func:`empirical.extraction.fit_encoder`):
+when T' picks the right held-back encoding too rarely, it stops there, the refit is skipped, and the
+stage says so; the final stage then keeps boosting's matching, whose margins a worthless T' cannot
+beat.
 """
 from __future__ import annotations
 
@@ -72,11 +73,13 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
         info = _fit_info("", fit, steps)
         if fit.probe is not None:
             info["probe"] = fit.probe
+            info["probes"] = [{k: p[k] for k in ("step", "right", "n", "bar")} for p in fit.probes]
         if fit.gave_up:
-            info["stopped"] = (f"stopped after {len(fit.losses)} of {steps} steps and no refit: T' picked "
-                               f"{fit.probe['right']} of the {fit.probe['n']} held-back pairs right, fewer than "
-                               f"{fit.probe['bar']} (what chance reaches with probability {ec.probe_alpha}), so it "
-                               "cannot improve the matching")
+            where = (f"fitted ({len(fit.losses)} of {steps} steps)" if fit.probe.get("after_fit")
+                     else f"stopped after {len(fit.losses)} of {steps} steps")
+            info["stopped"] = (f"{where} and no refit: T' picked {fit.probe['right']} of the {fit.probe['n']} "
+                               f"held-back pairs right, fewer than {fit.probe['bar']} (what chance reaches with "
+                               f"probability {ec.probe_alpha}), so it cannot improve the matching")
             bar(refine_steps if refine else 0)
             refine = False
         m_fit = m_boost

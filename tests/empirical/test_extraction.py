@@ -397,19 +397,47 @@ def test_fit_keeps_the_parameters_with_the_lowest_held_out_error(small_pairs):
 
 def test_fit_gives_up_early_on_pairs_that_carry_no_encoder(small_pairs):
     """Targets of other images (every pair wrong): the probe finds T' no better than chance on the
-    held-back pairs and the fit stops at PROBE_AT of its steps; on the right pairs it runs on."""
+    held-back pairs and the fit stops at its first look; on the right pairs it passes every look."""
     from empirical.extraction import PROBE_AT
 
     fam, imgs, targets, groups = small_pairs()
     cfg = ExtractConfig(steps=200, lr=2e-2, images_per_step=16, holdout=0.4, adapt_steps=False)
     wrong = targets[np.random.default_rng(0).permutation(len(targets))]
     bad = fit_encoder(imgs, wrong, groups, fam, cfg, np)
-    assert bad.gave_up and len(bad.losses) == round(PROBE_AT * cfg.steps)
-    assert bad.probe["right"] < bad.probe["bar"] and bad.probe["n"] > 0
+    assert bad.gave_up and len(bad.losses) == round(PROBE_AT[0] * cfg.steps)
+    assert bad.probe["right"] < bad.probe["bar"] and bad.probe["n"] > 0 and bad.probes == (bad.probe,)
     good = fit_encoder(imgs, targets, groups, fam, cfg, np)
-    assert not good.gave_up and good.probe["right"] >= good.probe["bar"] and len(good.losses) > len(bad.losses)
+    assert not good.gave_up and len(good.losses) > len(bad.losses)
+    assert all(p["right"] >= p["bar"] for p in good.probes) and good.probe["after_fit"]
+    assert [p["step"] for p in good.probes[:-1]] == [round(a * cfg.steps) for a in PROBE_AT]
     off = fit_encoder(imgs, wrong, groups, fam, replace(cfg, probe_alpha=0.0), np)
-    assert off.probe is None and not off.gave_up
+    assert off.probe is None and not off.gave_up and off.probes == ()
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_fit_gives_up_at_a_later_look_after_passing_an_earlier_one(small_pairs, monkeypatch, fail_at):
+    """A fit that passes its first look and ends up at chance level is stopped at its second look
+    (``fail_at`` 1: no more steps run) or, when fitted, refused a refit (``fail_at`` 2: every step run).
+    The held-back matching is scripted: every look before ``fail_at`` right on all pairs, then none."""
+    import empirical.extraction as ex
+
+    looks = []
+
+    def scripted(params, images, targets, groups, held, family, xp):
+        looks.append(len(held))
+        right = 1.0 if len(looks) <= fail_at else 0.0
+        return {"rows": right, "patch_means": right, "n": len(held)}
+
+    monkeypatch.setattr(ex, "held_out_matching", scripted)
+    fam, imgs, targets, groups = small_pairs()
+    cfg = ExtractConfig(steps=40, images_per_step=16, holdout=0.4, adapt_steps=False)
+    fit = fit_encoder(imgs, targets, groups, fam, cfg, np)
+    assert fit.gave_up and len(fit.probes) == fail_at + 1 == len(looks)
+    assert [p["right"] >= p["bar"] for p in fit.probes] == [True] * fail_at + [False]
+    if fail_at == 1:
+        assert len(fit.losses) == fit.probe["step"] == round(ex.PROBE_AT[1] * cfg.steps)
+    else:
+        assert fit.probe["after_fit"] and len(fit.losses) == fit.probe["step"] == cfg.steps
 
 
 @pytest.mark.parametrize("n", [32, 101, 1000])

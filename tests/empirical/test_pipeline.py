@@ -186,6 +186,40 @@ def test_sketched_distances_give_the_exact_final_matching(game, full_run, tmp_pa
         exact["final"].info["median_margin_extracted"], rel=0.2)
 
 
+def test_a_fit_found_worthless_after_it_ran_gets_no_refit_and_says_why(game, full_run, tmp_path, monkeypatch):
+    """When the probe passes during the fit but the fitted T' matches the held-back pairs below the
+    chance bar (scripted here: right at every look but the last), extraction (rerun from boosting's
+    saved result) runs no refit, its printed note says why, and the final stage keeps boosting's
+    matching without trying T'."""
+    from empirical import extraction
+    from empirical.report import _note, score_stages
+
+    work = copy_work(full_run, tmp_path)
+    for name in ("extract", "final", "rescore"):
+        for f in stage_files(work, name):
+            f.unlink()
+    real, looks = extraction.held_out_matching, []
+
+    def last_look_fails(*args):
+        shares = real(*args)
+        looks.append(shares)
+        return shares if len(looks) < 1 + len(extraction.PROBE_AT) else {**shares, "rows": 0.0, "patch_means": 0.0}
+
+    monkeypatch.setattr(extraction, "held_out_matching", last_look_fails)
+    # 300 pairs: the default tenth holds back none, so no probe would look
+    cfg = dataclasses.replace(CFG, extract=dataclasses.replace(CFG.extract, holdout=0.2))
+    again = run_attack(game[0], cfg, np, quiet=True, work_dir=work)
+    got = {s.name: s for s in again.stages}
+    info = got["extract"].info
+    assert len(looks) == 1 + len(extraction.PROBE_AT) and "refine_steps_run" not in info
+    assert info["stopped"].startswith("fitted (") and "no refit" in info["stopped"]
+    assert [p["right"] >= p["bar"] for p in info["probes"]] == [True] * len(extraction.PROBE_AT) + [False]
+    np.testing.assert_array_equal(again.matching, got["boost"].matching)
+    assert got["final"].info["used"].startswith("boosting (extraction gave up")
+    rec = next(r for r in score_stages(again, game[0], None) if r["stage"] == "extract")
+    assert "no refit" in _note(rec)
+
+
 @pytest.mark.parametrize("sketched", [False, True])
 def test_matchings_on_the_candidate_graph_end_where_the_dense_ones_do(game, full_run, tmp_path, monkeypatch, sketched):
     """With every matching from boosting on solved on the candidate graph (the threshold lowered to
