@@ -293,9 +293,8 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     gave_up = log.gave_up
     if probe is not None and not gave_up:  # the last look: the fitted T' itself, kept parameters and mixer
-        probed_fit = looks_right(params, len(log.losses))
+        gave_up = not looks_right(params, len(log.losses))
         probed[-1]["after_fit"] = True
-        gave_up = not probed_fit
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0,
                       probed[-1] if probed else None, gave_up, tuple(probed))
 
