@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/tprime_knobs.py --variant default: --variant floor1e-2:whiten=1e-2,refine_whiten=1e-2 \\
         --json benchmarks/results/cpu_tprime_knobs.json
+    python benchmarks/tprime_knobs.py --variant wide:widths=1024 --variant wide-decay:widths=1024,decay=10
 """
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
         field, _, value = item.partition("=")
         if field not in types:
             raise SystemExit(f"--variant {text!r}: ExtractConfig has no field {field!r} (has {', '.join(types)})")
-        out[field] = types[field](float(value)) if types[field] is int else types[field](value)
+        if field == "widths":  # one width for every layer, or one per layer separated by ';'
+            out[field] = tuple(int(w) for w in value.split(";"))
+        else:
+            out[field] = types[field](float(value)) if types[field] is int else types[field](value)
     return name, out
 
 
@@ -53,6 +57,7 @@ def add_game_args(ap: argparse.ArgumentParser) -> None:
 def main(argv=None) -> int:
     from empirical.alice import bundled_ids, game_in_memory
     from empirical.backend import get_backend
+    from empirical.encoder import expand_widths
     from empirical.encoder import preset as family
     from empirical.evaluate import share_matched, true_matching
     from empirical.extraction import ExtractConfig
@@ -77,6 +82,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         for name, fields in variants:
             ec = dataclasses.replace(ExtractConfig(), seed=seed, **fields)
+            ec = dataclasses.replace(ec, widths=expand_widths(fam, ec.widths))
             load0, t0 = load_average(), time.perf_counter()
             res = run_attack(game, AttackConfig(seed=seed, extract=ec), xp, quiet=True, work_dir=work)
             seconds = time.perf_counter() - t0

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "convolution, then each block); its output stays the family's width. Wider fits and "
                          "generalises better and costs more: 4x the family's width took about 7x the "
                          "extraction's seconds for NeuraCrypt-7, 3x for NeuraCrypt-2 (default: the family's own)")
+    ap.add_argument("--tprime-decay", type=float, default=ExtractConfig.decay, metavar="RATE",
+                    help="model extraction: weight decay of T''s first layer along the patch directions the game's "
+                         "images hardly vary in, where the data leave its weights free; 0 turns it off "
+                         "(default %(default)s)")
     ap.add_argument("--fresh", type=int, default=500, help="fresh images to score T' on (0 to skip; needs the key)")
     ap.add_argument("--memory-budget", type=float, metavar="GIB",
                     help="GiB the attack may hold in encodings at once: a game's encodings larger than half of "
@@ -157,6 +161,8 @@ def check_flags(args: argparse.Namespace) -> None:
                         f"got {args.candidates}")
     if args.memory_budget is not None and not (args.memory_budget > 0 and math.isfinite(args.memory_budget)):
         raise UserError(f"--memory-budget must be a positive number of GiB, got {args.memory_budget}")
+    if not (args.tprime_decay >= 0 and math.isfinite(args.tprime_decay)):
+        raise UserError(f"--tprime-decay must be a number at least 0, got {args.tprime_decay}")
     for flag, v, lo in (("--psim-steps", args.psim_steps, 1), ("--extract-steps", args.extract_steps, 1),
                         ("--refine-steps", args.refine_steps, 0), ("--fresh", args.fresh, 0)):
         if v < lo:
@@ -270,7 +276,8 @@ def _config(args: argparse.Namespace, family: EncoderConfig) -> AttackConfig:
     return AttackConfig(seed=args.seed, candidates=args.candidates, graph_search=args.graph_search,
                         psim=replace(PsimConfig(), steps=args.psim_steps),
                         extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps,
-                                        refine_steps=args.refine_steps, widths=widths))
+                                        refine_steps=args.refine_steps, decay=args.tprime_decay,
+                                        widths=widths))
 
 
 def _fresh_score(args: argparse.Namespace, game: Game, encoder, secrets: Secrets | None, xp) -> dict | None:

@@ -51,7 +51,7 @@ from .tprime import (
     mean_batch_stats,
     params_from_key,
 )
-from .whitening import Whitening, from_white, patch_whitening, to_white, whitened_patches
+from .whitening import Whitening, floor_shares, from_white, patch_whitening, to_white, whitened_patches
 
 # The network's functions are importable from here too, where the attack's callers have found them.
 __all__ = ["BatchNormStats", "EncoderFit", "ExtractConfig", "LossAndGradient", "Whitening", "backward",
@@ -93,6 +93,8 @@ class ExtractConfig:
     adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family), and
     # give the refit at least fit_budget.MIN_REFINE_PASSES passes over its pairs (empirical.fit_budget.fit_steps)
     seed: int = 0  # seeds T''s initialisation, the held-back images and the batches drawn in both fits
+    decay: float = 0.0  # decoupled weight decay of T''s first layer along the patch directions the game's images
+    # hardly vary in (empirical.whitening.floor_shares): per step, lr * decay * share; 0: none
     widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
     # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
 
@@ -170,8 +172,8 @@ Probe = tuple[tuple[int, ...], Callable[[Params, int], bool]]  # (after these ma
 
 def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: np.ndarray, family: EncoderConfig,
            steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
-           revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None
-           ) -> TrainLog:
+           revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None,
+           shrink: Array | None = None) -> TrainLog:
     """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
     ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
@@ -183,7 +185,8 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     lowest, and from :data:`STOP_FROM` of the steps on, training stops after :data:`PATIENCE`
     measurements without a new lowest (the progress bar is advanced to its end). With ``probe``
     ``(ks, go_on)``, training stops after ``k`` steps, for each ``k`` in ``ks``, when ``go_on(params, k)`` is
-    false.
+    false. With ``shrink`` (F,), each step also scales the first layer's column k (a whitened patch
+    direction) by ``1 - lr * shrink[k]`` (decoupled weight decay).
     """
     members = [fit[groups[fit] == g] for g in np.unique(groups[fit])]
     images_per_step = max(1, min(images_per_step, STEP_ROWS // rows.shape[1]))  # at most STEP_ROWS patch rows
@@ -200,6 +203,8 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
         loss, dy = loss_fn(y, targets[idx])
         f = min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * step / steps))
         opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
+        if shrink is not None:
+            params["W0"] *= 1 - lr * f * shrink
         if revive and step % REVIVE_EVERY == 0:
             _revive_dead_units(params, opt, cache.z0, rows, fit, rng, xp)
         losses.append(loss)
@@ -224,6 +229,11 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     if best is not None:
         params.update(best)
     return TrainLog(losses, curve, best_step, gave_up)
+
+
+def _shrink(z: Array, cfg: ExtractConfig, xp: Namespace) -> Array | None:
+    """Per whitened direction, the first layer's decay per unit of learning rate (None when off)."""
+    return None if cfg.decay <= 0 else (cfg.decay * floor_shares(z, xp)).astype(xp.float32)
 
 
 def chance_bar(n: int, alpha: float) -> int:
@@ -289,7 +299,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     probe = (at, go_on) if probing and at else None
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
-                 held=held_out_plan(targets, groups, split, xp), probe=probe)
+                 held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp))
     params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     gave_up = log.gave_up
     if probe is not None and not gave_up:  # the last look: the fitted T' itself, kept parameters and mixer
@@ -320,7 +330,7 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     work = {k: v.copy() for k, v in to_white(params, mu, z, xp).items()}
     log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
                  lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
-                 held=held_out_plan(targets, groups, split, xp))
+                 held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp))
     params = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 

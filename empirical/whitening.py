@@ -71,6 +71,18 @@ def patch_whitening(rows: Array, eps: float, xp: Namespace) -> Whitening:
     return Whitening(mu, u / xp.sqrt(s + eps * float(s.max())))
 
 
+def floor_shares(z: Array, xp: Namespace) -> Array:
+    """Per whitened direction k, how little the patches vary along it: ``(s_min + f s_max) / (s_k + f s_max)``.
+
+    ``z`` is :func:`patch_whitening`'s transform (columns ``u_k / sqrt(s_k + f s_max)``), so this is
+    each column's squared norm over the largest: about 1 along directions at the eigenvalue floor
+    (which the images hardly use, so fitted weights there are barely constrained by the data) and
+    about ``f`` along the patches' main direction.
+    """
+    sq = (z * z).sum(axis=0)  # (F,)
+    return sq / sq.max()
+
+
 def to_white(params: Params, mu: Array, z: Array, xp: Namespace) -> Params:
     """Parameters acting on whitened patches, for T' given in pixel coordinates."""
     out = dict(params)

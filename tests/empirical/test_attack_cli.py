@@ -486,6 +486,8 @@ def test_an_output_that_is_a_folder_is_refused_before_the_attack(made, tmp_path,
     (["--patch", "0"], "patch must be positive"),
     (["--memory-budget", "0"], "--memory-budget must be a positive number of GiB"),
     (["--memory-budget", "nan"], "--memory-budget must be a positive number of GiB"),
+    (["--tprime-decay", "-1"], "--tprime-decay must be a number at least 0"),
+    (["--tprime-decay", "inf"], "--tprime-decay must be a number at least 0"),
     (["--stop-after", "boost", "--save-encoder", "t.npz"], "--save-encoder needs model extraction"),
 ])
 def test_bad_numbers_are_refused_in_one_line(capsys, monkeypatch, flags, pattern):

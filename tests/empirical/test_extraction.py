@@ -569,3 +569,46 @@ def test_a_wider_t_prime_is_fitted_saved_as_a_key_and_encodes_as_its_parameters(
     np.testing.assert_allclose(encode_batch(imgs[groups == 0], key, np), y, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="has 2 layer widths"):
         fit_encoder(imgs, targets, groups, fam, replace(cfg, widths=(32, 32, 32)), np)
+
+
+# --- decay of the first layer along the directions the patches hardly use --------------------------
+
+@pytest.mark.parametrize("eps", [1e-3, 3e-2])
+def test_floor_shares_are_one_at_the_floor_and_small_along_the_main_direction(eps):
+    """``floor_shares``: (s_min + f s_max) / (s_k + f s_max) per whitened direction, read off the transform."""
+    from empirical.whitening import WHITEN_ROWS, floor_shares, patch_whitening
+
+    rows = patchify(bundled_images(16, 32, seed=1, patch=8), 8)
+    mu, z = patch_whitening(rows, eps, np)
+    flat = rows.reshape(-1, rows.shape[2]).astype(np.float64) - mu
+    sub = flat[:: max(1, len(flat) // WHITEN_ROWS)]  # the rows the whitening was estimated from
+    s = np.maximum(np.linalg.eigvalsh(sub.T @ sub / len(sub)), 0)  # ascending, as z's columns
+    want = (s.min() + eps * s.max()) / (s + eps * s.max())
+    got = floor_shares(z, np)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got.max() == 1.0 and got[-1] < 1.1 * eps + s.min() / s.max()  # the main direction: about f
+
+
+def test_decay_shrinks_each_first_layer_direction_by_its_share(small_pairs):
+    """With no gradient (Adam's step is then zero), the decay alone scales the first layer's column k
+    by the product over steps of (1 - lr_t * decay * share_k); every other parameter is unchanged."""
+    from empirical.extraction import WARMUP_STEPS, _shrink, _train
+    from empirical.whitening import whitened_patches as _whitened_patches
+
+    fam, imgs, targets, groups = small_pairs()
+    rows, _, z = _whitened_patches(imgs, fam, 1e-3, np)
+    assert _shrink(z, ExtractConfig(), np) is None  # off by default
+    shrink = _shrink(z, ExtractConfig(decay=10.0), np)
+    params = params_from_key(random_key(fam, 1), np)
+    before = {k: v.copy() for k, v in params.items()}
+    steps, lr = 40, 2e-3
+    no_step = lambda y, t: (0.0, np.zeros_like(y))  # noqa: E731
+    _train(params, rows, targets, groups, np.arange(len(imgs)), fam, steps, lr, 8, no_step,
+           np.random.default_rng(0), np, False, None, shrink=shrink)
+    f = [min(1.0, (i + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * i / steps)) for i in range(steps)]
+    factor = np.prod([1 - lr * fi * shrink.astype(np.float64) for fi in f], axis=0)  # (F,)
+    np.testing.assert_allclose(params["W0"], before["W0"] * factor, rtol=1e-4)
+    assert factor.min() < 0.85 and factor.max() > 0.99  # the floor's directions shrink, the main one hardly
+    for k in before:
+        if k != "W0":
+            np.testing.assert_array_equal(params[k], before[k])
