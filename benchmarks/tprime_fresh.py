@@ -118,6 +118,38 @@ def asked_widths(text: str) -> tuple[int, ...]:
     return () if text == "family" else parse_widths(text)
 
 
+def attack_game(preset: str, kind: str, n: int, hidden: int, seed: int, widths: str, image_size: int, xp,
+                **extract):
+    """One game of ``kind`` in memory, attacked whole: ``(game, secrets, result, seconds, load at the start)``.
+
+    ``widths``: T''s, as ``--tprime-widths`` takes it; ``extract``: other ``ExtractConfig`` fields.
+    Alice's secrets are returned for scoring only.
+    """
+    from empirical.alice import bundled_ids, game_in_memory
+    from empirical.encoder import expand_widths
+    from empirical.encoder import preset as family
+    from empirical.extraction import ExtractConfig
+    from empirical.pipeline import AttackConfig, run_attack
+
+    fam = family(preset, image_size=image_size, hidden=hidden)
+    imgs = kind_images(kind, n, image_size, seed, held_out=False)
+    game, secrets = game_in_memory(imgs, bundled_ids(n), fam, n, seed=seed)
+    ec = dataclasses.replace(ExtractConfig(), seed=seed, widths=expand_widths(fam, asked_widths(widths)), **extract)
+    load0, t0 = load_average(), time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        res = run_attack(game, AttackConfig(seed=seed, extract=ec), xp, quiet=True, work_dir=Path(work))
+    return game, secrets, res, time.perf_counter() - t0, load0
+
+
+def patch_means(images: np.ndarray, key, xp, seed: int = 0) -> np.ndarray:
+    """(n, D) float64: each image's encoding by ``key``, averaged over its rows (their order does not matter)."""
+    from empirical.backend import to_numpy
+    from empirical.encoder import encode
+
+    enc, _ = encode(images, key, xp, seed=seed)
+    return to_numpy(enc.mean(axis=1)).astype(np.float64)
+
+
 def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: list, args, work: Path) -> list:
     """Attack one game, then score T' for every extraction step scale and every ``--tprime-widths``; one row each."""
     from empirical.alice import bundled_ids, game_in_memory

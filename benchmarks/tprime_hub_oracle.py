@@ -23,25 +23,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, load_record, machine, now_utc, sources, write_json
-from tprime_fresh import asked_widths, fresh_sets, kind_images
-
-
-def patch_means(images: np.ndarray, key, xp, seed: int) -> np.ndarray:
-    from empirical.backend import to_numpy
-    from empirical.encoder import encode
-
-    enc, _ = encode(images, key, xp, seed=seed)
-    return to_numpy(enc.mean(axis=1)).astype(np.float64)  # (n, D): row order does not matter
+from bench_common import load_record, machine, now_utc, sources, write_json
+from tprime_fresh import attack_game, fresh_sets, patch_means
 
 
 def sq_dist(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -120,24 +109,13 @@ def main(argv=None) -> int:
     ap.add_argument("--save", type=Path, help="also save the patch means and image statistics here (.npz)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    from empirical.alice import bundled_ids, game_in_memory
-    from empirical.encoder import expand_widths
-    from empirical.encoder import preset as family
     from empirical.evaluate import share_matched, true_matching
-    from empirical.extraction import ExtractConfig
-    from empirical.pipeline import AttackConfig, run_attack
 
     xp = np
     started, runs = now_utc(), []
-    fam = family(args.preset, image_size=args.image_size, hidden=args.hidden)
     for seed in args.seeds:
-        imgs = kind_images(args.kind, args.n, args.image_size, seed, held_out=False)
-        game, secrets = game_in_memory(imgs, bundled_ids(args.n), fam, args.n, seed=seed)
-        ec = dataclasses.replace(ExtractConfig(), seed=seed, widths=expand_widths(fam, asked_widths(args.widths)))
-        load0, t0 = load_average(), time.perf_counter()
-        with tempfile.TemporaryDirectory() as work:
-            res = run_attack(game, AttackConfig(seed=seed, extract=ec), xp, quiet=True, work_dir=Path(work))
-        seconds = time.perf_counter() - t0
+        game, secrets, res, seconds, load0 = attack_game(args.preset, args.kind, args.n, args.hidden, seed,
+                                                         args.widths, args.image_size, xp)
         # --- Alice's secrets from here on ---------------------------------------------------------------
         truth = true_matching(game, secrets)
         sets = fresh_sets(args.kind, game.originals, seed, args.fresh, args.image_size)

@@ -12,6 +12,11 @@ layer's loss is badly conditioned in pixel coordinates and Adam, a per-coordinat
 slowly along the low-variance pixel directions that still matter for the output. T' is therefore
 trained on whitened patches (PCA whitening, with a floor on the eigenvalues; :mod:`empirical.whitening`)
 and its first layer is mapped back to pixels afterwards; the function T' computes is unchanged by this.
+Along the directions the game's patches hardly vary in, the data barely hold the first layer, and
+Adam's whitened steps, mapped back to pixels, are amplified there (up to 1 / sqrt of the floor): T'
+would end with large weights exactly where new pictures unlike the game's differ. A decoupled weight
+decay, each whitened direction weighted by how near the floor it is (:attr:`ExtractConfig.decay`,
+:func:`empirical.whitening.floor_shares`), keeps them small and leaves the well-used directions alone.
 
 :func:`refine_encoder` continues a fit on a cleaner matching (the one T' itself finds) with a
 plain squared loss, which is what the nearest-neighbour use of T' measures.
@@ -93,8 +98,10 @@ class ExtractConfig:
     adapt_steps: bool = True  # scale steps and refine_steps by empirical.fit_budget.step_scale(family), and
     # give the refit at least fit_budget.MIN_REFINE_PASSES passes over its pairs (empirical.fit_budget.fit_steps)
     seed: int = 0  # seeds T''s initialisation, the held-back images and the batches drawn in both fits
-    decay: float = 0.0  # decoupled weight decay of T''s first layer along the patch directions the game's images
-    # hardly vary in (empirical.whitening.floor_shares): per step, lr * decay * share; 0: none
+    decay: float = 10.0  # decoupled weight decay of T''s first layer along the patch directions the game's images
+    # hardly vary in (empirical.whitening.floor_shares): per step, lr * decay * share; 0: none. There the data
+    # leave the weights free and Adam's whitened steps, mapped back to pixels, inflate them; 10 lifted T' on new
+    # pictures by 1-4 points (benchmarks/results/cpu_tprime_knobs_decay_*.json)
     widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
     # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
 

@@ -597,7 +597,7 @@ def test_decay_shrinks_each_first_layer_direction_by_its_share(small_pairs):
 
     fam, imgs, targets, groups = small_pairs()
     rows, _, z = _whitened_patches(imgs, fam, 1e-3, np)
-    assert _shrink(z, ExtractConfig(), np) is None  # off by default
+    assert _shrink(z, ExtractConfig(decay=0.0), np) is None  # 0: off
     shrink = _shrink(z, ExtractConfig(decay=10.0), np)
     params = params_from_key(random_key(fam, 1), np)
     before = {k: v.copy() for k, v in params.items()}
