@@ -1,7 +1,8 @@
 """Which images does T' lose in the public direction of Challenge 2, and what would win them back?
 
 Challenge 2 is scored two ways: T'(x) to the nearest T(x') (the attack's) and T(x) to the nearest
-T'(x') (the public script's). At N = 600 on bundled-style images, NeuraCrypt-2's wide T' finds
+T'(x') (the public script's). At N = 600 on bundled-style images, NeuraCrypt-2's wide T' (before
+extraction's first-layer decay, ``ExtractConfig.decay``, which this oracle led to) finds
 T(x) from T'(x) for every new picture while 3-4% of the T(x) have another image's T'(x') nearer.
 With e(x) = T'(x) - T(x) (patch means), a public miss of x taken by x' needs
 |e(x')| < |T(x) - T(x') + e(x')| < |e(x)| whenever x' itself is found: x's error is larger than
