@@ -515,6 +515,21 @@ def test_bad_numbers_with_a_game(made, capsys, monkeypatch):
     assert "--tprime-widths: a depth-4 encoder has 5 layer widths" in line, line
 
 
+@pytest.mark.parametrize("flags,decay", [([], None), (["--tprime-decay", "0"], 0.0), (["--tprime-decay", "2.5"], 2.5)])
+def test_tprime_decay_reaches_the_extraction_config(made, monkeypatch, flags, decay):
+    """``--tprime-decay`` sets ``ExtractConfig.decay``; without it the attack runs with the default."""
+    from empirical.extraction import ExtractConfig
+
+    seen = {}
+
+    def capture(game, cfg, *args, **kwargs):
+        seen["decay"] = cfg.extract.decay
+        raise KeyboardInterrupt
+    monkeypatch.setattr(attack, "run_attack", capture)
+    assert attack.main(["--game", str(made["game"]), *flags, *SMALL]) == 130
+    assert seen["decay"] == (ExtractConfig().decay if decay is None else decay)
+
+
 @pytest.mark.parametrize("work_dir", [False, True])
 def test_ctrl_c_is_one_line_and_says_how_to_resume(made, tmp_path, capsys, monkeypatch, work_dir):
     def interrupted(*args, **kwargs):
