@@ -14,8 +14,9 @@ Alice's, a (n, D) summary each, and reports:
   whether the misses are flat images (small margins) or textured ones (large errors).
 
 With ``--ensemble K`` it fits K T's that differ only in the extraction's seed and diagnoses, after
-each one alone, the mean of their patch-mean vectors: whether the errors of separate fits are
-independent enough for an average to shrink them.
+each one alone, the mean of the first k patch-mean vectors for every k from 2 to K: whether the
+errors of separate fits are independent enough for an average to shrink them. ``--extract`` sets
+other fields of the extraction's config, as ``tprime_knobs.py``'s variants do (``widths=1024``).
 
 Usage::
 
@@ -32,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine, now_utc, sources, write_json
-from tprime_knobs import add_game_args
+from tprime_knobs import add_game_args, parse_variant
 from tprime_oracle import true_pairs
 from wide_student_oracle import patch_means
 
@@ -88,10 +89,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_game_args(ap)
     ap.add_argument("--ensemble", type=int, default=1, help="T's fitted with seeds seed, seed+1, ...; their mean too")
+    ap.add_argument("--extract", default="", 
+                    help="ExtractConfig fields for every fit: field=value,... (e.g. widths=1024)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if args.ensemble < 1:
         ap.error("--ensemble must be at least 1")
+    _, fields = parse_variant(f"extract:{args.extract}")
     t0 = time.perf_counter()
     fam, images, key, targets, groups, sets = true_pairs(args)
     truths = {name: encode(x, key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)  # (n, D) Alice's
@@ -99,15 +103,15 @@ def main(argv=None) -> int:
     preds: dict[str, list] = {name: [] for name in sets}
     out: dict[str, dict] = {}
     for k in range(args.ensemble):
-        cfg = ExtractConfig(seed=args.seed + k)
+        cfg = ExtractConfig(**{**fields, "seed": args.seed + k})
         params = refine_encoder(fit_encoder(images, targets, groups, fam, cfg, np).params,
                                 images, targets, groups, fam, cfg, np).params
         for name, x in sets.items():
             preds[name].append(patch_means(params, x, fam))
             report(f"T' {k}", name, out, diagnose(truths[name], preds[name][-1], x), brief=args.ensemble > 1)
-    if args.ensemble > 1:
-        for name, x in sets.items():
-            report(f"mean of {args.ensemble}", name, out, diagnose(truths[name], np.mean(preds[name], axis=0), x))
+            if k:
+                report(f"mean of {k + 1}", name, out, diagnose(truths[name], np.mean(preds[name], axis=0), x),
+                       brief=k + 1 < args.ensemble)
     if args.json:
         write_json(args.json, {"benchmark": "tprime_failures_oracle", "date": now_utc(), "machine": machine(),
                                "source_fingerprint": sources(__file__, "tprime_oracle.py", "tprime_fresh.py",
