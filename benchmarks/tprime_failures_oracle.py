@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine, now_utc, sources, write_json
-from tprime_knobs import add_game_args, parse_variant
+from tprime_knobs import add_game_args, parse_fields
 from tprime_oracle import true_pairs
 from wide_student_oracle import patch_means
 
@@ -89,13 +89,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_game_args(ap)
     ap.add_argument("--ensemble", type=int, default=1, help="T's fitted with seeds seed, seed+1, ...; their mean too")
-    ap.add_argument("--extract", default="", 
+    ap.add_argument("--extract", default="",
                     help="ExtractConfig fields for every fit: field=value,... (e.g. widths=1024)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if args.ensemble < 1:
         ap.error("--ensemble must be at least 1")
-    _, fields = parse_variant(f"extract:{args.extract}")
+    fields = parse_fields(args.extract, f"--extract {args.extract!r}")
     t0 = time.perf_counter()
     fam, images, key, targets, groups, sets = true_pairs(args)
     truths = {name: encode(x, key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)  # (n, D) Alice's

@@ -26,22 +26,30 @@ from bench_common import load_average, load_record, machine, now_utc, sources, w
 from tprime_fresh import SETS, fresh_sets, held_out_estimate, kind_images, score_columns, score_header, score_sets
 
 
-def parse_variant(text: str) -> tuple[str, dict]:
-    """``name:field=value,field=value`` -> ``(name, {field: value})`` with the field's own type."""
+def parse_fields(body: str, option: str) -> dict:
+    """``field=value,field=value`` -> ``{field: value}`` with each ``ExtractConfig`` field's own type.
+
+    ``option`` names the command-line text in the error for an unknown field.
+    """
     from empirical.extraction import ExtractConfig
 
-    name, _, body = text.partition(":")
     types = {f.name: type(getattr(ExtractConfig(), f.name)) for f in dataclasses.fields(ExtractConfig)}
     out = {}
     for item in filter(None, body.split(",")):
         field, _, value = item.partition("=")
         if field not in types:
-            raise SystemExit(f"--variant {text!r}: ExtractConfig has no field {field!r} (has {', '.join(types)})")
+            raise SystemExit(f"{option}: ExtractConfig has no field {field!r} (has {', '.join(types)})")
         if field == "widths":  # one width for every layer, or one per layer separated by ';'
             out[field] = tuple(int(w) for w in value.split(";"))
         else:
             out[field] = types[field](float(value)) if types[field] is int else types[field](value)
-    return name, out
+    return out
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``name:field=value,field=value`` -> ``(name, {field: value})`` (:func:`parse_fields`)."""
+    name, _, body = text.partition(":")
+    return name, parse_fields(body, f"--variant {text!r}")
 
 
 def add_game_args(ap: argparse.ArgumentParser) -> None:

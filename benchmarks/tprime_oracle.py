@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import load_average, load_record, machine, now_utc, sources, write_json
 from tprime_fresh import fresh_sets, kind_images
-from tprime_knobs import add_game_args, parse_variant
+from tprime_knobs import add_game_args, parse_fields
 
 
 def spread_error(true_key, est_key, images, xp) -> float:
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         if kind not in ("mixer-means", "refine", "lbfgs") or not body:
             ap.error(f"--variant {text!r}: not mixer-means:L, refine:field=value,... or lbfgs:ITERATIONS")
         if kind == "refine":
-            parse_variant("x:" + body)
+            parse_fields(body, f"--variant {text!r}")
     xp = np
     fam, images, key, targets, groups, sets = true_pairs(args)
     started, mach, rows = now_utc(), machine(), []
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         if kind == "mixer-means":
             params = mixer_means(refined, images, targets, groups, fam, float(body), xp)
         elif kind == "refine":
-            cfg = dataclasses.replace(ec, **parse_variant("x:" + body)[1])
+            cfg = dataclasses.replace(ec, **parse_fields(body, f"--variant {text!r}"))
             params = refine_encoder(fit, images, targets, groups, fam, cfg, xp).params
         else:
             params = lbfgs(fit, images, targets, groups, fam, int(body), xp)
