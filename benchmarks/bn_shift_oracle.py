@@ -1,0 +1,122 @@
+"""Oracle: is T''s gap on new pictures the pictures themselves, or the BatchNorm statistics they bring?
+
+NeuraCrypt-7's blocks normalise with the statistics of the batch being encoded. Every batch the
+attack fits T' on is drawn from the game's own pictures, so T' learns Alice's encoder only at
+statistics close to those; a batch of new pictures brings other statistics, to T and to T' alike.
+A T' that fits T on the game's images can still respond to a change of statistics unlike T (it is
+wider, its units are not Alice's), and then it errs on every new picture even where the patches
+themselves are like the game's.
+
+On the true pairs of one game (``tprime_oracle.true_pairs``, no attack) T' is fitted as extraction
+fits it. Then each scored set (the game's images, new pictures) is encoded by T and by T' with
+BatchNorm statistics from one of three sources, the same source for both encoders:
+
+* ``own``: each batch's own (how Challenge 2 encodes, and how the attack's scores are made);
+* ``game``: one batch of the game's images (the first of Alice's batches), frozen;
+* ``pictures``: one batch of the new pictures, frozen;
+* ``pictures before block k, game from it``: the new pictures scored with the new pictures'
+  statistics in the blocks before k and the game's from block k on (where the shift enters).
+
+If the new pictures' error falls to the game's level with the game's statistics, and the game's
+error rises with the new pictures' statistics, the gap is the statistics; if the errors follow the
+images whatever the statistics, it is the patches. Alice's key is used throughout: an oracle.
+
+Usage::
+
+    python benchmarks/bn_shift_oracle.py --preset neuracrypt-7 --kind split --n 600 --seed 2 \\
+        --extract widths=1024 --json benchmarks/results/cpu_bn_shift_oracle_nc7_n600_seed2.json
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import machine, now_utc, sources, write_json
+from tprime_failures_oracle import diagnose
+from tprime_knobs import add_game_args, parse_fields
+from tprime_oracle import true_pairs
+
+
+def stats_of(params: dict, images: np.ndarray, fam) -> list:
+    """Per-block BatchNorm statistics of ``params`` on one batch of images (m, C, H, W)."""
+    from empirical.encoder import patchify
+    from empirical.tprime import batch_stats
+
+    return batch_stats(params, patchify(images, fam.patch), fam, np)
+
+
+def patch_means_with(params: dict, images: np.ndarray, fam, stats: list | None) -> np.ndarray:
+    """(n, D) means of the rows ``params`` give: BatchNorm with each consecutive batch's own statistics
+    (``stats`` None), or frozen at ``stats`` (a (mean, var) per block)."""
+    from empirical.encoder import patchify
+    from empirical.tprime import forward
+
+    out = [forward(params, patchify(images[s:s + fam.bn_batch], fam.patch), fam, np, bn_stats=stats).y.mean(axis=1)
+           for s in range(0, len(images), fam.bn_batch)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def main(argv=None) -> int:
+    from empirical.encoder import encode
+    from empirical.extraction import ExtractConfig, fit_encoder, refine_encoder
+    from empirical.tprime import params_from_key
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_game_args(ap)
+    ap.add_argument("--extract", default="", help="ExtractConfig fields: field=value,... (e.g. widths=1024)")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    fields = parse_fields(args.extract, f"--extract {args.extract!r}")
+    t0 = time.perf_counter()
+    fam, images, key, targets, groups, sets = true_pairs(args)
+    if fam.depth < 1:
+        ap.error(f"{args.preset} has no BatchNorm blocks: nothing to measure")
+    alice = params_from_key(key, np)
+    # Alice's encoder run through T''s forward must be Alice's encoder: check it before using it.
+    x = sets["game"]
+    direct = encode(x, key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)
+    gap = float(np.abs(patch_means_with(alice, x, fam, None) - direct).max() / np.abs(direct).max())
+    if gap > 1e-4:
+        raise SystemExit(f"Alice's key through T''s forward differs from encode() by {gap:.2e}: cannot measure")
+    cfg = ExtractConfig(**{**fields, "seed": args.seed})
+    t1 = time.perf_counter()
+    est = refine_encoder(fit_encoder(images, targets, groups, fam, cfg, np).params,
+                         images, targets, groups, fam, cfg, np).params
+    fit_seconds = time.perf_counter() - t1
+    batches = {"game": images[groups == 0], "pictures": sets["pictures"][:fam.bn_batch]}
+    frozen = {src: (stats_of(alice, x, fam), stats_of(est, x, fam)) for src, x in batches.items()}
+    out: dict[str, dict] = {}
+
+    def measure(stats_name: str, name: str, stats: tuple | None) -> None:
+        imgs = sets[name]
+        a, e = (None, None) if stats is None else stats
+        r = diagnose(patch_means_with(alice, imgs, fam, a), patch_means_with(est, imgs, fam, e), imgs)
+        r.pop("misses")
+        out.setdefault(stats_name, {})[name] = r
+        print(f"{name}, statistics {stats_name}: {r['share'][0]:.1%} / {r['share'][1]:.1%}, error "
+              f"{r['error_median']:.3f}, margin {r['margin_median']:.3f} (medians, of the spread)", flush=True)
+
+    for stats_name in ("own", *batches):
+        for name in sets:
+            measure(stats_name, name, frozen.get(stats_name))
+    # Where the shift enters: the new pictures' statistics in the blocks before k, the game's from k on.
+    for k in range(1, fam.depth):
+        mixed = tuple(p[:k] + g[k:] for p, g in zip(frozen["pictures"], frozen["game"], strict=True))
+        measure(f"pictures before block {k}, game from it", "pictures", mixed)
+    if args.json:
+        write_json(args.json, {"benchmark": "bn_shift_oracle", "date": now_utc(), "machine": machine(),
+                               "source_fingerprint": sources(__file__, "tprime_failures_oracle.py", "tprime_oracle.py",
+                                                             "tprime_knobs.py", "games.py"),
+                               "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds,
+                               "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                               "bn_batch": fam.bn_batch, "by_statistics": out})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
