@@ -17,9 +17,11 @@ BatchNorm statistics from one of three sources, the same source for both encoder
 * ``pictures before block k, game from it``: the new pictures scored with the new pictures'
   statistics in the blocks before k and the game's from block k on (where the shift enters).
 
-If the new pictures' error falls to the game's level with the game's statistics, and the game's
-error rises with the new pictures' statistics, the gap is the statistics; if the errors follow the
-images whatever the statistics, it is the patches. Alice's key is used throughout: an oracle.
+First, without T', it measures how far the change of statistics moves Alice's own patch means
+(``--shift-only`` stops there: a quick comparison of games). If the new pictures' error falls to
+the game's level with the game's statistics, and the game's error rises with the new pictures'
+statistics, the gap is the statistics; if the errors follow the images whatever the statistics,
+it is the patches. Alice's key is used throughout: an oracle.
 
 Usage::
 
@@ -69,6 +71,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_game_args(ap)
     ap.add_argument("--extract", default="", help="ExtractConfig fields: field=value,... (e.g. widths=1024)")
+    ap.add_argument("--shift-only", action="store_true",
+                    help="measure only how far the change of statistics moves Alice's encoder (no fit)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     fields = parse_fields(args.extract, f"--extract {args.extract!r}")
@@ -83,12 +87,22 @@ def main(argv=None) -> int:
     gap = float(np.abs(patch_means_with(alice, x, fam, None) - direct).max() / np.abs(direct).max())
     if gap > 1e-4:
         raise SystemExit(f"Alice's key through T''s forward differs from encode() by {gap:.2e}: cannot measure")
+    batches = {"game": images[groups == 0], "pictures": sets["pictures"][:fam.bn_batch]}
+    shift = alice_shift(alice, sets, {src: stats_of(alice, x, fam) for src, x in batches.items()}, fam)
+    record = {"benchmark": "bn_shift_oracle", "date": now_utc(), "machine": machine(),
+              "source_fingerprint": sources(__file__, "tprime_failures_oracle.py", "tprime_oracle.py",
+                                            "tprime_knobs.py", "games.py"),
+              "settings": {k: v for k, v in vars(args).items() if k != "json"}, "bn_batch": fam.bn_batch,
+              "alice_shift": shift}
+    if args.shift_only:
+        if args.json:
+            write_json(args.json, {**record, "seconds": time.perf_counter() - t0})
+        return 0
     cfg = ExtractConfig(**{**fields, "seed": args.seed})
     t1 = time.perf_counter()
     est = refine_encoder(fit_encoder(images, targets, groups, fam, cfg, np).params,
                          images, targets, groups, fam, cfg, np).params
     fit_seconds = time.perf_counter() - t1
-    batches = {"game": images[groups == 0], "pictures": sets["pictures"][:fam.bn_batch]}
     frozen = {src: (stats_of(alice, x, fam), stats_of(est, x, fam)) for src, x in batches.items()}
     out: dict[str, dict] = {}
 
@@ -109,13 +123,30 @@ def main(argv=None) -> int:
         mixed = tuple(p[:k] + g[k:] for p, g in zip(frozen["pictures"], frozen["game"], strict=True))
         measure(f"pictures before block {k}, game from it", "pictures", mixed)
     if args.json:
-        write_json(args.json, {"benchmark": "bn_shift_oracle", "date": now_utc(), "machine": machine(),
-                               "source_fingerprint": sources(__file__, "tprime_failures_oracle.py", "tprime_oracle.py",
-                                                             "tprime_knobs.py", "games.py"),
-                               "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds,
-                               "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                               "bn_batch": fam.bn_batch, "by_statistics": out})
+        write_json(args.json, {**record, "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds,
+                               "by_statistics": out})
     return 0
+
+
+def alice_shift(alice: dict, sets: dict, frozen: dict, fam) -> dict:
+    """How far freezing the statistics at another batch's moves Alice's own patch means, per set: the
+    median over images of the distance to their value with each batch's own statistics, over the
+    spread of those values (the same units as T''s errors). The frozen batches are the first
+    ``bn_batch`` images of each set, so a set is measured against its own kind's batch only on its
+    images after those (another of Alice's batches of the same images, when it has them)."""
+    out: dict[str, dict] = {}
+    for name, imgs in sets.items():
+        own = patch_means_with(alice, imgs, fam, None)
+        spread = float(np.sqrt(((own - own.mean(0)) ** 2).sum(1).mean()))
+        for src, stats in frozen.items():
+            rest = slice(fam.bn_batch if src == name else 0, None)  # never the frozen batch itself
+            if not len(imgs[rest]):
+                continue
+            moved = np.sqrt(((patch_means_with(alice, imgs, fam, stats) - own)[rest] ** 2).sum(1)) / spread
+            out.setdefault(name, {})[src] = float(np.median(moved))
+            print(f"Alice's patch means of {name}, statistics of a {src} batch instead of their own: moved "
+                  f"{out[name][src]:.3f} of the spread (median)", flush=True)
+    return out
 
 
 if __name__ == "__main__":
