@@ -75,6 +75,8 @@ PROBE_AT = (0.2, 0.5)  # shares of fit_encoder's steps after which the probe (Ex
 # looks once more at the fitted T' before any refit (a fit that passed early can still end worthless)
 MIXER_CHUNK_ROWS = 2**14  # refit_mixer runs a batch of more patch rows than this through T' in chunks (a default
 # batch, 256 images of 64 patches, runs at once; at 256 px, hidden 1,024 a chunk's activations take about 1 GB)
+BN_STATS_ROWS = 2**15  # patch rows of one Alice batch whose statistics a step uses (ExtractConfig.bn_refresh): a
+# whole batch of 256 images of 128 px; at 256 px, a fixed sample of 128 of its images
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
@@ -102,6 +104,8 @@ class ExtractConfig:
     # hardly vary in (empirical.whitening.floor_shares): per step, lr * decay * share; 0: none. There the data
     # leave the weights free and Adam's whitened steps, mapped back to pixels, inflate them; 10 lifted T' on new
     # pictures by 1-4 points (benchmarks/results/cpu_tprime_knobs_decay_*.json)
+    bn_refresh: int = 0  # BatchNorm statistics of a training step: 0, those of the step's own images; k > 0, those of
+    # its whole Alice batch (up to BN_STATS_ROWS patch rows), recomputed with the current T' when older than k steps
     widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
     # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
 
@@ -180,7 +184,7 @@ Probe = tuple[tuple[int, ...], Callable[[Params, int], bool]]  # (after these ma
 def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: np.ndarray, family: EncoderConfig,
            steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
            revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None,
-           shrink: Array | None = None) -> TrainLog:
+           shrink: Array | None = None, bn_refresh: int = 0) -> TrainLog:
     """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
     ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
@@ -193,20 +197,35 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     measurements without a new lowest (the progress bar is advanced to its end). With ``probe``
     ``(ks, go_on)``, training stops after ``k`` steps, for each ``k`` in ``ks``, when ``go_on(params, k)`` is
     false. With ``shrink`` (F,), each step also scales the first layer's column k (a whitened patch
-    direction) by ``1 - lr * shrink[k]`` (decoupled weight decay).
+    direction) by ``1 - lr * shrink[k]`` (decoupled weight decay). BatchNorm takes the statistics of
+    the step's own images unless ``bn_refresh`` > 0: then those of the step's whole batch (every pair
+    of it, fitted or not, up to :data:`BN_STATS_ROWS` patch rows), as Alice's encoder took them,
+    recomputed with the current parameters when older than ``bn_refresh`` steps and held fixed
+    within a step (no gradient through them).
     """
-    members = [fit[groups[fit] == g] for g in np.unique(groups[fit])]
+    ids = np.unique(groups[fit])
+    members = [fit[groups[fit] == g] for g in ids]
+    stats_rows = {int(g): _stats_images(np.flatnonzero(groups == g), rows.shape[1], rng)
+                  for g in ids} if bn_refresh > 0 and family.depth > 0 else {}
+    stats_at: dict[int, tuple[int, list[BatchNormStats]]] = {}  # batch -> (step computed, statistics)
     images_per_step = max(1, min(images_per_step, STEP_ROWS // rows.shape[1]))  # at most STEP_ROWS patch rows
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
     losses: list[float] = []
     curve: list[tuple[int, float]] = []
     best_err, best, best_step, since, gave_up = np.inf, None, steps, 0, False
     for step in range(steps):
-        idx = members[rng.integers(len(members))]
+        pick = rng.integers(len(members))
+        idx = members[pick]
         if len(idx) > images_per_step:
             idx = rng.choice(idx, images_per_step, replace=False)
         idx = xp.asarray(idx)
-        y, cache = forward(params, rows[idx], family, xp)
+        stats = None
+        if bn_refresh > 0 and family.depth > 0:
+            g = int(ids[pick])
+            if g not in stats_at or step - stats_at[g][0] >= bn_refresh:
+                stats_at[g] = (step, batch_stats(params, rows[xp.asarray(stats_rows[g])], family, xp))
+            stats = stats_at[g][1]
+        y, cache = forward(params, rows[idx], family, xp, bn_stats=stats)
         loss, dy = loss_fn(y, targets[idx])
         f = min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * step / steps))
         opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
@@ -236,6 +255,13 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     if best is not None:
         params.update(best)
     return TrainLog(losses, curve, best_step, gave_up)
+
+
+def _stats_images(batch: np.ndarray, n_patches: int, rng: np.random.Generator) -> np.ndarray:
+    """Host indices of the images of one batch whose statistics stand for it: all of them, or a fixed
+    sample of :data:`BN_STATS_ROWS` patch rows' worth (sorted)."""
+    keep = max(1, BN_STATS_ROWS // n_patches)
+    return batch if len(batch) <= keep else np.sort(rng.choice(batch, keep, replace=False))
 
 
 def _shrink(z: Array, cfg: ExtractConfig, xp: Namespace) -> Array | None:
@@ -306,7 +332,8 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     probe = (at, go_on) if probing and at else None
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
-                 held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp))
+                 held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp),
+                 bn_refresh=cfg.bn_refresh)
     params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     gave_up = log.gave_up
     if probe is not None and not gave_up:  # the last look: the fitted T' itself, kept parameters and mixer
@@ -337,7 +364,7 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     work = {k: v.copy() for k, v in to_white(params, mu, z, xp).items()}
     log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
                  lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
-                 held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp))
+                 held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp), bn_refresh=cfg.bn_refresh)
     params = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 
