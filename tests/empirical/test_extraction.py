@@ -612,3 +612,42 @@ def test_decay_shrinks_each_first_layer_direction_by_its_share(small_pairs):
     for k in before:
         if k != "W0":
             np.testing.assert_array_equal(params[k], before[k])
+
+
+@pytest.mark.parametrize("refresh", [0, 1])
+def test_a_step_takes_its_whole_batch_statistics_with_bn_refresh(small_pairs, refresh):
+    """bn_refresh 0: BatchNorm over the step's own images; k > 0: over every pair of its Alice batch,
+    the ones it does not fit too (here half of each batch is fitted, the step reads all of that half)."""
+    from empirical.extraction import _train
+
+    fam, imgs, targets, groups = small_pairs()
+    rows = patchify(imgs, fam.patch)
+    fit = np.flatnonzero(np.arange(len(imgs)) % 2 == 0)  # half of each batch
+    params = params_from_key(random_key(fam, 3), np)
+    seen = []
+
+    def loss(y, t):
+        seen.append(y.copy())
+        return 0.0, np.zeros_like(y)
+
+    _train(params, rows, targets, groups, fit, fam, 1, 0.0, len(imgs), loss, np.random.default_rng(0), np,
+           False, None, bn_refresh=refresh)
+    step = [fit[groups[fit] == b] for b in np.unique(groups)]  # what a step reads, batch by batch
+    own = [forward(params, rows[i], fam, np).y for i in step]
+    whole = [forward(params, rows[i], fam, np, bn_stats=batch_stats(params, rows[groups == b], fam, np)).y
+             for b, i in zip(np.unique(groups), step, strict=True)]
+    expect = whole if refresh else own
+    other = own if refresh else whole
+    assert any(np.allclose(seen[0], e, atol=1e-5) for e in expect)
+    assert not any(np.allclose(seen[0], o, atol=1e-3) for o in other)
+
+
+def test_bn_refresh_samples_large_batches_for_their_statistics(monkeypatch):
+    """A batch of more than BN_STATS_ROWS patch rows stands for itself by a sorted sample of its images."""
+    from empirical import extraction
+
+    batch = np.arange(10, 50)
+    assert np.array_equal(extraction._stats_images(batch, 64, np.random.default_rng(0)), batch)
+    monkeypatch.setattr(extraction, "BN_STATS_ROWS", 64 * 8)
+    got = extraction._stats_images(batch, 64, np.random.default_rng(0))
+    assert len(got) == 8 and np.all(np.diff(got) > 0) and np.isin(got, batch).all()
