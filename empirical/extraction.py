@@ -105,7 +105,8 @@ class ExtractConfig:
     # leave the weights free and Adam's whitened steps, mapped back to pixels, inflate them; 10 lifted T' on new
     # pictures by 1-4 points (benchmarks/results/cpu_tprime_knobs_decay_*.json)
     bn_refresh: int = 0  # BatchNorm statistics of a training step: 0, those of the step's own images; k > 0, those of
-    # its whole Alice batch (up to BN_STATS_ROWS patch rows), recomputed with the current T' when older than k steps
+    # its whole Alice batch (up to BN_STATS_ROWS patch rows), recomputed with the current T' when older than k steps.
+    # 10 was much worse on new pictures (benchmarks/results/cpu_tprime_failures_bn_refresh10_nc7_n600_seed2.json)
     widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
     # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
 
