@@ -42,6 +42,7 @@ from bench_common import machine, now_utc, sources, write_json
 from tprime_failures_oracle import diagnose
 from tprime_knobs import add_game_args, parse_fields
 from tprime_oracle import true_pairs
+from wide_student_oracle import patch_means
 
 
 def stats_of(params: dict, images: np.ndarray, fam) -> list:
@@ -50,17 +51,6 @@ def stats_of(params: dict, images: np.ndarray, fam) -> list:
     from empirical.tprime import batch_stats
 
     return batch_stats(params, patchify(images, fam.patch), fam, np)
-
-
-def patch_means_with(params: dict, images: np.ndarray, fam, stats: list | None) -> np.ndarray:
-    """(n, D) means of the rows ``params`` give: BatchNorm with each consecutive batch's own statistics
-    (``stats`` None), or frozen at ``stats`` (a (mean, var) per block)."""
-    from empirical.encoder import patchify
-    from empirical.tprime import forward
-
-    out = [forward(params, patchify(images[s:s + fam.bn_batch], fam.patch), fam, np, bn_stats=stats).y.mean(axis=1)
-           for s in range(0, len(images), fam.bn_batch)]
-    return np.concatenate(out).astype(np.float64)
 
 
 def main(argv=None) -> int:
@@ -81,17 +71,17 @@ def main(argv=None) -> int:
     if fam.depth < 1:
         ap.error(f"{args.preset} has no BatchNorm blocks: nothing to measure")
     alice = params_from_key(key, np)
+    own = {name: patch_means(alice, x, fam) for name, x in sets.items()}  # (n, D) each, each batch's own statistics
     # Alice's encoder run through T''s forward must be Alice's encoder: check it before using it.
-    x = sets["game"]
-    direct = encode(x, key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)
-    gap = float(np.abs(patch_means_with(alice, x, fam, None) - direct).max() / np.abs(direct).max())
+    direct = encode(sets["game"], key, np, shuffle=False)[0].mean(axis=1).astype(np.float64)
+    gap = float(np.abs(own["game"] - direct).max() / np.abs(direct).max())
     if gap > 1e-4:
         raise SystemExit(f"Alice's key through T''s forward differs from encode() by {gap:.2e}: cannot measure")
     batches = {"game": images[groups == 0], "pictures": sets["pictures"][:fam.bn_batch]}
-    shift = alice_shift(alice, sets, {src: stats_of(alice, x, fam) for src, x in batches.items()}, fam)
+    shift = alice_shift(alice, sets, own, {src: stats_of(alice, x, fam) for src, x in batches.items()}, fam)
     record = {"benchmark": "bn_shift_oracle", "date": now_utc(), "machine": machine(),
               "source_fingerprint": sources(__file__, "tprime_failures_oracle.py", "tprime_oracle.py",
-                                            "tprime_knobs.py", "games.py"),
+                                            "tprime_knobs.py", "wide_student_oracle.py", "games.py"),
               "settings": {k: v for k, v in vars(args).items() if k != "json"}, "bn_batch": fam.bn_batch,
               "alice_shift": shift}
     if args.shift_only:
@@ -108,8 +98,8 @@ def main(argv=None) -> int:
 
     def measure(stats_name: str, name: str, stats: tuple | None) -> None:
         imgs = sets[name]
-        a, e = (None, None) if stats is None else stats
-        r = diagnose(patch_means_with(alice, imgs, fam, a), patch_means_with(est, imgs, fam, e), imgs)
+        truth = own[name] if stats is None else patch_means(alice, imgs, fam, stats[0])
+        r = diagnose(truth, patch_means(est, imgs, fam, None if stats is None else stats[1]), imgs)
         r.pop("misses")
         out.setdefault(stats_name, {})[name] = r
         print(f"{name}, statistics {stats_name}: {r['share'][0]:.1%} / {r['share'][1]:.1%}, error "
@@ -128,21 +118,22 @@ def main(argv=None) -> int:
     return 0
 
 
-def alice_shift(alice: dict, sets: dict, frozen: dict, fam) -> dict:
+def alice_shift(alice: dict, sets: dict, own: dict, frozen: dict, fam) -> dict:
     """How far freezing the statistics at another batch's moves Alice's own patch means, per set: the
     median over images of the distance to their value with each batch's own statistics, over the
     spread of those values (the same units as T''s errors). The frozen batches are the first
     ``bn_batch`` images of each set, so a set is measured against its own kind's batch only on its
-    images after those (another of Alice's batches of the same images, when it has them)."""
+    images after those (another of Alice's batches of the same images, when it has them). ``own[name]``
+    (n, D): the set's patch means with each batch's own statistics."""
     out: dict[str, dict] = {}
     for name, imgs in sets.items():
-        own = patch_means_with(alice, imgs, fam, None)
-        spread = float(np.sqrt(((own - own.mean(0)) ** 2).sum(1).mean()))
+        base = own[name]
+        spread = float(np.sqrt(((base - base.mean(0)) ** 2).sum(1).mean()))
         for src, stats in frozen.items():
             rest = slice(fam.bn_batch if src == name else 0, None)  # never the frozen batch itself
             if not len(imgs[rest]):
                 continue
-            moved = np.sqrt(((patch_means_with(alice, imgs, fam, stats) - own)[rest] ** 2).sum(1)) / spread
+            moved = np.sqrt(((patch_means(alice, imgs, fam, stats) - base)[rest] ** 2).sum(1)) / spread
             out.setdefault(name, {})[src] = float(np.median(moved))
             print(f"Alice's patch means of {name}, statistics of a {src} batch instead of their own: moved "
                   f"{out[name][src]:.3f} of the spread (median)", flush=True)

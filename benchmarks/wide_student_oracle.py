@@ -78,12 +78,13 @@ def fit_student(params: dict, images, targets, groups, fam, cfg) -> dict:
     return from_white(work, mu, z, xp)
 
 
-def patch_means(params: dict, images: np.ndarray, fam) -> np.ndarray:
-    """(n, D) means of the rows T' gives, the images encoded in consecutive BatchNorm batches as Alice's are."""
+def patch_means(params: dict, images: np.ndarray, fam, bn_stats: list | None = None) -> np.ndarray:
+    """(n, D) means of the rows T' gives, the images encoded in consecutive BatchNorm batches as Alice's are
+    (each batch with its own statistics, or all frozen at ``bn_stats``: a (mean, var) per block)."""
     from empirical.encoder import patchify
     from empirical.tprime import forward
 
-    out = [forward(params, patchify(images[s:s + fam.bn_batch], fam.patch), fam, np).y.mean(axis=1)
+    out = [forward(params, patchify(images[s:s + fam.bn_batch], fam.patch), fam, np, bn_stats=bn_stats).y.mean(axis=1)
            for s in range(0, len(images), fam.bn_batch)]
     return np.concatenate(out).astype(np.float64)
 

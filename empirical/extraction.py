@@ -206,8 +206,9 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     """
     ids = np.unique(groups[fit])
     members = [fit[groups[fit] == g] for g in ids]
+    bn_refresh = bn_refresh if family.depth > 0 else 0  # no BatchNorm, no statistics to take
     stats_rows = {int(g): _stats_images(np.flatnonzero(groups == g), rows.shape[1], rng)
-                  for g in ids} if bn_refresh > 0 and family.depth > 0 else {}
+                  for g in ids} if bn_refresh > 0 else {}
     stats_at: dict[int, tuple[int, list[BatchNormStats]]] = {}  # batch -> (step computed, statistics)
     images_per_step = max(1, min(images_per_step, STEP_ROWS // rows.shape[1]))  # at most STEP_ROWS patch rows
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
@@ -221,7 +222,7 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
             idx = rng.choice(idx, images_per_step, replace=False)
         idx = xp.asarray(idx)
         stats = None
-        if bn_refresh > 0 and family.depth > 0:
+        if bn_refresh > 0:
             g = int(ids[pick])
             if g not in stats_at or step - stats_at[g][0] >= bn_refresh:
                 stats_at[g] = (step, batch_stats(params, rows[xp.asarray(stats_rows[g])], family, xp))
