@@ -1,0 +1,135 @@
+"""Oracle: which BatchNorm statistics should T' use on a batch of new pictures?
+
+Challenge 2 encodes a batch of new pictures with Alice's encoder at that batch's own statistics,
+and T' is scored on the same batch. ``bn_shift_oracle.py`` found that T' answers a change of
+statistics unlike Alice's encoder: it was fitted only at the statistics of the game's few
+batches. The attacker is free to choose the statistics T' normalises with; this oracle measures,
+against Alice's encodings at each batch's own statistics (the Challenge 2 measure), rules that T'
+could follow, each computed block by block (block k's statistics from blocks before it normalised
+by the same rule):
+
+* ``own``: the batch's own statistics (what the attack does today);
+* ``game``: the average of T''s statistics over the game's batches, frozen (BatchNorm's usual
+  evaluation mode);
+* ``blend a``: ``a`` times the batch's own plus ``1 - a`` times the game's, means and variances;
+* ``mean own, var game`` and ``mean game, var own``: one of the two moments from each source.
+
+Centring a block's units by the batch's means is linear, so it commutes with T' mixing Alice's
+units; scaling by their variances does not. Whether that matters is what the last two rules show.
+
+T' is fitted on the true pairs of one game (``tprime_oracle.true_pairs``) as extraction fits it,
+and kept in ``--params`` (an ``.npz``; reused when it exists, so each rule costs seconds). Alice's
+key is used to make the truth: an oracle.
+
+Usage::
+
+    python benchmarks/bn_rule_oracle.py --preset neuracrypt-7 --kind split --n 600 --seed 2 \\
+        --extract widths=1024 --params /tmp/tprime_seed2.npz \\
+        --json benchmarks/results/cpu_bn_rule_oracle_nc7_n600_seed2.json
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import machine, now_utc, sources, write_json
+from tprime_failures_oracle import diagnose
+from tprime_knobs import add_game_args, parse_fields
+from tprime_oracle import true_pairs
+from wide_student_oracle import patch_means
+
+BLENDS = (0.25, 0.5, 0.75)
+
+
+def rule_stats(params: dict, rows: np.ndarray, fam, game: list, rule) -> list:
+    """Per-block (mean, var) that T' normalises a batch of patch rows (n, P, C*p*p) with under ``rule``:
+    a function ``(own_mean, own_var, game_mean, game_var) -> (mean, var)``, applied block by block."""
+    from empirical.tprime import BN_EPS, BatchNormStats
+
+    h = np.maximum(rows.reshape(-1, rows.shape[2]) @ params["W0"].T + params["b0"], 0)  # (n*P, width)
+    out = []
+    for i in range(fam.depth):
+        u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
+        mean, var = rule(u.mean(axis=0), u.var(axis=0), *game[i])
+        out.append(BatchNormStats(mean, var))
+        h = np.maximum((u - mean) / np.sqrt(var + BN_EPS), 0)
+    return out
+
+
+def means_under(params: dict, images: np.ndarray, fam, game: list, rule) -> np.ndarray:
+    """(n, D) T''s patch means, the images in consecutive batches of ``fam.bn_batch``, each normalised by ``rule``."""
+    from empirical.encoder import patchify
+
+    out = []
+    for s in range(0, len(images), fam.bn_batch):
+        x = images[s:s + fam.bn_batch]
+        out.append(patch_means(params, x, fam, rule_stats(params, patchify(x, fam.patch), fam, game, rule)))
+    return np.concatenate(out)
+
+
+def rules() -> dict:
+    out = {"own": lambda m, v, gm, gv: (m, v), "game": lambda m, v, gm, gv: (gm, gv)}
+    for a in BLENDS:
+        out[f"blend {a}"] = lambda m, v, gm, gv, a=a: (a * m + (1 - a) * gm, a * v + (1 - a) * gv)
+    out["mean own, var game"] = lambda m, v, gm, gv: (m, gv)
+    out["mean game, var own"] = lambda m, v, gm, gv: (gm, v)
+    return out
+
+
+def main(argv=None) -> int:
+    from empirical.extraction import ExtractConfig, fit_encoder, refine_encoder
+    from empirical.tprime import mean_batch_stats
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_game_args(ap)
+    ap.add_argument("--extract", default="", help="ExtractConfig fields: field=value,... (e.g. widths=1024)")
+    ap.add_argument("--params", help=".npz of the fitted T' (written after the fit; read instead if it exists)")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    fields = parse_fields(args.extract, f"--extract {args.extract!r}")
+    t0 = time.perf_counter()
+    fam, images, key, targets, groups, sets = true_pairs(args)
+    if fam.depth < 1:
+        ap.error(f"{args.preset} has no BatchNorm blocks: nothing to measure")
+    from empirical.tprime import params_from_key
+    alice = params_from_key(key, np)
+    truth = {name: patch_means(alice, x, fam) for name, x in sets.items()}  # each batch's own statistics
+    path = Path(args.params) if args.params else None
+    fit_seconds = 0.0
+    if path is not None and path.exists():
+        est = dict(np.load(path))
+        print(f"T' read from {path}", flush=True)
+    else:
+        cfg = ExtractConfig(**{**fields, "seed": args.seed})
+        t1 = time.perf_counter()
+        est = refine_encoder(fit_encoder(images, targets, groups, fam, cfg, np).params,
+                             images, targets, groups, fam, cfg, np).params
+        fit_seconds = time.perf_counter() - t1
+        if path is not None:
+            np.savez(path, **{k: np.asarray(v) for k, v in est.items()})
+    game = [(np.asarray(m), np.asarray(v)) for m, v in mean_batch_stats(est, images, groups, fam, np)]
+    out: dict[str, dict] = {}
+    for rule_name, rule in rules().items():
+        for name, x in sets.items():
+            r = diagnose(truth[name], means_under(est, x, fam, game, rule), x)
+            r.pop("misses")
+            out.setdefault(rule_name, {})[name] = r
+            print(f"{name}, T' statistics {rule_name}: {r['share'][0]:.1%} / {r['share'][1]:.1%}, error "
+                  f"{r['error_median']:.3f} (median, of the spread)", flush=True)
+    if args.json:
+        write_json(args.json, {"benchmark": "bn_rule_oracle", "date": now_utc(), "machine": machine(),
+                               "source_fingerprint": sources(__file__, "tprime_failures_oracle.py", "tprime_oracle.py",
+                                                             "tprime_knobs.py", "wide_student_oracle.py", "games.py"),
+                               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "params")},
+                               "bn_batch": fam.bn_batch, "seconds": time.perf_counter() - t0,
+                               "fit_seconds": fit_seconds, "by_rule": out})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
