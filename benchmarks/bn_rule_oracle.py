@@ -15,7 +15,8 @@ by the same rule):
 * ``mean own, var game`` and ``mean game, var own``: one of the two moments from each source.
 
 Centring a block's units by the batch's means is linear, so it commutes with T' mixing Alice's
-units; scaling by their variances does not. Whether that matters is what the last two rules show.
+units; scaling by their variances does not. Whether that matters is what the last two rules show, and
+``unit_match`` measures how nearly T''s units are Alice's, layer by layer, on the game's first batch.
 
 T' is fitted on the true pairs of one game (``tprime_oracle.true_pairs``) as extraction fits it,
 and kept in ``--params`` (an ``.npz``; reused when it exists, so each rule costs seconds). Alice's
@@ -72,6 +73,46 @@ def means_under(params: dict, images: np.ndarray, fam, game: list, rule) -> np.n
     return np.concatenate(out)
 
 
+def layer_inputs(params: dict, rows: np.ndarray, fam) -> list:
+    """The patch convolution's responses after its ReLU, then each block's pre-BatchNorm units, on patch
+    rows (n, P, C*p*p) normalised by their own statistics: ``depth + 1`` arrays (n*P, width)."""
+    from empirical.tprime import BN_EPS
+
+    h = np.maximum(rows.reshape(-1, rows.shape[2]) @ params["W0"].T + params["b0"], 0)
+    out = [h]
+    for i in range(fam.depth):
+        u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
+        out.append(u)
+        h = np.maximum((u - u.mean(axis=0)) / np.sqrt(u.var(axis=0) + BN_EPS), 0)
+    return out
+
+
+def unit_match(alice: dict, est: dict, images: np.ndarray, fam) -> list:
+    """Per layer, does T' hold Alice's units? For each of her units that varies on the images: the largest
+    |correlation| with one of T''s units, and the share of its variance that T''s units span linearly
+    (medians and the 10% quantile over her units). BatchNorm normalises unit by unit, so T' answers a
+    change of statistics as Alice's encoder does only where her units are its units."""
+    from empirical.encoder import patchify
+
+    rows = patchify(images, fam.patch)
+    out = []
+    for k, (a, e) in enumerate(zip(layer_inputs(alice, rows, fam), layer_inputs(est, rows, fam), strict=True)):
+        a, e = a - a.mean(axis=0), e - e.mean(axis=0)
+        a = a[:, np.linalg.norm(a, axis=0) > 0]  # units dead on every patch have nothing to match
+        e = e[:, np.linalg.norm(e, axis=0) > 0]
+        a, e = a / np.linalg.norm(a, axis=0), e / np.linalg.norm(e, axis=0)
+        best = np.abs(a.T @ e).max(axis=1)  # (her units,)
+        q, _ = np.linalg.qr(e)
+        spanned = (np.linalg.norm(q.T @ a, axis=0) ** 2)
+        out.append({"layer": k, "alice_units": int(a.shape[1]), "tprime_units": int(e.shape[1]),
+                    "max_corr_median": float(np.median(best)), "max_corr_q10": float(np.quantile(best, 0.1)),
+                    "spanned_median": float(np.median(spanned)), "spanned_q10": float(np.quantile(spanned, 0.1))})
+        print(f"layer {k} ({'patch convolution' if k == 0 else f'block {k}, before BatchNorm'}): Alice's units' "
+              f"largest |correlation| with a unit of T' {out[-1]['max_corr_median']:.3f} (median; 10% quantile "
+              f"{out[-1]['max_corr_q10']:.3f}), variance spanned {out[-1]['spanned_median']:.3f}", flush=True)
+    return out
+
+
 def rules() -> dict:
     out = {"own": lambda m, v, gm, gv: (m, v), "game": lambda m, v, gm, gv: (gm, gv)}
     for a in BLENDS:
@@ -112,6 +153,7 @@ def main(argv=None) -> int:
         fit_seconds = time.perf_counter() - t1
         if path is not None:
             np.savez(path, **{k: np.asarray(v) for k, v in est.items()})
+    units = unit_match(alice, est, images[groups == 0], fam)
     game = [(np.asarray(m), np.asarray(v)) for m, v in mean_batch_stats(est, images, groups, fam, np)]
     out: dict[str, dict] = {}
     for rule_name, rule in rules().items():
@@ -127,7 +169,7 @@ def main(argv=None) -> int:
                                                              "tprime_knobs.py", "wide_student_oracle.py", "games.py"),
                                "settings": {k: v for k, v in vars(args).items() if k not in ("json", "params")},
                                "bn_batch": fam.bn_batch, "seconds": time.perf_counter() - t0,
-                               "fit_seconds": fit_seconds, "by_rule": out})
+                               "fit_seconds": fit_seconds, "unit_match": units, "by_rule": out})
     return 0
 
 
