@@ -122,6 +122,40 @@ def rules() -> dict:
     return out
 
 
+def start_params(start: str, alice: dict, fam, cfg) -> dict:
+    """T''s starting parameters for ``--start random`` or ``alice:K``: a random key at ``cfg.widths`` (seeded by
+    ``cfg.seed``), with the patch convolution and blocks 1..K replaced by Alice's (an oracle start)."""
+    from empirical.encoder import expand_widths, random_key
+    from empirical.tprime import params_from_key
+
+    params = params_from_key(random_key(fam, [cfg.seed, 0x57A27], expand_widths(fam, cfg.widths) or None), np)
+    if start.startswith("alice:"):
+        k = int(start.partition(":")[2])
+        for name in ("W0", "b0", *(f"{w}{i}" for i in range(1, k + 1) for w in "Wb")):
+            if params[name].shape != alice[name].shape:
+                raise SystemExit(f"--start {start}: T''s {name} is {params[name].shape}, Alice's {alice[name].shape}; "
+                                 "give those layers her width in --extract widths=")
+            params[name] = alice[name].copy()
+    return params
+
+
+def freeze(names: tuple[str, ...]) -> None:
+    """Make extraction's training leave ``names`` where they start: their gradients are zeroed as
+    ``empirical.extraction`` computes them (Adam then never moves them). An oracle's device, patched
+    into this process only; the first layer's decay still acts, so freezing ``W0`` needs ``decay=0``."""
+    import empirical.extraction as extraction
+
+    plain = extraction.backward
+
+    def backward(params, cache, dy, family, xp):
+        grads = plain(params, cache, dy, family, xp)
+        for name in names:
+            grads[name] = grads[name] * 0
+        return grads
+
+    extraction.backward = backward
+
+
 def main(argv=None) -> int:
     from empirical.extraction import ExtractConfig, fit_encoder, refine_encoder
     from empirical.tprime import mean_batch_stats
@@ -130,9 +164,19 @@ def main(argv=None) -> int:
     add_game_args(ap)
     ap.add_argument("--extract", default="", help="ExtractConfig fields: field=value,... (e.g. widths=1024)")
     ap.add_argument("--params", help=".npz of the fitted T' (written after the fit; read instead if it exists)")
+    ap.add_argument("--start", default="fit", help="fit (as extraction: robust fit, then refit), random (a random "
+                    "T', refit only) or alice:K (refit only, from a T' whose patch convolution and blocks 1..K are "
+                    "Alice's: an oracle start)")
+    ap.add_argument("--freeze", action="store_true", help="with --start alice:K, those layers stay Alice's "
+                    "through the refit (needs decay=0 in --extract)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    if args.start not in ("fit", "random") and not (args.start.startswith("alice:")
+                                                    and args.start.partition(":")[2].isdigit()):
+        ap.error(f"--start {args.start!r}: not fit, random or alice:K")
     fields = parse_fields(args.extract, f"--extract {args.extract!r}")
+    if args.freeze and not (args.start.startswith("alice:") and fields.get("decay") == 0):
+        ap.error("--freeze needs --start alice:K and decay=0 in --extract")
     t0 = time.perf_counter()
     fam, images, key, targets, groups, sets = true_pairs(args)
     if fam.depth < 1:
@@ -148,8 +192,12 @@ def main(argv=None) -> int:
     else:
         cfg = ExtractConfig(**{**fields, "seed": args.seed})
         t1 = time.perf_counter()
-        est = refine_encoder(fit_encoder(images, targets, groups, fam, cfg, np).params,
-                             images, targets, groups, fam, cfg, np).params
+        if args.freeze:
+            k = int(args.start.partition(":")[2])
+            freeze(("W0", "b0", *(f"{w}{i}" for i in range(1, k + 1) for w in "Wb")))
+        first = (fit_encoder(images, targets, groups, fam, cfg, np).params if args.start == "fit"
+                 else start_params(args.start, alice, fam, cfg))
+        est = refine_encoder(first, images, targets, groups, fam, cfg, np).params
         fit_seconds = time.perf_counter() - t1
         if path is not None:
             np.savez(path, **{k: np.asarray(v) for k, v in est.items()})
