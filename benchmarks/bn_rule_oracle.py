@@ -18,8 +18,10 @@ Centring a block's units by the batch's means is linear, so it commutes with T' 
 units; scaling by their variances does not. Whether that matters is what the last two rules show, and
 ``unit_match`` measures how nearly T''s units are Alice's, layer by layer, on the game's first batch.
 
-T' is fitted on the true pairs of one game (``tprime_oracle.true_pairs``) as extraction fits it,
-and kept in ``--params`` (an ``.npz``; reused when it exists, so each rule costs seconds). Alice's
+T' is fitted on the true pairs of one game (``tprime_oracle.true_pairs``) as extraction fits it
+(``--start fit``) or, as oracle starts, refitted only from a random T' (``random``) or from one whose
+patch convolution and blocks 1..K are Alice's own (``alice:K``; held fixed with ``--freeze``), and kept
+in ``--params`` (an ``.npz``; reused when it exists, so each rule costs seconds). Alice's
 key is used to make the truth: an oracle.
 
 Usage::
