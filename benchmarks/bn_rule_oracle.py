@@ -49,44 +49,40 @@ from wide_student_oracle import patch_means
 BLENDS = (0.25, 0.5, 0.75)
 
 
-def rule_stats(params: dict, rows: np.ndarray, fam, game: list, rule) -> list:
-    """Per-block (mean, var) that T' normalises a batch of patch rows (n, P, C*p*p) with under ``rule``:
-    a function ``(own_mean, own_var, game_mean, game_var) -> (mean, var)``, applied block by block."""
+def walk_blocks(params: dict, rows: np.ndarray, fam, rule, keep: bool = False) -> tuple[list, list]:
+    """T' on patch rows (n, P, C*p*p), block by block, each block normalised by ``rule``: a function
+    ``(own_mean, own_var) -> (mean, var)``. Returns the per-block (mean, var) used and, with ``keep``,
+    the layers' inputs: the patch convolution's responses after its ReLU, then each block's units before
+    BatchNorm (``depth + 1`` arrays (n*P, width); empty without ``keep``)."""
     from empirical.tprime import BN_EPS, BatchNormStats
 
     h = np.maximum(rows.reshape(-1, rows.shape[2]) @ params["W0"].T + params["b0"], 0)  # (n*P, width)
-    out = []
+    stats, layers = [], [h] if keep else []
     for i in range(fam.depth):
         u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
-        mean, var = rule(u.mean(axis=0), u.var(axis=0), *game[i])
-        out.append(BatchNormStats(mean, var))
+        if keep:
+            layers.append(u)
+        mean, var = rule(i, u.mean(axis=0), u.var(axis=0))
+        stats.append(BatchNormStats(mean, var))
         h = np.maximum((u - mean) / np.sqrt(var + BN_EPS), 0)
-    return out
+    return stats, layers
 
 
 def means_under(params: dict, images: np.ndarray, fam, game: list, rule) -> np.ndarray:
-    """(n, D) T''s patch means, the images in consecutive batches of ``fam.bn_batch``, each normalised by ``rule``."""
+    """(n, D) T''s patch means, the images in consecutive batches of ``fam.bn_batch``, each normalised by
+    ``rule`` (``(own_mean, own_var, game_mean, game_var) -> (mean, var)``, ``game`` a (mean, var) per block)."""
     from empirical.encoder import patchify
 
     out = []
     for s in range(0, len(images), fam.bn_batch):
         x = images[s:s + fam.bn_batch]
-        out.append(patch_means(params, x, fam, rule_stats(params, patchify(x, fam.patch), fam, game, rule)))
+        stats, _ = walk_blocks(params, patchify(x, fam.patch), fam, lambda i, m, v: rule(m, v, *game[i]))
+        out.append(patch_means(params, x, fam, stats))
     return np.concatenate(out)
 
 
-def layer_inputs(params: dict, rows: np.ndarray, fam) -> list:
-    """The patch convolution's responses after its ReLU, then each block's pre-BatchNorm units, on patch
-    rows (n, P, C*p*p) normalised by their own statistics: ``depth + 1`` arrays (n*P, width)."""
-    from empirical.tprime import BN_EPS
-
-    h = np.maximum(rows.reshape(-1, rows.shape[2]) @ params["W0"].T + params["b0"], 0)
-    out = [h]
-    for i in range(fam.depth):
-        u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
-        out.append(u)
-        h = np.maximum((u - u.mean(axis=0)) / np.sqrt(u.var(axis=0) + BN_EPS), 0)
-    return out
+def own_stats(i: int, mean, var) -> tuple:
+    return mean, var
 
 
 def unit_match(alice: dict, est: dict, images: np.ndarray, fam) -> list:
@@ -98,7 +94,8 @@ def unit_match(alice: dict, est: dict, images: np.ndarray, fam) -> list:
 
     rows = patchify(images, fam.patch)
     out = []
-    for k, (a, e) in enumerate(zip(layer_inputs(alice, rows, fam), layer_inputs(est, rows, fam), strict=True)):
+    inputs = (walk_blocks(p, rows, fam, own_stats, keep=True)[1] for p in (alice, est))
+    for k, (a, e) in enumerate(zip(*inputs, strict=True)):
         a, e = a - a.mean(axis=0), e - e.mean(axis=0)
         a = a[:, np.linalg.norm(a, axis=0) > 0]  # units dead on every patch have nothing to match
         e = e[:, np.linalg.norm(e, axis=0) > 0]
@@ -124,6 +121,12 @@ def rules() -> dict:
     return out
 
 
+def alice_layers(start: str) -> tuple[str, ...]:
+    """The parameters ``--start alice:K`` takes from Alice: the patch convolution's and blocks 1..K's."""
+    k = int(start.partition(":")[2])
+    return ("W0", "b0", *(f"{w}{i}" for i in range(1, k + 1) for w in "Wb"))
+
+
 def start_params(start: str, alice: dict, fam, cfg) -> dict:
     """T''s starting parameters for ``--start random`` or ``alice:K``: a random key at ``cfg.widths`` (seeded by
     ``cfg.seed``), with the patch convolution and blocks 1..K replaced by Alice's (an oracle start)."""
@@ -132,8 +135,7 @@ def start_params(start: str, alice: dict, fam, cfg) -> dict:
 
     params = params_from_key(random_key(fam, [cfg.seed, 0x57A27], expand_widths(fam, cfg.widths) or None), np)
     if start.startswith("alice:"):
-        k = int(start.partition(":")[2])
-        for name in ("W0", "b0", *(f"{w}{i}" for i in range(1, k + 1) for w in "Wb")):
+        for name in alice_layers(start):
             if params[name].shape != alice[name].shape:
                 raise SystemExit(f"--start {start}: T''s {name} is {params[name].shape}, Alice's {alice[name].shape}; "
                                  "give those layers her width in --extract widths=")
@@ -160,7 +162,7 @@ def freeze(names: tuple[str, ...]) -> None:
 
 def main(argv=None) -> int:
     from empirical.extraction import ExtractConfig, fit_encoder, refine_encoder
-    from empirical.tprime import mean_batch_stats
+    from empirical.tprime import mean_batch_stats, params_from_key
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_game_args(ap)
@@ -183,7 +185,6 @@ def main(argv=None) -> int:
     fam, images, key, targets, groups, sets = true_pairs(args)
     if fam.depth < 1:
         ap.error(f"{args.preset} has no BatchNorm blocks: nothing to measure")
-    from empirical.tprime import params_from_key
     alice = params_from_key(key, np)
     truth = {name: patch_means(alice, x, fam) for name, x in sets.items()}  # each batch's own statistics
     path = Path(args.params) if args.params else None
@@ -195,8 +196,7 @@ def main(argv=None) -> int:
         cfg = ExtractConfig(**{**fields, "seed": args.seed})
         t1 = time.perf_counter()
         if args.freeze:
-            k = int(args.start.partition(":")[2])
-            freeze(("W0", "b0", *(f"{w}{i}" for i in range(1, k + 1) for w in "Wb")))
+            freeze(alice_layers(args.start))
         first = (fit_encoder(images, targets, groups, fam, cfg, np).params if args.start == "fit"
                  else start_params(args.start, alice, fam, cfg))
         est = refine_encoder(first, images, targets, groups, fam, cfg, np).params

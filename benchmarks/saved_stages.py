@@ -42,6 +42,7 @@ def truth_of(game_dir: Path, answer_path: Path) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    from empirical.evaluate import local_perm_share
     from empirical.stages import STAGES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,8 +55,6 @@ def main(argv=None) -> int:
     folders = [p for p in Path(args.work_dir).iterdir() if p.is_dir()]
     if len(folders) != 1:
         ap.error(f"{args.work_dir} holds {len(folders)} game folders; name the work dir of one game")
-    from empirical.evaluate import local_perm_share
-
     truth = truth_of(Path(args.game), Path(args.answer_key))
     perms = np.load(args.perms) if args.perms else None
     rows = []
