@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         est = dict(np.load(path))
         print(f"T' read from {path}", flush=True)
     else:
-        cfg = ExtractConfig(**{**fields, "seed": args.seed})
+        cfg = ExtractConfig(**{"seed": args.seed, **fields})  # seed=K in --extract: another fit of the same game
         t1 = time.perf_counter()
         if args.freeze:
             freeze(alice_layers(args.start))
