@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the attack; any failure is one line on stderr and a non-zero exit (see :func:`run_command`)."""
     args = build_parser().parse_args(argv)
     if args.work_dir:
-        note = f"rerunning the same command resumes after the last finished stage (kept in {args.work_dir})"
+        note = (f"rerunning the same command resumes after the last finished stage, and inside model extraction "
+                f"from its last save (kept in {args.work_dir})")
     else:
         note = "nothing was kept; add --work-dir DIR so that rerunning the command resumes after the last " \
                "finished stage"

@@ -39,6 +39,7 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .batch_sample import whole_batches
+from .checkpoint import Checkpoint, pack, rng_state, set_rng_state, unpack
 from .encoder import EncoderConfig, expand_widths, patchify, random_key
 from .encodings import Rows, as_rows
 from .fit_budget import STEP_ROWS, fit_steps
@@ -185,7 +186,8 @@ Probe = tuple[tuple[int, ...], Callable[[Params, int], bool]]  # (after these ma
 def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: np.ndarray, family: EncoderConfig,
            steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
            revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None,
-           shrink: Array | None = None, bn_refresh: int = 0) -> TrainLog:
+           shrink: Array | None = None, bn_refresh: int = 0, checkpoint: Checkpoint | None = None,
+           resume: tuple[dict, dict] | None = None, extra: Callable[[], dict] | None = None) -> TrainLog:
     """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
     ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
@@ -203,6 +205,12 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     of it, fitted or not, up to :data:`BN_STATS_ROWS` patch rows), as Alice's encoder took them,
     recomputed with the current parameters when older than ``bn_refresh`` steps and held fixed
     within a step (no gradient through them).
+
+    With ``checkpoint``, the whole state of the loop (parameters, Adam's moments, the generator,
+    the losses, the held-out record and the best parameters so far) is saved whenever
+    ``checkpoint.due`` says, with ``extra()``'s record beside it; ``resume`` (a saved
+    ``(arrays, meta)``) restores such a state, and the loop goes on from the step it had reached,
+    bit for bit as if it had not stopped.
     """
     ids = np.unique(groups[fit])
     members = [fit[groups[fit] == g] for g in ids]
@@ -215,7 +223,15 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     losses: list[float] = []
     curve: list[tuple[int, float]] = []
     best_err, best, best_step, since, gave_up = np.inf, None, steps, 0, False
-    for step in range(steps):
+    start = 0
+    if resume is not None:
+        start, losses, curve, best, best_err, best_step, since, stats_at = _restore(resume, params, opt, rng, xp)
+        if progress is not None:
+            progress(start)
+    for step in range(start, steps):
+        if checkpoint is not None and step > start and checkpoint.due(step):
+            arrays, meta = _snapshot(params, opt, rng, step, losses, curve, best, best_err, best_step, since, stats_at)
+            checkpoint.save(arrays, {**meta, **(extra() if extra is not None else {})})
         pick = rng.integers(len(members))
         idx = members[pick]
         if len(idx) > images_per_step:
@@ -259,6 +275,35 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     return TrainLog(losses, curve, best_step, gave_up)
 
 
+def _snapshot(params: Params, opt: Adam, rng: np.random.Generator, step: int, losses: list[float],
+              curve: list[tuple[int, float]], best: Params | None, best_err: float, best_step: int, since: int,
+              stats_at: dict[int, tuple[int, list[BatchNormStats]]]) -> tuple[dict, dict]:
+    """``(arrays, meta)``: :func:`_train`'s whole state before running ``step`` (what :func:`_restore` reads)."""
+    stats = {f"stats.{g}.{i}.{name}": v for g, (_, st) in stats_at.items() for i, s in enumerate(st)
+             for name, v in (("mean", s.mean), ("var", s.var))}
+    arrays = {**pack(params=params, m=opt.m, v=opt.v, best=best), **stats, "losses": np.asarray(losses, np.float64)}
+    meta = {"step": step, "adam_t": opt.t, "rng": rng_state(rng), "curve": [(k, float(e)) for k, e in curve],
+            "best_err": float(best_err), "best_step": best_step, "since": since,
+            "stats_at": {str(g): at for g, (at, _) in stats_at.items()}}
+    return arrays, meta
+
+
+def _restore(saved: tuple[dict, dict], params: Params, opt: Adam, rng: np.random.Generator, xp: Namespace) -> tuple:
+    """Put a :func:`_snapshot` back: ``params``, ``opt`` and ``rng`` in place; returns the loop's other
+    values ``(step, losses, curve, best, best_err, best_step, since, stats_at)``."""
+    arrays, meta = saved
+    params.update(unpack(arrays, "params", xp))
+    opt.m, opt.v, opt.t = unpack(arrays, "m", xp), unpack(arrays, "v", xp), int(meta["adam_t"])
+    opt.weight_average = {k: v.copy() for k, v in params.items()}  # average_decay 0: the weights themselves
+    set_rng_state(rng, meta["rng"])
+    stats_at = {int(g): (int(at), [BatchNormStats(xp.asarray(arrays[f"stats.{g}.{i}.mean"]),
+                                                  xp.asarray(arrays[f"stats.{g}.{i}.var"]))
+                                   for i in range(sum(k.startswith(f"stats.{g}.") for k in arrays) // 2)])
+                for g, at in meta["stats_at"].items()}
+    return (int(meta["step"]), [float(v) for v in arrays["losses"]], [(int(k), float(e)) for k, e in meta["curve"]],
+            unpack(arrays, "best", xp), float(meta["best_err"]), int(meta["best_step"]), int(meta["since"]), stats_at)
+
+
 def _stats_images(batch: np.ndarray, n_patches: int, rng: np.random.Generator) -> np.ndarray:
     """Host indices of the images of one batch whose statistics stand for it: all of them, or a fixed
     sample of :data:`BN_STATS_ROWS` patch rows' worth (sorted)."""
@@ -285,7 +330,7 @@ def chance_bar(n: int, alpha: float) -> int:
 
 def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np.ndarray, family: EncoderConfig,
                 cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None, *, split: Split | None = None,
-                memory_budget: int | None = None) -> EncoderFit:
+                memory_budget: int | None = None, checkpoint: Checkpoint | None = None) -> EncoderFit:
     """Fit T' to ``targets`` (n, P, D): the rows of the encoding matched to each image, in position order.
 
     ``groups`` (n,) host is each pair's BatchNorm batch. The pairs ``split`` holds back (by default
@@ -302,7 +347,9 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     ``images`` may be :class:`~empirical.matched.MatchedImages` and ``targets``
     :class:`~empirical.encodings.Rows` (both read a batch at a time); with ``memory_budget`` (bytes),
     whitened patch rows that would not fit are computed on read (:func:`~empirical.whitening.whitened_patches`).
-    Returns an :class:`EncoderFit`.
+    With ``checkpoint`` (:class:`~empirical.checkpoint.Checkpoint`), the fit saves itself as it goes and
+    goes on from the last save it finds there (the probe's looks included), ending as an uninterrupted
+    fit would. Returns an :class:`EncoderFit`.
     """
     rng = np.random.default_rng([cfg.seed, FIT_STREAM])
     params = params_from_key(random_key(family, rng.integers(2**63), expand_widths(family, cfg.widths) or None), xp)
@@ -317,7 +364,8 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = as_rows(targets, xp)  # read a batch at a time; a game's encodings need not fit in memory
     delta = cfg.huber * float(targets[xp.asarray(pick)].std())  # the targets' scale, from fitted pairs only
-    probed: list[dict] = []
+    saved = checkpoint.load() if checkpoint is not None else None
+    probed: list[dict] = list(saved[1]["probed"]) if saved is not None else []
 
     def looks_right(trial: Params, step: int) -> bool:  # trial: T' with its mixer refitted
         shares = held_out_matching(trial, images, targets, groups, split.held, family, xp)
@@ -335,7 +383,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
                  held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp),
-                 bn_refresh=cfg.bn_refresh)
+                 bn_refresh=cfg.bn_refresh, checkpoint=checkpoint, resume=saved, extra=lambda: {"probed": probed})
     params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     gave_up = log.gave_up
     if probe is not None and not gave_up:  # the last look: the fitted T' itself, kept parameters and mixer
@@ -347,14 +395,15 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
 
 def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array | Rows, groups: np.ndarray,
                    family: EncoderConfig, cfg: ExtractConfig, xp: Namespace, progress: Progress | None = None, *,
-                   split: Split | None = None, memory_budget: int | None = None) -> EncoderFit:
+                   split: Split | None = None, memory_budget: int | None = None,
+                   checkpoint: Checkpoint | None = None) -> EncoderFit:
     """Continue fitting T' (warm start from ``params``) with a squared loss; an :class:`EncoderFit`.
 
     Meant for pairs that are all (or nearly all) right, such as the matching T' itself gives:
     without outliers to resist, the squared loss fits the mean, which is what a distance between
     encodings compares. The pairs ``split`` holds back (by default the same as :func:`fit_encoder`'s)
     are not fitted. The last layer is refitted by least squares at the end, as in :func:`fit_encoder`,
-    whose notes on ``images``, ``targets`` and ``memory_budget`` hold here too.
+    whose notes on ``images``, ``targets``, ``memory_budget`` and ``checkpoint`` hold here too.
     """
     split = holdout_split(groups, cfg) if split is None else split
     images, targets = as_images(images, xp), as_rows(targets, xp)
@@ -366,7 +415,8 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     work = {k: v.copy() for k, v in to_white(params, mu, z, xp).items()}
     log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
                  lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
-                 held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp), bn_refresh=cfg.bn_refresh)
+                 held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp), bn_refresh=cfg.bn_refresh,
+                 checkpoint=checkpoint, resume=checkpoint.load() if checkpoint is not None else None)
     params = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 

@@ -83,13 +83,16 @@ def _run_stage(name: str, ctx: Context, store: Store) -> StageResult:
                           {k[4:]: v for k, v in arrays.items() if k.startswith("res.")})
     else:
         t0 = time.perf_counter()
+        ctx.scratch = store.scratch(name)
         value, res = stage.compute(ctx)
+        ctx.scratch = None
         res.seconds = time.perf_counter() - t0
         arrays, meta = stage.save(value)
         arrays.update({f"res.{k}": v for k, v in res.arrays.items()})
         if res.matching is not None:
             arrays["matching"] = res.matching
         store.save(name, arrays, {"seconds": res.seconds, "info": res.info, **meta})
+        store.clear_scratch(name)
     stage.attach(ctx, value)
     ctx.reports[name] = res.info
     return res

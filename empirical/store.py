@@ -1,16 +1,19 @@
 """Finished attack stages on disk, so an interrupted or extended run resumes where it stopped.
 
-Layout: ``work_dir/<game digest>/<stage>-<key>.npz``. The game digest hashes every original and
-every encoding whole (:func:`empirical.game.content_digest`); a stage's key hashes the settings
-it and every earlier stage read, and every one of their versions (a hash of their source). A
-stage is reused only when all of these match, so changing, say, the extraction steps re-runs
-extraction but resumes everything before it, and no change of the game or the method can bring
-back a stale result. A stage file that cannot be read is recomputed, with a one-line warning.
+Layout: ``work_dir/<game digest>/<stage>-<key>.npz``; while a long stage runs, its resumable parts
+are kept in ``<stage>-<key>.parts/`` (:meth:`Store.scratch`), removed once the stage is saved. The
+game digest hashes every original and every encoding whole (:func:`empirical.game.content_digest`);
+a stage's key hashes the settings it and every earlier stage read, and every one of their versions
+(a hash of their source). A stage is reused only when all of these match, so changing, say, the
+extraction steps re-runs extraction but resumes everything before it, and no change of the game or
+the method can bring back a stale result. A stage file that cannot be read is recomputed, with a
+one-line warning.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import zipfile
 from collections.abc import Callable
@@ -52,6 +55,16 @@ class Store:
 
     def path(self, name: str) -> Path:
         return self.dir / f"{name}-{self.keys[name]}.npz"
+
+    def scratch(self, name: str) -> Path | None:
+        """The folder where stage ``name`` keeps its resumable parts while it runs
+        (:mod:`empirical.checkpoint`), named by its key like its result; None without a work dir."""
+        return None if self.dir is None else self.dir / f"{name}-{self.keys[name]}.parts"
+
+    def clear_scratch(self, name: str) -> None:
+        """Remove stage ``name``'s resumable parts (once its result is saved)."""
+        if self.dir is not None:
+            shutil.rmtree(self.scratch(name), ignore_errors=True)
 
     def load(self, name: str) -> tuple[dict, dict] | None:
         """``(arrays, meta)`` of a finished stage, or None (not saved, or unreadable: recomputed)."""

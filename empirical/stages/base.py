@@ -15,6 +15,7 @@ import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -67,6 +68,7 @@ class Context:
     fit_matching: np.ndarray | None = None  # (N,) the matching T' was last fitted on
     extract_gave_up: bool = False  # extraction's probe found T' worthless (final keeps boosting's matching)
     final: np.ndarray | None = None  # (N,) the final matching
+    scratch: Path | None = None  # the running stage's folder for its resumable parts (None: no work dir; Store.scratch)
     cache: dict = field(default_factory=dict)  # values derived once per run (see stages.final)
     reports: dict = field(default_factory=dict)  # what each finished stage reported (StageResult.info), by name
 

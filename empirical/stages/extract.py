@@ -13,10 +13,17 @@ The first fit probes itself early and again when fitted (:func:`empirical.extrac
 when T' picks the right held-back encoding too rarely, it stops there, the refit is skipped, and the
 stage says so; the final stage then keeps boosting's matching, whose margins a worthless T' cannot
 beat.
+
+With a work dir the stage is resumable inside: the first fit and the refit save themselves as they
+go (every :data:`empirical.checkpoint.CHECKPOINT_SECONDS`), and the finished first fit and the
+refit's matching are kept, in the stage's parts folder (:meth:`empirical.store.Store.scratch`). A
+killed run, started again, goes on from there and ends exactly as it would have; the folder is
+removed once the stage is saved. At the challenge's size this stage takes hours.
 """
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,6 +32,7 @@ from .. import (
     batch_sample,
     boosting,
     candidate_graph,
+    checkpoint,
     encodings,
     extraction,
     fit_budget,
@@ -38,6 +46,7 @@ from .. import (
     whitening,
 )
 from ..backend import to_numpy
+from ..checkpoint import Checkpoint, pack, unpack
 from ..extraction import EncoderFit, fit_encoder, refine_encoder
 from ..fit_budget import fit_steps
 from ..holdout import held_out_scores, holdout_split
@@ -47,6 +56,7 @@ from ..progress import progress_bar
 from . import final
 from .base import Context, Stage, StageResult, register
 
+PARTS = ("fit", "fit-done", "refit-matching", "refine")  # the resumable parts, in the order they are made
 LOSS_TAIL = 20  # the reported final loss of a fit is the mean over this many last steps
 
 
@@ -60,15 +70,65 @@ def _fit_info(prefix: str, fit: EncoderFit, planned: int) -> dict:
     return info
 
 
+def _parts(ctx: Context) -> Callable[[str], Checkpoint | None]:
+    """The stage's resumable parts, each a :class:`~empirical.checkpoint.Checkpoint` in the run's scratch
+    folder for this stage (None without a work dir): the first fit as it goes (``fit``) and when done
+    (``fit-done``), the matching the refit is fitted on (``refit-matching``), the refit as it goes (``refine``)."""
+    return lambda name: None if ctx.scratch is None else Checkpoint(ctx.scratch / f"{name}.npz")
+
+
+def _save_fit(done: Checkpoint | None, fit: EncoderFit) -> None:
+    if done is not None:
+        done.save({**pack(params=fit.params), "losses": np.asarray(fit.losses, np.float64)},
+                  {"held_out": fit.held_out, "best_step": fit.best_step, "probe": fit.probe, "gave_up": fit.gave_up,
+                   "probes": fit.probes})
+
+
+def _load_fit(done: Checkpoint | None, xp) -> EncoderFit | None:
+    saved = done.load() if done is not None else None
+    if saved is None:
+        return None
+    arrays, meta = saved
+    return EncoderFit(unpack(arrays, "params", xp), [float(v) for v in arrays["losses"]],
+                      tuple((int(k), float(e)) for k, e in meta["held_out"]), int(meta["best_step"]), meta["probe"],
+                      bool(meta["gave_up"]), tuple(meta["probes"]))
+
+
+def _refit_matching(ctx: Context, part: Checkpoint | None, params: Params,
+                    m_boost: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """T''s own matching and its median margin, beside boosting's (kept in ``part`` once computed)."""
+    saved = part.load() if part is not None else None
+    if saved is not None:
+        arrays, meta = saved
+        return arrays["matching"], float(meta["t_margin"]), float(meta["p_margin"])
+    m_t, t_margin, _ = final.encoder_matching(ctx, params, m_boost)
+    p_margin = final.boosting_margin(ctx)
+    if part is not None:
+        part.save({"matching": m_t}, {"t_margin": float(t_margin), "p_margin": float(p_margin)})
+    return m_t, t_margin, p_margin
+
+
 def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]:
     ec, fam, xp = ctx.cfg.extract, ctx.game.config, ctx.xp
     tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
     split = holdout_split(groups, ec)
     steps, refine_steps = fit_steps(ec, fam, len(split.fit))
     refine = fam.depth >= 0 and refine_steps > 0
+    part = _parts(ctx)
+    found = [name for name in PARTS if ctx.scratch is not None and part(name).path.exists()]
+    if found and not ctx.quiet:
+        print(f"model extraction: resuming from its saved parts ({', '.join(found)}) in {ctx.scratch}",
+              file=sys.stderr, flush=True)
     with progress_bar(steps + (refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
-        fit = fit_encoder(MatchedImages(ctx.originals, m_boost, xp), tgt, groups, fam, ec, xp, progress=bar,
-                          split=split, memory_budget=ctx.memory_budget)
+        fit = _load_fit(part("fit-done"), xp)
+        if fit is None:
+            fit = fit_encoder(MatchedImages(ctx.originals, m_boost, xp), tgt, groups, fam, ec, xp, progress=bar,
+                              split=split, memory_budget=ctx.memory_budget, checkpoint=part("fit"))
+            _save_fit(part("fit-done"), fit)
+            if ctx.scratch is not None:
+                part("fit").clear()  # done: its last save is stale (at the challenge's size, hundreds of MB)
+        else:
+            bar(steps)
         params = fit.params
         info = _fit_info("", fit, steps)
         if fit.probe is not None:
@@ -86,8 +146,7 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
         if refine:
             # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
             # as well as p-sim did (median margins), else boosting's.
-            m_t, t_margin, _ = final.encoder_matching(ctx, params, m_boost)
-            p_margin = final.boosting_margin(ctx)
+            m_t, t_margin, p_margin = _refit_matching(ctx, part("refit-matching"), params, m_boost)
             info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
             if t_margin >= p_margin:
                 m_fit = m_t
@@ -95,10 +154,12 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
             else:
                 info["refined_on"] = "boosting's matching (T' margins smaller)"
             ref = refine_encoder(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, fam, ec, xp,
-                                 progress=bar, memory_budget=ctx.memory_budget,
-                                 split=split)
+                                 progress=bar, memory_budget=ctx.memory_budget, split=split,
+                                 checkpoint=part("refine"))
             params = ref.params
             info.update(_fit_info("refine_", ref, refine_steps))
+    if found:
+        info["resumed_parts"] = found
     held = split.held
     if len(held):  # pairs neither fit has seen, matched as the last fit's matching says
         info["held_out"] = held_out_scores(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, held, fam,
@@ -125,6 +186,6 @@ def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray, bo
 STAGE = register(Stage(
     name="extract", fields=("extract",),
     sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final, encodings,
-             matched, whitening, batch_sample, sketch, passes, assignment, boosting, candidate_graph),
+             matched, whitening, batch_sample, sketch, passes, assignment, boosting, candidate_graph, checkpoint),
     compute=compute, attach=attach, save=save, load=load,
 ))

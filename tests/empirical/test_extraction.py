@@ -651,3 +651,55 @@ def test_bn_refresh_samples_large_batches_for_their_statistics(monkeypatch):
     monkeypatch.setattr(extraction, "BN_STATS_ROWS", 64 * 8)
     got = extraction._stats_images(batch, 64, np.random.default_rng(0))
     assert len(got) == 8 and np.all(np.diff(got) > 0) and np.isin(got, batch).all()
+
+
+# --- checkpoints: a fit stopped part-way resumes bit for bit ----------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+def _stopping_after(k: int):
+    """A progress callback that stops the run once ``k`` steps have been reported."""
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] >= k:
+            raise _Stop
+
+    return progress
+
+
+@pytest.mark.parametrize("bn_refresh", [0, 3])
+def test_a_fit_stopped_part_way_resumes_from_its_checkpoint_bit_for_bit(small_pairs, tmp_path, bn_refresh):
+    """A fit (probe, held-out checks, revived units, BatchNorm statistics kept across steps) killed after
+    133 of 200 steps and run again from its checkpoint ends exactly where an uninterrupted fit ends; so
+    does a refit stopped after 41 of 70."""
+    from empirical.checkpoint import Checkpoint
+
+    fam, imgs, targets, groups = small_pairs()
+    cfg = ExtractConfig(steps=200, refine_steps=70, lr=2e-2, images_per_step=16, holdout=0.4, adapt_steps=False,
+                        bn_refresh=bn_refresh)
+    whole = fit_encoder(imgs, targets, groups, fam, cfg, np)
+    assert not whole.gave_up and len(whole.losses) > 140
+    cp = Checkpoint(tmp_path / "fit.npz", every_steps=20)
+    with pytest.raises(_Stop):
+        fit_encoder(imgs, targets, groups, fam, cfg, np, progress=_stopping_after(133), checkpoint=cp)
+    assert cp.load()[1]["step"] == 120
+    calls = []
+    resumed = fit_encoder(imgs, targets, groups, fam, cfg, np, progress=calls.append, checkpoint=cp)
+    assert sum(calls) == cfg.steps  # the bar counts the steps done before the stop
+    assert resumed.losses == whole.losses and resumed.held_out == whole.held_out
+    assert resumed.best_step == whole.best_step and resumed.probes == whole.probes and len(whole.probes) == 3
+    for k in whole.params:
+        np.testing.assert_array_equal(resumed.params[k], whole.params[k])
+
+    ref = refine_encoder(whole.params, imgs, targets, groups, fam, cfg, np)
+    cp = Checkpoint(tmp_path / "refine.npz", every_steps=20)
+    with pytest.raises(_Stop):
+        refine_encoder(whole.params, imgs, targets, groups, fam, cfg, np, progress=_stopping_after(41), checkpoint=cp)
+    again = refine_encoder(whole.params, imgs, targets, groups, fam, cfg, np, checkpoint=cp)
+    assert again.losses == ref.losses and again.held_out == ref.held_out
+    for k in ref.params:
+        np.testing.assert_array_equal(again.params[k], ref.params[k])

@@ -95,3 +95,58 @@ def test_every_stage_has_a_version_from_its_own_source():
     assert len(set(versions.values())) == len(versions)
     for name in stages.STAGES:
         assert stages.REGISTRY[name].sources[0].__name__ == f"empirical.stages.{name}"
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_extraction_killed_part_way_resumes_inside_the_stage(tmp_path, small, monkeypatch):
+    """A run killed 500 steps into extraction's refit keeps the first fit, the refit's matching and the
+    refit so far in the stage's parts folder; run again, it fits nothing twice, goes on from the
+    refit's last save, ends exactly as an uninterrupted run, and removes the folder."""
+    from empirical import checkpoint
+    from empirical.stages import extract as stage
+
+    g, _ = small
+    whole = run_attack(g, TINY, np, quiet=True)
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_SECONDS", 0.0)  # a save before every step
+    real_refine = stage.refine_encoder
+
+    def dying_refine(*args, progress=None, **kw):
+        done = [0]
+
+        def count(n):
+            progress(n)
+            done[0] += n
+            if done[0] >= 500:
+                raise _Killed
+
+        return real_refine(*args, progress=count, **kw)
+
+    monkeypatch.setattr(stage, "refine_encoder", dying_refine)
+    work = tmp_path / "work"
+    with pytest.raises(_Killed):
+        run_attack(g, TINY, np, quiet=True, work_dir=work)
+    parts = Store(work, g, TINY.to_json()).scratch("extract")
+    assert sorted(p.name for p in parts.iterdir()) == ["fit-done.npz", "refine.npz", "refit-matching.npz"]
+
+    resumed_at = []
+
+    def no_fit(*args, **kw):
+        raise AssertionError("the first fit was saved: it must not run again")
+
+    def refine(*args, checkpoint=None, **kw):
+        resumed_at.append(checkpoint.load()[1]["step"])
+        return real_refine(*args, checkpoint=checkpoint, **kw)
+
+    monkeypatch.setattr(stage, "fit_encoder", no_fit)
+    monkeypatch.setattr(stage, "refine_encoder", refine)
+    again = run_attack(g, TINY, np, quiet=True, work_dir=work)
+    extract = next(s for s in again.stages if s.name == "extract")
+    assert resumed_at == [499] and extract.info["resumed_parts"] == ["fit-done", "refit-matching", "refine"]
+    np.testing.assert_array_equal(again.matching, whole.matching)
+    for a, b in zip(dataclasses.astuple(again.encoder)[1:], dataclasses.astuple(whole.encoder)[1:], strict=True):
+        for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert not parts.exists() and Store(work, g, TINY.to_json()).load("extract") is not None
