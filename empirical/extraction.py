@@ -187,7 +187,7 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
            steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
            revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None,
            shrink: Array | None = None, bn_refresh: int = 0, checkpoint: Checkpoint | None = None,
-           resume: tuple[dict, dict] | None = None, extra: Callable[[], dict] | None = None) -> TrainLog:
+           extra: Callable[[], dict] | None = None, on_resume: Callable[[dict], None] | None = None) -> TrainLog:
     """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
     ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
@@ -207,10 +207,11 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     within a step (no gradient through them).
 
     With ``checkpoint``, the whole state of the loop (parameters, Adam's moments, the generator,
-    the losses, the held-out record and the best parameters so far) is saved whenever
-    ``checkpoint.due`` says, with ``extra()``'s record beside it; ``resume`` (a saved
-    ``(arrays, meta)``) restores such a state, and the loop goes on from the step it had reached,
-    bit for bit as if it had not stopped.
+    the losses, the held-out record, the best parameters so far and the checks since, the BatchNorm
+    statistics kept across steps) is saved whenever ``checkpoint.due`` says, with ``extra()``'s
+    record beside it. A state saved there for this same loop (its fingerprint: steps, rates, sizes,
+    shapes, backend) is restored first, ``on_resume`` gets its record, and the loop goes on from
+    the step it had reached, bit for bit as if it had not stopped.
     """
     ids = np.unique(groups[fit])
     members = [fit[groups[fit] == g] for g in ids]
@@ -224,8 +225,16 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     curve: list[tuple[int, float]] = []
     best_err, best, best_step, since, gave_up = np.inf, None, steps, 0, False
     start = 0
+    resume = None
+    if checkpoint is not None:
+        checkpoint.bind({"steps": steps, "lr": lr, "images_per_step": images_per_step, "fitted": len(fit),
+                         "pairs": len(groups), "rows": list(rows.shape), "revive": revive, "bn_refresh": bn_refresh,
+                         "params": {k: list(v.shape) for k, v in params.items()}, "xp": xp.__name__})
+        resume = checkpoint.load(check=lambda a, m: _check_snapshot(a, m, params))
     if resume is not None:
         start, losses, curve, best, best_err, best_step, since, stats_at = _restore(resume, params, opt, rng, xp)
+        if on_resume is not None:
+            on_resume(resume[1])
         if progress is not None:
             progress(start)
     for step in range(start, steps):
@@ -286,6 +295,21 @@ def _snapshot(params: Params, opt: Adam, rng: np.random.Generator, step: int, lo
             "best_err": float(best_err), "best_step": best_step, "since": since,
             "stats_at": {str(g): at for g, (at, _) in stats_at.items()}}
     return arrays, meta
+
+
+def _check_snapshot(arrays: dict, meta: dict, params: Params) -> None:
+    """Raise ``KeyError`` / ``ValueError`` unless ``(arrays, meta)`` is a whole :func:`_snapshot` of ``params``."""
+    missing = [k for k in ("step", "adam_t", "rng", "curve", "best_err", "best_step", "since", "stats_at")
+               if k not in meta]
+    missing += [f"stats.{g}.0.mean" for g in meta.get("stats_at", {}) if f"stats.{g}.0.mean" not in arrays]
+    if missing:
+        raise KeyError(f"no {', '.join(missing)}")
+    for group in ("params", "m", "v") + (("best",) if any(k.startswith("best.") for k in arrays) else ()):
+        for k, v in params.items():
+            if arrays[f"{group}.{k}"].shape != v.shape:
+                raise ValueError(f"{group}.{k} has shape {arrays[f'{group}.{k}'].shape}, not {v.shape}")
+    if len(arrays["losses"]) != int(meta["step"]):
+        raise ValueError(f"{len(arrays['losses'])} losses for {meta['step']} steps")
 
 
 def _restore(saved: tuple[dict, dict], params: Params, opt: Adam, rng: np.random.Generator, xp: Namespace) -> tuple:
@@ -364,8 +388,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     params["b0"] = -xp.median(sample @ params["W0"].T, axis=0).astype(xp.float32)
     targets = as_rows(targets, xp)  # read a batch at a time; a game's encodings need not fit in memory
     delta = cfg.huber * float(targets[xp.asarray(pick)].std())  # the targets' scale, from fitted pairs only
-    saved = checkpoint.load() if checkpoint is not None else None
-    probed: list[dict] = list(saved[1]["probed"]) if saved is not None else []
+    probed: list[dict] = []
 
     def looks_right(trial: Params, step: int) -> bool:  # trial: T' with its mixer refitted
         shares = held_out_matching(trial, images, targets, groups, split.held, family, xp)
@@ -383,7 +406,8 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
                  held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp),
-                 bn_refresh=cfg.bn_refresh, checkpoint=checkpoint, resume=saved, extra=lambda: {"probed": probed})
+                 bn_refresh=cfg.bn_refresh, checkpoint=checkpoint, extra=lambda: {"probed": probed},
+                 on_resume=lambda meta: probed.extend(meta["probed"]))
     params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     gave_up = log.gave_up
     if probe is not None and not gave_up:  # the last look: the fitted T' itself, kept parameters and mixer
@@ -416,7 +440,7 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
                  lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
                  held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp), bn_refresh=cfg.bn_refresh,
-                 checkpoint=checkpoint, resume=checkpoint.load() if checkpoint is not None else None)
+                 checkpoint=checkpoint)
     params = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 

@@ -81,11 +81,14 @@ def _run_stage(name: str, ctx: Context, store: Store) -> StageResult:
         value = stage.load(arrays, meta, ctx)
         res = StageResult(name, meta["seconds"], arrays.get("matching"), {**meta["info"], "resumed": True},
                           {k[4:]: v for k, v in arrays.items() if k.startswith("res.")})
+        store.clear_scratch(name)  # parts left by a run stopped between saving the stage and clearing them
     else:
         t0 = time.perf_counter()
         ctx.scratch = store.scratch(name)
-        value, res = stage.compute(ctx)
-        ctx.scratch = None
+        try:
+            value, res = stage.compute(ctx)
+        finally:
+            ctx.scratch = None
         res.seconds = time.perf_counter() - t0
         arrays, meta = stage.save(value)
         arrays.update({f"res.{k}": v for k, v in res.arrays.items()})

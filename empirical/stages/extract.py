@@ -17,13 +17,14 @@ beat.
 With a work dir the stage is resumable inside: the first fit and the refit save themselves as they
 go (every :data:`empirical.checkpoint.CHECKPOINT_SECONDS`), and the finished first fit and the
 refit's matching are kept, in the stage's parts folder (:meth:`empirical.store.Store.scratch`). A
-killed run, started again, goes on from there and ends exactly as it would have; the folder is
-removed once the stage is saved. At the challenge's size this stage takes hours.
+killed run, started again on the same backend, goes on from there and ends exactly as it would
+have; a part saved for another computation or unreadable is computed again; the report lists the
+parts read back (``resumed_parts``), and the folder is removed once the stage is saved. At the
+challenge's size this stage takes hours.
 """
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from .. import (
     boosting,
     candidate_graph,
     checkpoint,
+    encoder,
     encodings,
     extraction,
     fit_budget,
@@ -70,11 +72,14 @@ def _fit_info(prefix: str, fit: EncoderFit, planned: int) -> dict:
     return info
 
 
-def _parts(ctx: Context) -> Callable[[str], Checkpoint | None]:
+def _parts(ctx: Context, n_pairs: int) -> dict[str, Checkpoint | None]:
     """The stage's resumable parts, each a :class:`~empirical.checkpoint.Checkpoint` in the run's scratch
     folder for this stage (None without a work dir): the first fit as it goes (``fit``) and when done
-    (``fit-done``), the matching the refit is fitted on (``refit-matching``), the refit as it goes (``refine``)."""
-    return lambda name: None if ctx.scratch is None else Checkpoint(ctx.scratch / f"{name}.npz")
+    (``fit-done``), the matching the refit is fitted on (``refit-matching``), the refit as it goes
+    (``refine``). The fits fingerprint their own parts; the others carry the pairs and the backend."""
+    fp = {"pairs": n_pairs, "xp": ctx.xp.__name__}
+    return {name: None if ctx.scratch is None else Checkpoint(ctx.scratch / f"{name}.npz", fingerprint=fp)
+            for name in PARTS}
 
 
 def _save_fit(done: Checkpoint | None, fit: EncoderFit) -> None:
@@ -85,22 +90,29 @@ def _save_fit(done: Checkpoint | None, fit: EncoderFit) -> None:
 
 
 def _load_fit(done: Checkpoint | None, xp) -> EncoderFit | None:
-    saved = done.load() if done is not None else None
-    if saved is None:
-        return None
-    arrays, meta = saved
-    return EncoderFit(unpack(arrays, "params", xp), [float(v) for v in arrays["losses"]],
-                      tuple((int(k), float(e)) for k, e in meta["held_out"]), int(meta["best_step"]), meta["probe"],
-                      bool(meta["gave_up"]), tuple(meta["probes"]))
+    def parse(arrays: dict, meta: dict) -> EncoderFit:
+        params = unpack(arrays, "params", xp)
+        if not params or "W0" not in params:
+            raise KeyError("no parameters")
+        return EncoderFit(params, [float(v) for v in arrays["losses"]],
+                          tuple((int(k), float(e)) for k, e in meta["held_out"]), int(meta["best_step"]),
+                          meta["probe"], bool(meta["gave_up"]), tuple(meta["probes"]))
+
+    saved = done.load(check=parse) if done is not None else None
+    return None if saved is None else parse(*saved)
 
 
 def _refit_matching(ctx: Context, part: Checkpoint | None, params: Params,
                     m_boost: np.ndarray) -> tuple[np.ndarray, float, float]:
     """T''s own matching and its median margin, beside boosting's (kept in ``part`` once computed)."""
-    saved = part.load() if part is not None else None
-    if saved is not None:
-        arrays, meta = saved
+    def parse(arrays: dict, meta: dict) -> tuple[np.ndarray, float, float]:
+        if arrays["matching"].shape != m_boost.shape:
+            raise ValueError(f"a matching of shape {arrays['matching'].shape}, not {m_boost.shape}")
         return arrays["matching"], float(meta["t_margin"]), float(meta["p_margin"])
+
+    saved = part.load(check=parse) if part is not None else None
+    if saved is not None:
+        return parse(*saved)
     m_t, t_margin, _ = final.encoder_matching(ctx, params, m_boost)
     p_margin = final.boosting_margin(ctx)
     if part is not None:
@@ -114,19 +126,17 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
     split = holdout_split(groups, ec)
     steps, refine_steps = fit_steps(ec, fam, len(split.fit))
     refine = fam.depth >= 0 and refine_steps > 0
-    part = _parts(ctx)
-    found = [name for name in PARTS if ctx.scratch is not None and part(name).path.exists()]
-    if found and not ctx.quiet:
-        print(f"model extraction: resuming from its saved parts ({', '.join(found)}) in {ctx.scratch}",
-              file=sys.stderr, flush=True)
+    parts = _parts(ctx, len(groups))
+    if ctx.scratch is not None and not ctx.quiet and any(p.path.exists() for p in parts.values()):
+        print(f"model extraction: resuming from the parts saved in {ctx.scratch}", file=sys.stderr, flush=True)
     with progress_bar(steps + (refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
-        fit = _load_fit(part("fit-done"), xp)
+        fit = _load_fit(parts["fit-done"], xp)
         if fit is None:
             fit = fit_encoder(MatchedImages(ctx.originals, m_boost, xp), tgt, groups, fam, ec, xp, progress=bar,
-                              split=split, memory_budget=ctx.memory_budget, checkpoint=part("fit"))
-            _save_fit(part("fit-done"), fit)
+                              split=split, memory_budget=ctx.memory_budget, checkpoint=parts["fit"])
+            _save_fit(parts["fit-done"], fit)
             if ctx.scratch is not None:
-                part("fit").clear()  # done: its last save is stale (at the challenge's size, hundreds of MB)
+                parts["fit"].clear()  # done: its last save is stale (at the challenge's size, hundreds of MB)
         else:
             bar(steps)
         params = fit.params
@@ -146,7 +156,7 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
         if refine:
             # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
             # as well as p-sim did (median margins), else boosting's.
-            m_t, t_margin, p_margin = _refit_matching(ctx, part("refit-matching"), params, m_boost)
+            m_t, t_margin, p_margin = _refit_matching(ctx, parts["refit-matching"], params, m_boost)
             info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
             if t_margin >= p_margin:
                 m_fit = m_t
@@ -155,11 +165,12 @@ def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]
                 info["refined_on"] = "boosting's matching (T' margins smaller)"
             ref = refine_encoder(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, fam, ec, xp,
                                  progress=bar, memory_budget=ctx.memory_budget, split=split,
-                                 checkpoint=part("refine"))
+                                 checkpoint=parts["refine"])
             params = ref.params
             info.update(_fit_info("refine_", ref, refine_steps))
-    if found:
-        info["resumed_parts"] = found
+    resumed = [name for name, p in parts.items() if p is not None and p.loaded]
+    if resumed:
+        info["resumed_parts"] = resumed  # the parts read back, not computed again
     held = split.held
     if len(held):  # pairs neither fit has seen, matched as the last fit's matching says
         info["held_out"] = held_out_scores(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, held, fam,
@@ -186,6 +197,7 @@ def load(arrays: dict, meta: dict, ctx: Context) -> tuple[Params, np.ndarray, bo
 STAGE = register(Stage(
     name="extract", fields=("extract",),
     sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final, encodings,
-             matched, whitening, batch_sample, sketch, passes, assignment, boosting, candidate_graph, checkpoint),
+             matched, whitening, batch_sample, sketch, passes, assignment, boosting, candidate_graph, checkpoint,
+             encoder),
     compute=compute, attach=attach, save=save, load=load,
 ))

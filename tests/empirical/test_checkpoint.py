@@ -1,5 +1,6 @@
-"""Checkpoints of a stage's parts: what is saved comes back whole, a generator resumes its draws, a damaged
-file is ignored with one warning."""
+"""Checkpoints of a stage's parts: what is saved comes back whole, a generator resumes its draws; a damaged
+file, one saved for another computation or one its reader cannot use is ignored with one warning; a save
+that fails is reported and the computation goes on."""
 import numpy as np
 import pytest
 
@@ -51,3 +52,29 @@ def test_due_every_steps_or_by_the_clock(tmp_path):
     assert [s for s in range(1, 16) if by_steps.due(s)] == [5, 10, 15]
     assert Checkpoint(tmp_path / "b.npz", every_seconds=0).due(1)
     assert not Checkpoint(tmp_path / "c.npz", every_seconds=3600).due(1)
+
+
+def test_a_part_saved_for_another_computation_or_unusable_is_not_loaded(tmp_path):
+    warnings = []
+    Checkpoint(tmp_path / "fit.npz", fingerprint={"steps": 80, "xp": "numpy"}).save({"a": np.zeros(3)}, {"step": 5})
+    other = Checkpoint(tmp_path / "fit.npz", fingerprint={"steps": 60, "xp": "numpy"}, warn=warnings.append)
+    assert other.load() is None and not other.loaded
+    assert len(warnings) == 1 and "another computation" in warnings[0]
+    same = Checkpoint(tmp_path / "fit.npz", warn=warnings.append).bind({"xp": "numpy", "steps": 80})
+    assert same.load(check=lambda a, m: m["missing"]) is None and "damaged" in warnings[-1] and len(warnings) == 2
+    arrays, meta = same.load(check=lambda a, m: m["step"])
+    assert same.loaded and meta == {"step": 5} and arrays["a"].shape == (3,)
+
+
+def test_a_save_that_fails_is_reported_and_the_work_goes_on(tmp_path):
+    warnings = []
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    cp = Checkpoint(tmp_path / "blocked" / "fit.npz", warn=warnings.append)
+    assert cp.save({"a": np.zeros(3)}, {"step": 1}) is False
+    assert len(warnings) == 1 and "could not save" in warnings[0]
+    assert cp.load() is None
+
+
+def test_only_pcg64_generators_are_checkpointed():
+    with pytest.raises(TypeError, match="PCG64"):
+        rng_state(np.random.Generator(np.random.MT19937(0)))

@@ -659,11 +659,14 @@ class _Stop(Exception):
     pass
 
 
-def _stopping_after(k: int):
-    """A progress callback that stops the run once ``k`` steps have been reported."""
+def _stopping_after(k: int, calls: list | None = None):
+    """A progress callback that stops the run once ``k`` steps have been reported (each call's count
+    appended to ``calls`` when given)."""
     done = [0]
 
     def progress(n: int) -> None:
+        if calls is not None:
+            calls.append(n)
         done[0] += n
         if done[0] >= k:
             raise _Stop
@@ -674,22 +677,31 @@ def _stopping_after(k: int):
 @pytest.mark.parametrize("bn_refresh", [0, 3])
 def test_a_fit_stopped_part_way_resumes_from_its_checkpoint_bit_for_bit(small_pairs, tmp_path, bn_refresh):
     """A fit (probe, held-out checks, revived units, BatchNorm statistics kept across steps) killed after
-    133 of 200 steps and run again from its checkpoint ends exactly where an uninterrupted fit ends; so
-    does a refit stopped after 41 of 70."""
+    133 of 200 steps, run again from its checkpoint, killed again after 178 (past the middle: early
+    stopping counts checks without a new best, a best copy is held) and run again ends exactly where
+    an uninterrupted fit ends; so does a refit stopped after 41 of 70. Each run goes on from the last
+    save, not from the start (its progress bar's first advance)."""
     from empirical.checkpoint import Checkpoint
 
     fam, imgs, targets, groups = small_pairs()
     cfg = ExtractConfig(steps=200, refine_steps=70, lr=2e-2, images_per_step=16, holdout=0.4, adapt_steps=False,
                         bn_refresh=bn_refresh)
     whole = fit_encoder(imgs, targets, groups, fam, cfg, np)
-    assert not whole.gave_up and len(whole.losses) > 140
-    cp = Checkpoint(tmp_path / "fit.npz", every_steps=20)
+    assert not whole.gave_up and len(whole.losses) == 200
+    cp = Checkpoint(tmp_path / "fit.npz", every_steps=5)
     with pytest.raises(_Stop):
         fit_encoder(imgs, targets, groups, fam, cfg, np, progress=_stopping_after(133), checkpoint=cp)
-    assert cp.load()[1]["step"] == 120
+    assert cp.load()[1]["step"] == 130
+    calls = []
+    with pytest.raises(_Stop):
+        fit_encoder(imgs, targets, groups, fam, cfg, np, progress=_stopping_after(178, calls), checkpoint=cp)
+    assert calls[0] == 130
+    arrays, meta = cp.load()
+    errs = [e for k, e in whole.held_out if k <= 175]
+    assert meta["step"] == 175 and meta["since"] == len(errs) - 1 - int(np.argmin(errs)) and "best.W0" in arrays
     calls = []
     resumed = fit_encoder(imgs, targets, groups, fam, cfg, np, progress=calls.append, checkpoint=cp)
-    assert sum(calls) == cfg.steps  # the bar counts the steps done before the stop
+    assert calls[0] == 175 and sum(calls) == cfg.steps  # the bar counts the steps done before the stop
     assert resumed.losses == whole.losses and resumed.held_out == whole.held_out
     assert resumed.best_step == whole.best_step and resumed.probes == whole.probes and len(whole.probes) == 3
     for k in whole.params:
@@ -699,7 +711,36 @@ def test_a_fit_stopped_part_way_resumes_from_its_checkpoint_bit_for_bit(small_pa
     cp = Checkpoint(tmp_path / "refine.npz", every_steps=20)
     with pytest.raises(_Stop):
         refine_encoder(whole.params, imgs, targets, groups, fam, cfg, np, progress=_stopping_after(41), checkpoint=cp)
-    again = refine_encoder(whole.params, imgs, targets, groups, fam, cfg, np, checkpoint=cp)
-    assert again.losses == ref.losses and again.held_out == ref.held_out
+    calls = []
+    again = refine_encoder(whole.params, imgs, targets, groups, fam, cfg, np, progress=calls.append, checkpoint=cp)
+    assert calls[0] == 40 and again.losses == ref.losses and again.held_out == ref.held_out
     for k in ref.params:
         np.testing.assert_array_equal(again.params[k], ref.params[k])
+
+
+def test_a_checkpoint_of_another_fit_or_a_damaged_one_is_not_resumed(small_pairs, tmp_path):
+    """A save from a fit of other settings (another step count) is ignored with a warning, as is one that
+    lacks part of the state; the fit then runs from its start and ends as an uninterrupted one."""
+    from empirical.checkpoint import Checkpoint
+
+    fam, imgs, targets, groups = small_pairs()
+    cfg = ExtractConfig(steps=60, images_per_step=16, holdout=0.4, adapt_steps=False, probe_alpha=0.0)
+    whole = fit_encoder(imgs, targets, groups, fam, cfg, np)
+    path = tmp_path / "fit.npz"
+    with pytest.raises(_Stop):
+        fit_encoder(imgs, targets, groups, fam, replace(cfg, steps=80), np, progress=_stopping_after(33),
+                    checkpoint=Checkpoint(path, every_steps=10))
+    for damage in ("other settings", "no moments"):
+        if damage == "no moments":
+            cp = Checkpoint(path, every_steps=10)
+            with pytest.raises(_Stop):
+                fit_encoder(imgs, targets, groups, fam, cfg, np, progress=_stopping_after(33), checkpoint=cp)
+            arrays, meta = cp.load()
+            cp.save({k: v for k, v in arrays.items() if not k.startswith("m.")}, meta)
+        warnings, calls = [], []
+        cp = Checkpoint(path, warn=warnings.append)
+        again = fit_encoder(imgs, targets, groups, fam, cfg, np, progress=calls.append, checkpoint=cp)
+        assert len(warnings) == 1 and str(path) in warnings[0] and not cp.loaded and calls[0] == 1, damage
+        assert again.losses == whole.losses
+        for k in whole.params:
+            np.testing.assert_array_equal(again.params[k], whole.params[k])

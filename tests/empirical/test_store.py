@@ -136,9 +136,13 @@ def test_extraction_killed_part_way_resumes_inside_the_stage(tmp_path, small, mo
     def no_fit(*args, **kw):
         raise AssertionError("the first fit was saved: it must not run again")
 
-    def refine(*args, checkpoint=None, **kw):
-        resumed_at.append(checkpoint.load()[1]["step"])
-        return real_refine(*args, checkpoint=checkpoint, **kw)
+    def refine(*args, progress=None, **kw):
+        def first(n):
+            if not resumed_at:
+                resumed_at.append(n)  # the refit's first advance: the steps it found done
+            progress(n)
+
+        return real_refine(*args, progress=first, **kw)
 
     monkeypatch.setattr(stage, "fit_encoder", no_fit)
     monkeypatch.setattr(stage, "refine_encoder", refine)
