@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stop-after", choices=("first", "boost"),
                     help="end after this stage: its matching is the result (and the submission); no T' is "
                          "extracted")
-    ap.add_argument("--work-dir", help="keep each finished stage here and resume from it")
+    ap.add_argument("--work-dir", help="keep each finished stage here and resume from it (model extraction also "
+                    "from its last save inside, made every 10 minutes)")
     ap.add_argument("--save-encoder", help="write the extracted T' here (.npz, state-dict layout)")
     ap.add_argument("--json", help="write config, per-stage results, totals and machine here")
     ap.add_argument("--plots", help="write PNG figures into this folder")

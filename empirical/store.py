@@ -62,7 +62,8 @@ class Store:
         return None if self.dir is None else self.dir / f"{name}-{self.keys[name]}.parts"
 
     def clear_scratch(self, name: str) -> None:
-        """Remove stage ``name``'s resumable parts (once its result is saved)."""
+        """Remove stage ``name``'s resumable parts (once its result is saved). Parts saved under other keys
+        (other settings or code) are left: they resume when those settings run again."""
         if self.dir is not None:
             shutil.rmtree(self.scratch(name), ignore_errors=True)
 
