@@ -7,7 +7,8 @@ all given the true slot order, on the same held-out half of the game (the other 
 method learns from pairs, gives its training pairs):
 
 * ``psim``: the attack's own p-sim (trained on the attacker's random encoders), as boosting uses it;
-* ``psim-budget``: p-sim trained again with ``--psim-steps`` steps on ``--psim-encoders`` encoders;
+* ``psim-budget``: p-sim trained again with ``--psim-steps`` steps on ``--psim-encoders`` encoders
+  (0 steps: not run);
 * ``psim-game``: p-sim's towers trained on this game's own pairs (Alice's key), with ``--right`` of
   them right and the rest a random derangement (what boosting's matching would give);
 * ``readout``: a ridge regression, shared by all positions, from an encoded row to its patch's
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_game_args(ap)
     ap.add_argument("--right", type=float, default=0.54, help="share of right pairs the game-trained methods get")
-    ap.add_argument("--psim-steps", type=int, default=6000)
+    ap.add_argument("--psim-steps", type=int, default=6000, help="steps of psim-budget (0: not run)")
     ap.add_argument("--psim-encoders", type=int, default=30)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -142,13 +143,14 @@ def main(argv=None) -> int:
     z = lambda a: (a - a.mean()) / a.std()  # noqa: E731
     record("psim+readout", z(s_psim) + z(s_read), 0.0)
 
-    t1 = time.perf_counter()
-    big = dataclasses.replace(cfg.psim, steps=args.psim_steps, n_encoders=args.psim_encoders)
-    model = train_psim(training_pairs(game.originals, fam, big, args.seed, xp), big, args.seed, xp).model
-    s = known_perm_scores(model.embed_patches(pf[te_o].reshape(-1, k), xp).reshape(n_te, P, -1),
-                          model.embed_rows(row_features(apply_order(game.encodings, res.order, xp), k, xp)[te_k]
-                                           .reshape(-1, k), xp).reshape(n_te, P, -1), true_pi, xp)
-    record("psim-budget", s, time.perf_counter() - t1)
+    if args.psim_steps > 0:
+        t1 = time.perf_counter()
+        big = dataclasses.replace(cfg.psim, steps=args.psim_steps, n_encoders=args.psim_encoders)
+        model = train_psim(training_pairs(game.originals, fam, big, args.seed, xp), big, args.seed, xp).model
+        s = known_perm_scores(model.embed_patches(pf[te_o].reshape(-1, k), xp).reshape(n_te, P, -1),
+                              model.embed_rows(row_features(apply_order(game.encodings, res.order, xp), k, xp)[te_k]
+                                               .reshape(-1, k), xp).reshape(n_te, P, -1), true_pi, xp)
+        record("psim-budget", s, time.perf_counter() - t1)
 
     if args.json:
         write_json(args.json, {"benchmark": "similarity_oracle", "date": now_utc(), "started": started,
