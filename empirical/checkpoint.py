@@ -5,12 +5,12 @@ runs for hours, longer than many machines stay up; each resumable part of such a
 :class:`Checkpoint`: one ``.npz`` file in the stage's scratch folder
 (:meth:`empirical.store.Store.scratch`, named by the stage's key: the settings and the method's
 source, so changed settings or code start that folder afresh). A save writes arrays (host copies)
-and a JSON record through a temporary that is flushed to disk and renamed into place, so a file is
-whole or absent; a save that fails (a full disk) is reported in one line and the computation goes
-on. Each save also carries the caller's *fingerprint* (what the part was computed for: its step
-count, sizes, array backend); a file whose fingerprint differs, or that cannot be read or lacks
-what the caller needs (``check``), is ignored with a one-line warning, and that part is computed
-again.
+and a JSON record as the saved stages are written (:func:`empirical.fileio.write_record`: flushed to
+disk and renamed into place, so a file is whole or absent); a save that fails (a full disk) is
+reported in one line and the computation goes on. Each save also carries the caller's
+*fingerprint* (what the part was computed for: its step count, sizes, array backend); a file whose
+fingerprint differs, or that cannot be read or lacks what the caller needs (``check``), is ignored
+with a one-line warning, and that part is computed again.
 
 What is saved is the caller's choice; :func:`pack` and :func:`unpack` move named groups of arrays
 (parameters, optimiser moments) to one flat dict and back, and :func:`rng_state` /
@@ -20,18 +20,15 @@ uninterrupted one would.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .backend import to_numpy
-from .staging import atomic_path
+from .fileio import RECORD_ERRORS, as_json, read_record, write_record
 
 CHECKPOINT_SECONDS = 600.0  # a running part saves itself at most this often (a save at challenge size takes seconds)
 
@@ -53,7 +50,7 @@ class Checkpoint:
     def __init__(self, path: str | Path, *, fingerprint: dict | None = None, every_seconds: float | None = None,
                  every_steps: int = 0, warn: Callable[[str], None] = _warn) -> None:
         self.path = Path(path)
-        self.bind(fingerprint or {})  # kept as it comes back from disk
+        self.bind(fingerprint or {})
         self.every_seconds = CHECKPOINT_SECONDS if every_seconds is None else every_seconds
         self.every_steps, self.warn = every_steps, warn
         self.loaded = False
@@ -61,7 +58,7 @@ class Checkpoint:
 
     def bind(self, fingerprint: dict) -> Checkpoint:
         """Set the fingerprint (what the part is computed for) from the computation itself; returns self."""
-        self.fingerprint = json.loads(json.dumps(fingerprint, default=_plain))
+        self.fingerprint = as_json(fingerprint)  # compared with what comes back from disk
         return self
 
     def due(self, steps_done: int) -> bool:
@@ -71,12 +68,9 @@ class Checkpoint:
 
     def save(self, arrays: dict, meta: dict) -> bool:
         """Write ``arrays`` and ``meta``; False (with one warning) when the write fails."""
-        record = json.dumps({"fingerprint": self.fingerprint, "meta": meta}, default=_plain)
         try:
-            with atomic_path(self.path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, _meta=np.array(record), **{k: to_numpy(v) for k, v in arrays.items()})
-                f.flush()
-                os.fsync(f.fileno())
+            write_record(self.path, {k: to_numpy(v) for k, v in arrays.items()},
+                         {"fingerprint": self.fingerprint, "meta": meta})
         except OSError as e:
             self.warn(f"could not save {self.path} ({type(e).__name__}: {e}); going on without this save")
             return False
@@ -91,10 +85,8 @@ class Checkpoint:
         if not self.path.exists():
             return None
         try:
-            with np.load(self.path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files if k != "_meta"}
-                record = json.loads(str(z["_meta"]))
-            if not isinstance(record, dict) or not isinstance(record.get("meta"), dict):
+            arrays, record = read_record(self.path)
+            if not isinstance(record.get("meta"), dict):
                 raise ValueError("no record inside")
             if record.get("fingerprint") != self.fingerprint:
                 self.warn(f"{self.path} was saved for another computation ({record.get('fingerprint')} against "
@@ -103,7 +95,7 @@ class Checkpoint:
             meta = record["meta"]
             if check is not None:
                 check(arrays, meta)
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        except (*RECORD_ERRORS, TypeError) as e:
             self.warn(f"{self.path} is damaged ({type(e).__name__}: {e}); computing that part again")
             return None
         self.loaded = True
@@ -111,13 +103,6 @@ class Checkpoint:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _plain(value):
-    """JSON for NumPy scalars (a record may hold them: counts, shares)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def pack(**groups: dict | None) -> dict:

@@ -39,10 +39,11 @@ import numpy as np
 
 from .backend import Array, Namespace, to_numpy
 from .batch_sample import whole_batches
-from .checkpoint import Checkpoint, pack, rng_state, set_rng_state, unpack
+from .checkpoint import Checkpoint
 from .encoder import EncoderConfig, expand_widths, patchify, random_key
 from .encodings import Rows, as_rows
 from .fit_budget import STEP_ROWS, fit_steps
+from .fit_state import resume_loop
 from .holdout import HeldOut, Split, held_out_error, held_out_matching, held_out_plan, holdout_split
 from .matched import MatchedImages, as_images
 from .mlp import Adam, Params
@@ -218,28 +219,20 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
     bn_refresh = bn_refresh if family.depth > 0 else 0  # no BatchNorm, no statistics to take
     stats_rows = {int(g): _stats_images(np.flatnonzero(groups == g), rows.shape[1], rng)
                   for g in ids} if bn_refresh > 0 else {}
-    stats_at: dict[int, tuple[int, list[BatchNormStats]]] = {}  # batch -> (step computed, statistics)
     images_per_step = max(1, min(images_per_step, STEP_ROWS // rows.shape[1]))  # at most STEP_ROWS patch rows
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
-    losses: list[float] = []
-    curve: list[tuple[int, float]] = []
-    best_err, best, best_step, since, gave_up = np.inf, None, steps, 0, False
-    start = 0
-    resume = None
-    if checkpoint is not None:
-        checkpoint.bind({"steps": steps, "lr": lr, "images_per_step": images_per_step, "fitted": len(fit),
-                         "pairs": len(groups), "rows": list(rows.shape), "revive": revive, "bn_refresh": bn_refresh,
-                         "params": {k: list(v.shape) for k, v in params.items()}, "xp": xp.__name__})
-        resume = checkpoint.load(check=lambda a, m: _check_snapshot(a, m, params))
-    if resume is not None:
-        start, losses, curve, best, best_err, best_step, since, stats_at = _restore(resume, params, opt, rng, xp)
+    gave_up = False
+    fingerprint = {"steps": steps, "lr": lr, "images_per_step": images_per_step, "fitted": len(fit),
+                   "pairs": len(groups), "rows": list(rows.shape), "revive": revive, "bn_refresh": bn_refresh}
+    st, meta = resume_loop(checkpoint, fingerprint, params, opt, rng, xp, best_step=steps)
+    if meta is not None:
         if on_resume is not None:
-            on_resume(resume[1])
+            on_resume(meta)
         if progress is not None:
-            progress(start)
-    for step in range(start, steps):
-        if checkpoint is not None and step > start and checkpoint.due(step):
-            arrays, meta = _snapshot(params, opt, rng, step, losses, curve, best, best_err, best_step, since, stats_at)
+            progress(st.start)
+    for step in range(st.start, steps):
+        if checkpoint is not None and step > st.start and checkpoint.due(step):
+            arrays, meta = st.snapshot(step, params, opt, rng)
             checkpoint.save(arrays, {**meta, **(extra() if extra is not None else {})})
         pick = rng.integers(len(members))
         idx = members[pick]
@@ -249,9 +242,9 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
         stats = None
         if bn_refresh > 0:
             g = int(ids[pick])
-            if g not in stats_at or step - stats_at[g][0] >= bn_refresh:
-                stats_at[g] = (step, batch_stats(params, rows[xp.asarray(stats_rows[g])], family, xp))
-            stats = stats_at[g][1]
+            if g not in st.stats_at or step - st.stats_at[g][0] >= bn_refresh:
+                st.stats_at[g] = (step, batch_stats(params, rows[xp.asarray(stats_rows[g])], family, xp))
+            stats = st.stats_at[g][1]
         y, cache = forward(params, rows[idx], family, xp, bn_stats=stats)
         loss, dy = loss_fn(y, targets[idx])
         f = min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * step / steps))
@@ -260,17 +253,18 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
             params["W0"] *= 1 - lr * f * shrink
         if revive and step % REVIVE_EVERY == 0:
             _revive_dead_units(params, opt, cache.z0, rows, fit, rng, xp)
-        losses.append(loss)
+        st.losses.append(loss)
         if progress is not None:
             progress(1)
         if held is not None and ((step + 1) % EVAL_EVERY == 0 or step + 1 == steps):
             err = held_out_error(params, rows, targets, held, family, xp)
-            curve.append((step + 1, err))
-            if err < best_err:
-                best_err, best, best_step, since = err, {k: v.copy() for k, v in params.items()}, step + 1, 0
+            st.curve.append((step + 1, err))
+            if err < st.best_err:
+                st.best, st.best_err = {k: v.copy() for k, v in params.items()}, err
+                st.best_step, st.since = step + 1, 0
             else:
-                since += 1
-            if since >= PATIENCE and step + 1 >= STOP_FROM * steps:
+                st.since += 1
+            if st.since >= PATIENCE and step + 1 >= STOP_FROM * steps:
                 if progress is not None:
                     progress(steps - step - 1)
                 break
@@ -279,53 +273,9 @@ def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit:
             if progress is not None:
                 progress(steps - step - 1)
             break
-    if best is not None:
-        params.update(best)
-    return TrainLog(losses, curve, best_step, gave_up)
-
-
-def _snapshot(params: Params, opt: Adam, rng: np.random.Generator, step: int, losses: list[float],
-              curve: list[tuple[int, float]], best: Params | None, best_err: float, best_step: int, since: int,
-              stats_at: dict[int, tuple[int, list[BatchNormStats]]]) -> tuple[dict, dict]:
-    """``(arrays, meta)``: :func:`_train`'s whole state before running ``step`` (what :func:`_restore` reads)."""
-    stats = {f"stats.{g}.{i}.{name}": v for g, (_, st) in stats_at.items() for i, s in enumerate(st)
-             for name, v in (("mean", s.mean), ("var", s.var))}
-    arrays = {**pack(params=params, m=opt.m, v=opt.v, best=best), **stats, "losses": np.asarray(losses, np.float64)}
-    meta = {"step": step, "adam_t": opt.t, "rng": rng_state(rng), "curve": [(k, float(e)) for k, e in curve],
-            "best_err": float(best_err), "best_step": best_step, "since": since,
-            "stats_at": {str(g): at for g, (at, _) in stats_at.items()}}
-    return arrays, meta
-
-
-def _check_snapshot(arrays: dict, meta: dict, params: Params) -> None:
-    """Raise ``KeyError`` / ``ValueError`` unless ``(arrays, meta)`` is a whole :func:`_snapshot` of ``params``."""
-    missing = [k for k in ("step", "adam_t", "rng", "curve", "best_err", "best_step", "since", "stats_at")
-               if k not in meta]
-    missing += [f"stats.{g}.0.mean" for g in meta.get("stats_at", {}) if f"stats.{g}.0.mean" not in arrays]
-    if missing:
-        raise KeyError(f"no {', '.join(missing)}")
-    for group in ("params", "m", "v") + (("best",) if any(k.startswith("best.") for k in arrays) else ()):
-        for k, v in params.items():
-            if arrays[f"{group}.{k}"].shape != v.shape:
-                raise ValueError(f"{group}.{k} has shape {arrays[f'{group}.{k}'].shape}, not {v.shape}")
-    if len(arrays["losses"]) != int(meta["step"]):
-        raise ValueError(f"{len(arrays['losses'])} losses for {meta['step']} steps")
-
-
-def _restore(saved: tuple[dict, dict], params: Params, opt: Adam, rng: np.random.Generator, xp: Namespace) -> tuple:
-    """Put a :func:`_snapshot` back: ``params``, ``opt`` and ``rng`` in place; returns the loop's other
-    values ``(step, losses, curve, best, best_err, best_step, since, stats_at)``."""
-    arrays, meta = saved
-    params.update(unpack(arrays, "params", xp))
-    opt.m, opt.v, opt.t = unpack(arrays, "m", xp), unpack(arrays, "v", xp), int(meta["adam_t"])
-    opt.weight_average = {k: v.copy() for k, v in params.items()}  # average_decay 0: the weights themselves
-    set_rng_state(rng, meta["rng"])
-    stats_at = {int(g): (int(at), [BatchNormStats(xp.asarray(arrays[f"stats.{g}.{i}.mean"]),
-                                                  xp.asarray(arrays[f"stats.{g}.{i}.var"]))
-                                   for i in range(sum(k.startswith(f"stats.{g}.") for k in arrays) // 2)])
-                for g, at in meta["stats_at"].items()}
-    return (int(meta["step"]), [float(v) for v in arrays["losses"]], [(int(k), float(e)) for k, e in meta["curve"]],
-            unpack(arrays, "best", xp), float(meta["best_err"]), int(meta["best_step"]), int(meta["since"]), stats_at)
+    if st.best is not None:
+        params.update(st.best)
+    return TrainLog(st.losses, st.curve, st.best_step, gave_up)
 
 
 def _stats_images(batch: np.ndarray, n_patches: int, rng: np.random.Generator) -> np.ndarray:

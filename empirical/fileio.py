@@ -3,7 +3,9 @@
 * reading input that may be damaged, truncated, of the wrong type, huge, or not a regular file
   at all: :func:`read_json_file`, :func:`read_npy`, :func:`read_gray`, each refusing with one line
   that names the file (:class:`~empirical.errors.UserError`);
-* writing JSON, ``.npy`` and 16-bit PNG files atomically (through :mod:`empirical.staging`);
+* writing JSON, ``.npy`` and 16-bit PNG files atomically (through :mod:`empirical.staging`), and
+  arrays with a JSON record in one ``.npz`` (:func:`write_record`, :func:`read_record`: the attack's saved
+  stages and their parts);
 * the paths a command writes: :func:`check_output` refuses what cannot or must not be written.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import stat
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -226,12 +229,39 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def as_json(obj: Any) -> Any:
+    """``obj`` as it comes back from JSON (NumPy values as plain numbers and lists, tuples as lists)."""
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
 def write_json(path: PathLike, obj: Any, sort_keys: bool = True) -> None:
     """Write ``obj`` as indented JSON, atomically; NumPy values become plain numbers and lists."""
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=sort_keys, default=_jsonable)
             f.write("\n")
+
+
+RECORD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)  # what reading a damaged record raises
+
+
+def write_record(path: PathLike, arrays: dict, record: dict) -> None:
+    """Host arrays and a JSON ``record`` in one ``.npz`` (the record under ``_meta``), through a temporary
+    flushed to disk and renamed into place: the file is whole or absent, even after a crash."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, _meta=np.array(json.dumps(record, default=_jsonable)), **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_record(path: PathLike) -> tuple[dict, dict]:
+    """``(arrays, record)`` of a :func:`write_record` file; one of :data:`RECORD_ERRORS` when it is damaged."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "_meta"}
+        record = json.loads(str(z["_meta"]))
+    if not isinstance(record, dict):
+        raise ValueError("no record inside")
+    return arrays, record
 
 
 def write_npy(path: PathLike, array: np.ndarray) -> None:

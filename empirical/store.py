@@ -15,16 +15,13 @@ import hashlib
 import json
 import shutil
 import sys
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from .backend import to_numpy
+from .fileio import RECORD_ERRORS, read_record, write_record
 from .game import Game, content_digest
 from .stages import REGISTRY, STAGES
-from .staging import atomic_path
 
 
 def stage_keys(cfg_json: dict) -> dict[str, str]:
@@ -72,12 +69,10 @@ class Store:
         if self.dir is None or not self.path(name).exists():
             return None
         try:
-            with np.load(self.path(name), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files if k != "_meta"}
-                meta = json.loads(str(z["_meta"]))
-            if not isinstance(meta, dict) or "seconds" not in meta or "info" not in meta:
+            arrays, meta = read_record(self.path(name))
+            if "seconds" not in meta or "info" not in meta:
                 raise ValueError("no stage record inside")
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        except RECORD_ERRORS as e:
             self.warn(f"{self.path(name)} is damaged ({type(e).__name__}: {e}); recomputing stage {name!r}")
             return None
         return arrays, meta
@@ -85,5 +80,4 @@ class Store:
     def save(self, name: str, arrays: dict, meta: dict) -> None:
         if self.dir is None:
             return
-        with atomic_path(self.path(name)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, _meta=np.array(json.dumps(meta)), **{k: to_numpy(v) for k, v in arrays.items()})
+        write_record(self.path(name), {k: to_numpy(v) for k, v in arrays.items()}, meta)

@@ -38,6 +38,7 @@ from .. import (
     encodings,
     extraction,
     fit_budget,
+    fit_state,
     holdout,
     matched,
     mlp,
@@ -90,16 +91,19 @@ def _save_fit(done: Checkpoint | None, fit: EncoderFit) -> None:
 
 
 def _load_fit(done: Checkpoint | None, xp) -> EncoderFit | None:
-    def parse(arrays: dict, meta: dict) -> EncoderFit:
-        params = unpack(arrays, "params", xp)
-        if not params or "W0" not in params:
-            raise KeyError("no parameters")
-        return EncoderFit(params, [float(v) for v in arrays["losses"]],
-                          tuple((int(k), float(e)) for k, e in meta["held_out"]), int(meta["best_step"]),
-                          meta["probe"], bool(meta["gave_up"]), tuple(meta["probes"]))
+    def check(arrays: dict, meta: dict) -> None:
+        missing = [k for k in ("held_out", "best_step", "probe", "gave_up", "probes") if k not in meta]
+        missing += [k for k in ("params.W0", "losses") if k not in arrays]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
 
-    saved = done.load(check=parse) if done is not None else None
-    return None if saved is None else parse(*saved)
+    saved = done.load(check=check) if done is not None else None
+    if saved is None:
+        return None
+    arrays, meta = saved
+    return EncoderFit(unpack(arrays, "params", xp), [float(v) for v in arrays["losses"]],
+                      tuple((int(k), float(e)) for k, e in meta["held_out"]), int(meta["best_step"]), meta["probe"],
+                      bool(meta["gave_up"]), tuple(meta["probes"]))
 
 
 def _refit_matching(ctx: Context, part: Checkpoint | None, params: Params,
@@ -198,6 +202,6 @@ STAGE = register(Stage(
     name="extract", fields=("extract",),
     sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final, encodings,
              matched, whitening, batch_sample, sketch, passes, assignment, boosting, candidate_graph, checkpoint,
-             encoder),
+             encoder, fit_state),
     compute=compute, attach=attach, save=save, load=load,
 ))
