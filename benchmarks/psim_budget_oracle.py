@@ -17,6 +17,14 @@ Alice's permutations and answer key are read: an oracle, not an attack. A budget
 ``width``, ``embed``, ``images_per_encoder``, ``lr``). The JSON is rewritten after each budget, so
 a long run that is stopped keeps what it finished.
 
+``--patch-bands B`` adds B features to the patch tower's 15 moments (the rows keep theirs): the
+log energy of the patch, less the mean patch, in B bands of the principal directions of all the
+game's patches (the first direction, the next 2, 4, 8, ...). With Gaussian random weights in the
+first layer, what a random encoder's output can say about a patch, over the keys, is carried by
+the patch's inner products with the batch's patches: its distance from their mean and its energy
+along their principal directions. The moments hold the first (a patch's mean and spread), not
+the second.
+
 Usage::
 
     python benchmarks/psim_budget_oracle.py --budget base: --budget x4:steps=6000,n_encoders=30 \\
@@ -28,6 +36,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +47,25 @@ from oracles import add_game_args
 
 EVAL_ENCODERS = 4  # fresh attacker encoders for the balanced accuracy (2 choose the threshold, 2 score)
 EVAL_SEED_OFFSET = 7919  # their seed: the game's seed plus this, so no training encoder is reused
+ENERGY_FLOOR = 1e-12  # added to a band's energy before its log
+
+
+def band_features(images: np.ndarray, family, bands: int) -> np.ndarray:
+    """(N, P, bands): log mean energy of each centred patch in doubling bands of principal directions."""
+    from empirical.encoder import patchify
+    from empirical.moments import standardise
+
+    pix = patchify(np.asarray(images, dtype=np.float32), family.patch).astype(np.float64)  # (N, P, C*p*p)
+    flat = pix.reshape(-1, pix.shape[-1])
+    flat = flat - flat.mean(0)
+    _, vecs = np.linalg.eigh(flat.T @ flat / len(flat))
+    coef = (flat @ vecs[:, ::-1]) ** 2  # (N*P, C*p*p), largest direction first
+    edges = [0] + [min(2 ** b - 1 + 2 ** b, coef.shape[1]) for b in range(bands)]
+    edges[-1] = coef.shape[1]  # the last band takes every direction left
+    out = np.stack([np.log(coef[:, a:b].mean(1) + ENERGY_FLOOR) for a, b in pairwise(edges)], axis=-1)
+    return standardise(out.reshape(pix.shape[0], pix.shape[1], bands), np)
+
+
 INT_FIELDS = ("steps", "batch", "n_encoders", "width", "embed", "images_per_encoder")
 
 
@@ -61,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--decoys", type=int, default=50, help="originals with no encoding (as in the games on disk)")
     ap.add_argument("--budget", action="append", required=True, metavar="NAME:FIELD=VALUE,...",
                     help="a p-sim training budget; repeat for several")
+    ap.add_argument("--patch-bands", type=int, default=0, metavar="B",
+                    help="add B principal-band energies to the patch features (0: the moments alone)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
@@ -90,15 +120,18 @@ def main(argv=None) -> int:
     rows: dict[str, dict] = {}
     for name, cfg in budgets:
         load0, t0 = load_average(), time.perf_counter()
-        pairs = training_pairs(game.originals, fam, cfg, args.seed, xp)
+        k = cfg.moments
+        pf = patch_features(game.originals, fam, k, xp)  # (N_o, P, K)
+        if args.patch_bands:
+            pf = np.concatenate([pf, band_features(game.originals, fam, args.patch_bands)], axis=-1)
+        pairs = training_pairs(game.originals, fam, cfg, args.seed, xp, patch_feats=pf)
         t_pairs = time.perf_counter() - t0
         model = train_psim(pairs, cfg, args.seed, xp).model
         t_train = time.perf_counter() - t0 - t_pairs
         held = training_pairs(game.originals, fam, dataclasses.replace(cfg, n_encoders=EVAL_ENCODERS),
-                              args.seed + EVAL_SEED_OFFSET, xp)
+                              args.seed + EVAL_SEED_OFFSET, xp, patch_feats=pf)
         ev = evaluate_psim(model, held[:2], held[2:], args.seed, xp)
-        k = cfg.moments
-        pe = model.embed_patches(patch_features(game.originals, fam, k, xp).reshape(-1, k), xp)
+        pe = model.embed_patches(pf.reshape(-1, pf.shape[-1]), xp)
         re = model.embed_rows(row_features(aligned, k, xp).reshape(-1, k), xp)
         score = known_perm_scores(pe.reshape(len(game.originals), P, -1), re.reshape(len(aligned), P, -1),
                                   np.arange(P), xp)  # (N_o, N)

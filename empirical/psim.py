@@ -159,7 +159,8 @@ def training_pairs(images: Array, family: EncoderConfig, cfg: PsimConfig, seed: 
     """Per attacker encoder: (patch features, row features) of the same patches, (M, K) each.
 
     Encoding without the shuffle keeps row j aligned with patch j, which gives the labels.
-    ``patch_feats`` are :func:`patch_features` of ``images`` when the caller has them already.
+    ``patch_feats`` (N, P, F) are :func:`patch_features` of ``images`` when the caller has them
+    already, or other features of the patches (an oracle's); the patch tower takes their width F.
     """
     rng = np.random.default_rng([seed, PAIRS_STREAM])
     images = xp.asarray(images)  # once, not once per encoder
@@ -171,7 +172,7 @@ def training_pairs(images: Array, family: EncoderConfig, cfg: PsimConfig, seed: 
         pick_dev = xp.asarray(pick)
         enc = encode_batch(images[pick_dev], key, xp)  # (n, P, D), one BatchNorm batch
         rf = row_features(enc, cfg.moments, xp)
-        out.append((pf_all[pick_dev].reshape(-1, cfg.moments), rf.reshape(-1, cfg.moments)))
+        out.append((pf_all[pick_dev].reshape(-1, pf_all.shape[-1]), rf.reshape(-1, cfg.moments)))
     return out
 
 
@@ -179,9 +180,11 @@ def train_psim(pairs: list[PairSet], cfg: PsimConfig, seed: int, xp: Namespace,
                progress: Progress | None = None) -> PsimTraining:
     """Train the two towers on ``pairs`` (from :func:`training_pairs`); returns ``(model, losses)``."""
     rng = np.random.default_rng([seed, TRAIN_STREAM])
-    sizes = [cfg.moments, cfg.width, cfg.width, cfg.embed]
-    params = {**{f"o.{k}": v for k, v in init_mlp(sizes, rng, xp).items()},
-              **{f"e.{k}": v for k, v in init_mlp(sizes, rng, xp).items()},
+    # Each tower takes its own features' width: K moments for rows, K or more features for patches.
+    sizes_o = [pairs[0][0].shape[1], cfg.width, cfg.width, cfg.embed]
+    sizes_e = [pairs[0][1].shape[1], cfg.width, cfg.width, cfg.embed]
+    params = {**{f"o.{k}": v for k, v in init_mlp(sizes_o, rng, xp).items()},
+              **{f"e.{k}": v for k, v in init_mlp(sizes_e, rng, xp).items()},
               "log_t": xp.asarray(np.float32(LOG_T_INIT))}
     opt = Adam(params, xp, lr=cfg.lr, average_decay=cfg.ema)
     losses = []

@@ -181,3 +181,16 @@ def test_evaluate_psim_of_an_untrained_model_is_near_chance():
     ev = evaluate_psim(model, noise, [(rng.standard_normal((400, 4)).astype(np.float32),
                                        rng.standard_normal((400, 4)).astype(np.float32))], 0, np)
     assert abs(ev.balanced_accuracy - 0.5) < 0.1 and abs(ev.auc - 0.5) < 0.1
+
+
+def test_patch_tower_takes_wider_patch_features_than_the_rows_moments():
+    # extra patch features (an oracle's) widen the patch tower only; the rows keep their K moments
+    cfg = PsimConfig(moments=4, width=32, embed=8, steps=250, batch=128, lr=5e-3, ema=0.9)
+    rng = np.random.default_rng(3)
+    train = [(np.concatenate([pf, rng.standard_normal((len(pf), 3)).astype(np.float32)], axis=1), rf)
+             for pf, rf in synthetic_pairs(3, 400, 4, seed=0)]
+    model, losses = train_psim(train, cfg, seed=0, xp=np)
+    assert model.orig["W0"].shape == (7, 32) and model.enc["W0"].shape == (4, 32)
+    assert model.embed_patches(train[0][0][:5], np).shape == (5, 8)
+    assert model.embed_rows(train[0][1][:5], np).shape == (5, 8)
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:5])  # the moments still carry the match
