@@ -14,7 +14,10 @@ original has the nearest twin) and for every swapped pair of the matching:
 
 * ``batch``: the re-scoring's present distance;
 * ``twins_K``: the distance after subtracting the mean residual of each candidate's K nearest
-  twins, excluding every candidate of the encoding being scored (whose encodings are in doubt).
+  twins, excluding every candidate of the encoding being scored (whose encodings are in doubt);
+* ``same_K``: the same, with the twins drawn only from originals matched into the scored
+  encoding's own BatchNorm batch, so that their residuals are T''s error at that batch's
+  statistics (T''s error moves with the statistics a batch brings).
 
 For each it counts the close calls whose true original is not their nearest candidate (the truth
 known only here) and the swapped pairs it puts right.
@@ -99,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     uniq = np.unique(cands)
     _, twin_of = nearest_twins(summary, uniq, np.flatnonzero(holder >= 0), kmax + 2 * (TWINS + 1), np)
     twin_row = {int(x): i for i, x in enumerate(uniq)}
-    names = ["batch", *[f"twins_{k}" for k in args.twins]]
+    names = ["batch", *[f"twins_{k}" for k in args.twins], *[f"same_{k}" for k in args.twins]]
+    in_batch = {int(g): np.flatnonzero((holder >= 0) & (groups[np.maximum(holder, 0)] == g))
+                for g in np.unique(groups)}  # originals matched into each batch
     records = []
     for i, k in enumerate(sample):
         e, g = run.target(int(k)), int(groups[k])
@@ -109,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             pred = encode_each(params, originals[c:c + 1], cfg, stats_of(g), np)[0]
             costs["batch"].append(float(((pred - e) ** 2).sum()))
             twins = [int(t) for t in twin_of[twin_row[int(c)]] if int(t) not in own]
+            _, same = nearest_twins(summary, np.asarray([int(c)]), in_batch[g], kmax + len(own), np)
+            same = [int(t) for t in same[0] if int(t) not in own]
             for kk in args.twins:
                 corr = np.mean([residual_of(t) for t in twins[:kk]], axis=0)
                 costs[f"twins_{kk}"].append(float(((pred - corr - e) ** 2).sum()))
+                corr = np.mean([residual_of(t) for t in same[:kk]], axis=0)
+                costs[f"same_{kk}"].append(float(((pred - corr - e) ** 2).sum()))
         in_cands = truth[k] in own
         rec = {"encoding": int(k), "true_among_candidates": bool(in_cands),
                "matched_right": bool(matching[k] == truth[k])}
