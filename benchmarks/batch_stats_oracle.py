@@ -39,7 +39,7 @@ from bench_common import machine, now_utc, sources, write_json
 from empirical.batch_sample import whole_batches
 from empirical.encoder import EncoderConfig, patchify
 from empirical.fileio import read_gray
-from empirical.game import ENC_DIR, ORIG_DIR, _list_originals, read_config
+from empirical.game import ENC_DIR, ORIG_DIR, PATH_LIST, _list_originals, read_config
 from empirical.tprime import batch_stats, encode_each, mean_batch_stats
 
 CONTROL_STREAM = 0xB5  # which right pairs are the control
@@ -81,10 +81,18 @@ class FinishedAttack(NamedTuple):
         return np.load(self.game / ENC_DIR / f"{k}.npy")[self.order[k]][self.pi]
 
 
-def read_finished_attack(game: Path, answer_key: Path, work: Path, last: str) -> FinishedAttack:
-    """The newest ``align``, ``boost``, ``extract`` and ``last`` stages under ``work``, with the truth."""
+def read_finished_attack(game: Path, answer_key: Path, work: Path, last: str, *,
+                         all_originals: bool = False) -> FinishedAttack:
+    """The newest ``align``, ``boost``, ``extract`` and ``last`` stages under ``work``, with the truth.
+
+    The originals are those the attack matched against: the path list's ids, or every original
+    when it ran with ``--all-originals``.
+    """
     cfg = read_config(game)
     ids = _list_originals(game / ORIG_DIR, game.resolve())
+    if not all_originals:  # the attack's default: only the ids the public path list names as encoded
+        listed = set(json.loads((game / PATH_LIST).read_text()))
+        ids = [s for s in ids if s in listed]
     where = {s: i for i, s in enumerate(ids)}
     answer = json.loads(Path(answer_key).read_text())
     truth = np.empty(len(answer), np.int64)

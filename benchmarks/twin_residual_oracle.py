@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--answer-key", required=True)
     ap.add_argument("--work-dir", required=True, help="the attack's --work-dir (its newest saved stages are read)")
     ap.add_argument("--stage", default="final", help="the saved stage whose matching is examined (final or rescore)")
+    ap.add_argument("--all-originals", action="store_true", help="the attack ran with --all-originals")
     ap.add_argument("--sample", type=int, default=150, help="close calls scored (besides the swapped pairs)")
     ap.add_argument("--twins", type=int, nargs="+", default=[1, 3, 10], help="values of K to compare")
     ap.add_argument("--json", help="write the results here")
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     game = Path(args.game)
-    run = read_finished_attack(game, Path(args.answer_key), Path(args.work_dir), args.stage)
+    run = read_finished_attack(game, Path(args.answer_key), Path(args.work_dir), args.stage,
+                               all_originals=args.all_originals)
     cfg, truth, params, groups, matching = run.cfg, run.truth, run.params, run.groups, run.matching
     n = len(truth)
     print(f"reading {len(run.ids)} originals ...", flush=True)
