@@ -17,7 +17,13 @@ original has the nearest twin) and for every swapped pair of the matching:
   twins, excluding every candidate of the encoding being scored (whose encodings are in doubt);
 * ``same_K``: the same, with the twins drawn only from originals matched into the scored
   encoding's own BatchNorm batch, so that their residuals are T''s error at that batch's
-  statistics (T''s error moves with the statistics a batch brings).
+  statistics (T''s error moves with the statistics a batch brings);
+* ``patch_K``: twins patch by patch instead of image by image: for each position, the K patches at
+  that position, among the originals matched into the scored encoding's batch (the candidates
+  excluded), nearest in pixels to the candidate's patch there; their rows' residuals, averaged,
+  correct that row. A nearly flat image's 64 rows share one error (T' errs alike on alike
+  patches), so its rows do not average T''s error away as a textured image's do; textured images
+  of the same batch hold many patches alike to each of its own, matched with confidence.
 
 For each it counts the close calls whose true original is not their nearest candidate (the truth
 known only here) and the swapped pairs it puts right.
@@ -40,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch_stats_oracle import read_finished_attack
 from bench_common import machine, now_utc, sources, write_json
 
+from empirical.encoder import patchify
 from empirical.fileio import read_gray
 from empirical.game import ORIG_DIR
 from empirical.matched import MatchedImages
@@ -58,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--all-originals", action="store_true", help="the attack ran with --all-originals")
     ap.add_argument("--sample", type=int, default=150, help="close calls scored (besides the swapped pairs)")
     ap.add_argument("--twins", type=int, nargs="+", default=[1, 3, 10], help="values of K to compare")
+    ap.add_argument("--patch-twins", type=int, nargs="*", default=[], help="values of K for patch_K (none: not run)")
+    ap.add_argument("--patch-sure", action="store_true",
+                    help="patch_K draws its twins only from originals outside every close call's candidates")
     ap.add_argument("--json", help="write the results here")
     return ap
 
@@ -94,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         return residual[t]
 
     kmax = max(args.twins)
+    batch_rows: dict[int, tuple] = {}
+
+    def batch_rows_of(g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch g's matched originals (n,), their patches (n, P, C*p*p) and T''s row residuals (n, P, D)."""
+        if g not in batch_rows:
+            who = in_batch[g]
+            res = np.stack([residual_of(int(t)) for t in who])
+            batch_rows[g] = (who, patchify(originals[who], cfg.patch).astype(np.float32), res)
+        return batch_rows[g]
+
     wrong = np.flatnonzero(matching != truth)
     calls = close_calls(summary, matching, len(originals), np)
     rng = np.random.default_rng(SAMPLE_STREAM)
@@ -104,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     uniq = np.unique(cands)
     _, twin_of = nearest_twins(summary, uniq, np.flatnonzero(holder >= 0), kmax + 2 * (TWINS + 1), np)
     twin_row = {int(x): i for i, x in enumerate(uniq)}
-    names = ["batch", *[f"twins_{k}" for k in args.twins], *[f"same_{k}" for k in args.twins]]
+    _, near_all = nearest_twins(summary, matching[calls], pool, TWINS, np)
+    doubtful = np.union1d(matching[calls], near_all.ravel())  # every close call's candidates
+    names = ["batch", *[f"twins_{k}" for k in args.twins], *[f"same_{k}" for k in args.twins],
+             *[f"patch_{k}" for k in args.patch_twins]]
     in_batch = {int(g): np.flatnonzero((holder >= 0) & (groups[np.maximum(holder, 0)] == g))
                 for g in np.unique(groups)}  # originals matched into each batch
     records = []
@@ -116,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
             pred = encode_each(params, originals[c:c + 1], cfg, stats_of(g), np)[0]
             costs["batch"].append(float(((pred - e) ** 2).sum()))
             twins = [int(t) for t in twin_of[twin_row[int(c)]] if int(t) not in own]
+            if args.patch_twins:
+                who, patches, res = batch_rows_of(g)
+                keep = ~np.isin(who, doubtful if args.patch_sure else list(own))
+                mine = patchify(originals[c:c + 1], cfg.patch)[0].astype(np.float32)  # (P, C*p*p)
+                d = ((patches[keep] - mine[None]) ** 2).sum(-1)  # (n', P) each position's patch distances
+                rank = np.argsort(d, axis=0)  # (n', P) nearest first, position by position
+                for kk in args.patch_twins:
+                    near_rows = np.take_along_axis(res[keep], rank[:kk, :, None], axis=0)  # (kk, P, D)
+                    costs[f"patch_{kk}"].append(float(((pred - near_rows.mean(0) - e) ** 2).sum()))
             _, same = nearest_twins(summary, np.asarray([int(c)]), in_batch[g], kmax + len(own), np)
             same = [int(t) for t in same[0] if int(t) not in own]
             for kk in args.twins:
@@ -124,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                 corr = np.mean([residual_of(t) for t in same[:kk]], axis=0)
                 costs[f"same_{kk}"].append(float(((pred - corr - e) ** 2).sum()))
         in_cands = truth[k] in own
-        rec = {"encoding": int(k), "true_among_candidates": bool(in_cands),
+        rec = {"encoding": int(k), "truth": int(truth[k]), "true_among_candidates": bool(in_cands),
                "matched_right": bool(matching[k] == truth[k])}
         for m in names:
             cst = np.asarray(costs[m])
             best = int(cands[i][np.argmin(cst)])
-            rec[m] = {"best_is_true": best == int(truth[k])}
+            rec[m] = {"best_is_true": best == int(truth[k]), "best": best}
             if in_cands:
                 j = int(np.flatnonzero(cands[i] == truth[k])[0])
                 others = np.delete(cst, j)

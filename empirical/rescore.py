@@ -19,7 +19,15 @@ originals matched to its encodings. The close calls are re-scored with them:
 3. *Scores.* Every candidate is encoded by T' with the BatchNorm statistics of the encoding's own
    batch (:func:`~empirical.tprime.batch_stats_of` the originals matched to that batch), and
    scored by its squared distance to the encoding.
-4. *Assignment.* The close calls are matched again to those originals by the best assignment on
+4. *Patch twins.* Before that distance, each row of the candidate's T'(x) is corrected by T''s own
+   error on alike patches (:func:`patch_corrections`): at the same position, the
+   :data:`PATCH_TWINS` patches nearest in pixels among the originals matched into the same batch
+   that no close call may take (so matched with confidence), and the mean of their rows' residuals
+   (encoding minus T'). T' errs alike on alike patches, and a nearly flat image's rows are all
+   alike, so its rows share one error that the sum over them does not average away as a textured
+   image's does; a textured image of the same batch holds patches alike to each of them, encoded
+   with the same statistics.
+5. *Assignment.* The close calls are matched again to those originals by the best assignment on
    the sparse candidate graph (SciPy's ``min_weight_full_bipartite_matching``); the present
    matching is one of its full matchings, so one always exists. Other encodings keep their match.
 
@@ -46,6 +54,8 @@ MIN_RESCORED = 256  # ... and at least this many (every encoding of a smaller ga
 TWINS = 10  # nearest other originals that are candidates of a close call, beside its own match (3 missed the
 # right original of 2 of the 4 wrong encodings left at N = 16,000: ranks 1, 4, 1, 4; benchmarks/rescore_oracle.py)
 SUMMARY_CHUNK = 2048  # originals per block of the twin search
+PATCH_TWINS = 5  # alike patches whose residuals correct a candidate's row (the flat-pair oracle: 5 and 20
+# put right 21 and 19 of 35 wrong flat twins, 1 and 50 put right 18 and 16; benchmarks/twin_residual_oracle.py)
 
 
 class Rescored(NamedTuple):
@@ -101,13 +111,43 @@ def close_calls(summary: Array, matching: np.ndarray, n_orig: int, xp: Namespace
     return np.sort(np.argsort(nearest[:, 0], kind="stable")[:count])
 
 
+def _batch_residuals(params: Params, matched: MatchedImages, targets: Rows, encodings: np.ndarray,
+                     family: EncoderConfig, stats, xp: Namespace) -> tuple[Array, Array] | None:
+    """Patches (n, P, C*p*p) of the originals matched to ``encodings`` and T''s residuals on their rows (n, P, D)."""
+    if len(encodings) == 0:
+        return None
+    x = matched[encodings]  # (n, C, H, W)
+    residual = targets[encodings] - encode_each(params, x, family, stats, xp)  # (n, P, D) encoding minus T'
+    return patchify(xp.asarray(x, dtype=xp.float32), family.patch), residual
+
+
+def patch_corrections(patches: Array, twin_patches: Array, twin_residuals: Array, k: int, xp: Namespace) -> Array:
+    """Each row's mean residual over its ``k`` nearest twin patches at the same position: (c, P, D).
+
+    ``patches`` (c, P, F) the candidates' patches; ``twin_patches`` (n, P, F) and ``twin_residuals``
+    (n, P, D) the twins' patches and T''s residuals on their rows. Nearness is the squared
+    distance in pixels, position by position.
+    """
+    n = twin_patches.shape[0]
+    k = min(k, n)
+    twin_sq = (twin_patches * twin_patches).sum(axis=2)  # (n, P)
+    # |a - t|^2 less |a|^2, which is the same for every twin of a row: (c, n, P)
+    d = twin_sq[None] - 2 * xp.einsum("cpf,npf->cnp", patches, twin_patches)
+    near = xp.argpartition(d, k - 1, axis=1)[:, :k] if k < n else xp.broadcast_to(
+        xp.arange(n)[None, :, None], d.shape)  # (c, k, P) the k nearest twins of each row, in no order
+    pos = xp.arange(twin_patches.shape[1])[None, None, :]  # (1, 1, P)
+    return twin_residuals[near, pos].mean(axis=1)  # (c, k, P, D) -> (c, P, D)
+
+
 def rescore_close_calls(params: Params, originals: Array, targets: Rows, matching: np.ndarray,
                         groups: np.ndarray, family: EncoderConfig, xp: Namespace, *,
-                        share: float = RESCORED_SHARE, least: int = MIN_RESCORED, twins: int = TWINS) -> Rescored:
+                        share: float = RESCORED_SHARE, least: int = MIN_RESCORED, twins: int = TWINS,
+                        patch_twins: int = PATCH_TWINS) -> Rescored:
     """Match the close calls again, scored with their batches' own statistics (see the module notes).
 
     ``originals`` (N_o, C, H, W) xp; ``targets`` (N, P, D) each encoding's rows in position order;
     ``matching`` (N,) host, the matching to refine; ``groups`` (N,) host, each encoding's batch.
+    ``patch_twins`` 0 scores the candidates without the patch twins' correction.
     """
     n_orig = originals.shape[0]
     matching = np.asarray(matching, dtype=np.int64)
@@ -119,16 +159,26 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
     cands = np.concatenate([matching[calls][:, None], near], axis=1)  # (S, 1 + twins), own match first
     batches = np.unique(groups[calls])
     matched = MatchedImages(originals, matching, xp)  # encoding k's original, so each batch's are its own
+    doubtful = np.union1d(cands.ravel(), unmatched)  # originals some close call may take
+    sure = ~np.isin(matching, doubtful)  # (N,) encodings matched with confidence
     cost = np.empty(cands.shape)
     per = max(1, ENCODE_CHUNK // family.n_patches)  # encodings whose candidates T' encodes at a time
+    n_twin_images = 0
     for g in batches:
         stats = batch_stats_of(params, matched, groups, g, family, xp)  # from the originals matched to batch g
+        twins_g = _batch_residuals(params, matched, targets, np.flatnonzero(sure & (groups == g)), family, stats,
+                                   xp) if patch_twins else None
+        n_twin_images += 0 if twins_g is None else len(twins_g[0])
         rows_g = np.flatnonzero(groups[calls] == g)  # close calls of batch g (positions in `calls`)
         for s in range(0, len(rows_g), per):
             r = rows_g[s:s + per]
             enc = targets[calls[r]]  # (c, P, D)
             for j in range(cands.shape[1]):
-                pred = encode_each(params, originals[xp.asarray(cands[r, j])], family, stats, xp)
+                x = originals[xp.asarray(cands[r, j])]  # (c, C, H, W)
+                pred = encode_each(params, x, family, stats, xp)  # (c, P, D)
+                if twins_g is not None:
+                    pred = pred + patch_corrections(patchify(xp.asarray(x, dtype=xp.float32), family.patch),
+                                                    *twins_g, patch_twins, xp)
                 cost[r, j] = to_numpy(((pred - enc) ** 2).sum(axis=(1, 2))).astype(np.float64)
     col = np.searchsorted(pool, cands)  # (S, 1 + twins) columns of the candidate graph
     # Every row takes exactly one edge, so shifting a row's costs does not change the best matching;
@@ -140,5 +190,6 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
     out = matching.copy()
     out[calls[row]] = pool[got]
     info = {"rescored": len(calls), "candidates_per_encoding": int(cands.shape[1]),
-            "batches": len(batches), "changed": int((out != matching).sum())}
+            "batches": len(batches), "patch_twins": patch_twins, "twin_images": n_twin_images,
+            "changed": int((out != matching).sum())}
     return Rescored(out, info)

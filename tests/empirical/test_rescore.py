@@ -2,11 +2,21 @@
 import numpy as np
 import pytest
 
+import empirical.rescore as rescore_mod
 from empirical.data import bundled_images
-from empirical.encoder import encode, preset, random_key
+from empirical.encoder import encode, patchify, preset, random_key
 from empirical.encodings import Rows
 from empirical.extraction import params_from_key
-from empirical.rescore import TWINS, close_calls, nearest_twins, patch_summary, rescore_close_calls
+from empirical.rescore import (
+    PATCH_TWINS,
+    TWINS,
+    close_calls,
+    nearest_twins,
+    patch_corrections,
+    patch_summary,
+    rescore_close_calls,
+)
+from empirical.tprime import batch_stats_of, encode_each
 
 FAM = preset("neuracrypt-7", image_size=32, patch=8, hidden=64, bn_batch=8, shuffle=False)
 
@@ -72,7 +82,7 @@ def test_a_right_matching_is_kept(twin_game):
     np.testing.assert_array_equal(out.matching, truth)
     # each of the 8 close calls: its match and up to TWINS of the other 7 originals in the pool
     assert out.info == {"rescored": 8, "candidates_per_encoding": 1 + min(TWINS, 7), "batches": out.info["batches"],
-                        "changed": 0}
+                        "patch_twins": PATCH_TWINS, "twin_images": out.info["twin_images"], "changed": 0}
 
 
 def test_only_the_close_calls_may_change_and_unmatched_originals_are_candidates(twin_game):
@@ -87,3 +97,49 @@ def test_only_the_close_calls_may_change_and_unmatched_originals_are_candidates(
     assert out.matching[3] == 3
     assert out.info["rescored"] == 4
     assert (out.matching != wrong).sum() == 1
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_patch_corrections_average_the_k_nearest_twin_rows_position_by_position(k):
+    rng = np.random.default_rng(k)
+    cands, twins = rng.random((4, 5, 6)), rng.random((7, 5, 6))  # (c, P, F), (n, P, F)
+    residuals = rng.standard_normal((7, 5, 3))  # (n, P, D)
+    got = patch_corrections(cands, twins, residuals, k, np)
+    for c in range(4):
+        for p in range(5):
+            d = ((twins[:, p] - cands[c, p]) ** 2).sum(axis=1)
+            want = residuals[np.argsort(d)[:k], p].mean(axis=0)
+            np.testing.assert_allclose(got[c, p], want, rtol=1e-12)
+
+
+def test_patch_twins_are_confident_encodings_of_the_same_batch_with_their_residuals(twin_game, monkeypatch):
+    """The twins correcting batch g's candidates are the originals matched into g that no close call may take."""
+    imgs, key, enc, groups = twin_game
+    params = params_from_key(key, np)
+    params = {**params, "bm": params["bm"] + 0.3}  # a T' with an error, so residuals are not zero
+    seen = []
+
+    def spy(patches, twin_patches, twin_residuals, k, xp):
+        seen.append((patches, twin_patches, twin_residuals, k))
+        return np.zeros((len(patches), *twin_residuals.shape[1:]), np.float32)
+
+    monkeypatch.setattr(rescore_mod, "patch_corrections", spy)
+    truth = np.arange(32)
+    out = rescore_close_calls(params, imgs, Rows(enc, np), truth, groups, FAM, np, share=0.1, least=4, twins=2)
+    summary = patch_summary(imgs, FAM.patch, np)
+    calls = close_calls(summary, truth, 32, np, share=0.1, least=4)
+    _, near = nearest_twins(summary, truth[calls], truth[calls], 2, np)
+    doubtful = np.union1d(truth[calls], near.ravel())
+    assert seen and all(k == PATCH_TWINS for *_, k in seen)
+    expected = {}
+    for g in np.unique(groups[calls]):
+        sure = np.setdiff1d(np.flatnonzero(groups == g), doubtful)  # encodings; here each holds its own original
+        stats = batch_stats_of(params, imgs, groups, g, FAM, np)
+        expected[g] = (patchify(imgs[sure], FAM.patch), enc[sure] - encode_each(params, imgs[sure], FAM, stats, np))
+    for _, twin_patches, twin_residuals, _ in seen:
+        matches = [g for g, (p, _) in expected.items()
+                   if p.shape == twin_patches.shape and np.allclose(p, twin_patches)]
+        assert len(matches) == 1
+        np.testing.assert_allclose(twin_residuals, expected[matches[0]][1], atol=1e-5)
+        assert np.abs(twin_residuals).max() > 0.1  # the planted error shows in the residuals
+    assert out.info["twin_images"] == sum(len(p) for p, _ in expected.values())
