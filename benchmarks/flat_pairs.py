@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from empirical.encodings import Rows
     from empirical.evaluate import true_matching
     from empirical.pipeline import AttackConfig, run_attack
-    from empirical.rescore import PATCH_TWINS, rescore_close_calls
+    from empirical.rescore import PASSES, PATCH_TWINS, rescore_close_calls
     from empirical.tprime import params_from_key
 
     xp = np
@@ -75,24 +75,25 @@ def main(argv=None) -> int:
             params = params_from_key(res.encoder, xp)
             aligned = apply_order(game.encodings, res.order, xp)[:, res.pi]  # (N, P, D) position order
             final = by["final"].matching
-            for label, k in (("without", 0), ("with", PATCH_TWINS)):
+            for label, k, passes in (("one_pass_plain", 0, 1), ("passes_plain", 0, PASSES),
+                                     ("passes_patch_twins", PATCH_TWINS, PASSES)):
                 t1 = time.perf_counter()
                 out = rescore_close_calls(params, game.originals, Rows(aligned, xp), final, game.bn_groups,
-                                          fam, xp, patch_twins=k)
+                                          fam, xp, patch_twins=k, passes=passes)
                 wrong = out.matching != truth
-                row[f"rescore_{label}_patch_twins"] = {
-                    "patch_twins": k, "seconds": time.perf_counter() - t1, "changed": out.info["changed"],
-                    "wrong_flat": int((wrong & flat).sum()), "wrong_other": int((wrong & ~flat).sum())}
-                if k:
-                    row["attack_matches_with"] = bool(np.array_equal(res.matching, out.matching))
+                row[label] = {"patch_twins": k, "passes_allowed": passes, "passes": out.info["passes"],
+                              "seconds": time.perf_counter() - t1, "changed": out.info["changed"],
+                              "wrong_flat": int((wrong & flat).sum()), "wrong_other": int((wrong & ~flat).sum())}
+            row["attack_is_passes_patch_twins"] = bool(np.array_equal(res.matching, out.matching))
             wrong = final != truth
             row["final"] = {"wrong_flat": int((wrong & flat).sum()), "wrong_other": int((wrong & ~flat).sum())}
             rows.append(row)
-            w, wo = row["rescore_with_patch_twins"], row["rescore_without_patch_twins"]
+            labels = ("one_pass_plain", "passes_plain", "passes_patch_twins")
+            parts = [f"{lab} {row[lab]['wrong_flat']} / {row[lab]['wrong_other']} ({row[lab]['passes']} passes, "
+                     f"{row[lab]['seconds']:.1f} s)" for lab in labels]
             print(f"{name} seed {seed}: {row['flat_encodings']} flat encodings; wrong flat / other: final "
-                  f"{row['final']['wrong_flat']} / {row['final']['wrong_other']}, re-scored without patch twins "
-                  f"{wo['wrong_flat']} / {wo['wrong_other']} ({wo['seconds']:.1f} s), with {PATCH_TWINS} "
-                  f"{w['wrong_flat']} / {w['wrong_other']} ({w['seconds']:.1f} s); attack {t_attack:.0f} s", flush=True)
+                  f"{row['final']['wrong_flat']} / {row['final']['wrong_other']}, " + ", ".join(parts)
+                  + f"; attack {t_attack:.0f} s", flush=True)
             if args.json:
                 write_json(args.json, {"benchmark": "flat_pairs", "date": now_utc(), "started": started,
                                        "machine": mach, "source_fingerprint": sources(__file__, "empirical"),

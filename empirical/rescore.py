@@ -30,6 +30,9 @@ originals matched to its encodings. The close calls are re-scored with them:
 5. *Assignment.* The close calls are matched again to those originals by the best assignment on
    the sparse candidate graph (SciPy's ``min_weight_full_bipartite_matching``); the present
    matching is one of its full matchings, so one always exists. Other encodings keep their match.
+6. *Passes.* A pass that changes a match is followed by another, up to :data:`PASSES`: a changed
+   match brings its new original's twins in as candidates and moves the batches' statistics and
+   the confident set nearer the truth.
 
 No step reads Alice's key or answer key: the statistics come from the attack's own matching.
 """
@@ -54,8 +57,10 @@ MIN_RESCORED = 256  # ... and at least this many (every encoding of a smaller ga
 TWINS = 10  # nearest other originals that are candidates of a close call, beside its own match (3 missed the
 # right original of 2 of the 4 wrong encodings left at N = 16,000: ranks 1, 4, 1, 4; benchmarks/rescore_oracle.py)
 SUMMARY_CHUNK = 2048  # originals per block of the twin search
-PATCH_TWINS = 5  # alike patches whose residuals correct a candidate's row (the flat-pair oracle: 5 and 20
-# put right 21 and 19 of 35 wrong flat twins, 1 and 50 put right 18 and 16; benchmarks/twin_residual_oracle.py)
+PATCH_TWINS = 5  # alike patches whose residuals correct a candidate's row (of 44 wrong flat twins, 5 put 27
+# right one by one, 1, 20 and 50 put 22, 23 and 21, the plain distance 15: cpu_twin_residual_oracle_flat_pairs.json)
+PASSES = 4  # at most this many passes; one that changes no match ends them (the flat-twin game of that oracle:
+# 44 wrong, then 22, 12, 12 after passes 1-3)
 
 
 class Rescored(NamedTuple):
@@ -142,16 +147,34 @@ def patch_corrections(patches: Array, twin_patches: Array, twin_residuals: Array
 def rescore_close_calls(params: Params, originals: Array, targets: Rows, matching: np.ndarray,
                         groups: np.ndarray, family: EncoderConfig, xp: Namespace, *,
                         share: float = RESCORED_SHARE, least: int = MIN_RESCORED, twins: int = TWINS,
-                        patch_twins: int = PATCH_TWINS) -> Rescored:
+                        patch_twins: int = PATCH_TWINS, passes: int = PASSES) -> Rescored:
     """Match the close calls again, scored with their batches' own statistics (see the module notes).
 
     ``originals`` (N_o, C, H, W) xp; ``targets`` (N, P, D) each encoding's rows in position order;
     ``matching`` (N,) host, the matching to refine; ``groups`` (N,) host, each encoding's batch.
-    ``patch_twins`` 0 scores the candidates without the patch twins' correction.
+    ``patch_twins`` 0 scores the candidates without the patch twins' correction. A pass that
+    changes a match is followed by another, up to ``passes``.
     """
-    n_orig = originals.shape[0]
-    matching = np.asarray(matching, dtype=np.int64)
+    start = np.asarray(matching, dtype=np.int64)
     summary = patch_summary(originals, family.patch, xp)
+    matching, info, changed = start, {}, []
+    for _ in range(passes):
+        out, one = _rescore_pass(params, originals, summary, targets, matching, groups, family, xp,
+                                 share, least, twins, patch_twins)
+        info = info or one  # what the first pass scored
+        changed.append(int((out != matching).sum()))
+        matching = out
+        if not changed[-1]:
+            break
+    info = {**info, "passes": len(changed), "changed_per_pass": changed, "changed": int((matching != start).sum())}
+    return Rescored(matching, info)
+
+
+def _rescore_pass(params: Params, originals: Array, summary: Array, targets: Rows, matching: np.ndarray,
+                  groups: np.ndarray, family: EncoderConfig, xp: Namespace, share: float, least: int, twins: int,
+                  patch_twins: int) -> tuple[np.ndarray, dict]:
+    """One pass of :func:`rescore_close_calls`: the refined matching and what was scored."""
+    n_orig = originals.shape[0]
     calls = close_calls(summary, matching, n_orig, xp, share, least)  # (S,) encodings
     unmatched = np.setdiff1d(np.arange(n_orig), matching)
     pool = np.union1d(matching[calls], unmatched)  # originals the close calls may take
@@ -189,7 +212,5 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
     row, got = min_weight_full_bipartite_matching(graph)
     out = matching.copy()
     out[calls[row]] = pool[got]
-    info = {"rescored": len(calls), "candidates_per_encoding": int(cands.shape[1]),
-            "batches": len(batches), "patch_twins": patch_twins, "twin_images": n_twin_images,
-            "changed": int((out != matching).sum())}
-    return Rescored(out, info)
+    return out, {"rescored": len(calls), "candidates_per_encoding": int(cands.shape[1]), "batches": len(batches),
+                 "patch_twins": patch_twins, "twin_images": n_twin_images}

@@ -82,7 +82,8 @@ def test_a_right_matching_is_kept(twin_game):
     np.testing.assert_array_equal(out.matching, truth)
     # each of the 8 close calls: its match and up to TWINS of the other 7 originals in the pool
     assert out.info == {"rescored": 8, "candidates_per_encoding": 1 + min(TWINS, 7), "batches": out.info["batches"],
-                        "patch_twins": PATCH_TWINS, "twin_images": out.info["twin_images"], "changed": 0}
+                        "patch_twins": PATCH_TWINS, "twin_images": out.info["twin_images"], "passes": 1,
+                        "changed_per_pass": [0], "changed": 0}
 
 
 def test_only_the_close_calls_may_change_and_unmatched_originals_are_candidates(twin_game):
@@ -143,3 +144,29 @@ def test_patch_twins_are_confident_encodings_of_the_same_batch_with_their_residu
         np.testing.assert_allclose(twin_residuals, expected[matches[0]][1], atol=1e-5)
         assert np.abs(twin_residuals).max() > 0.1  # the planted error shows in the residuals
     assert out.info["twin_images"] == sum(len(p) for p, _ in expected.values())
+
+
+@pytest.mark.parametrize(("passes", "want"), [(5, [1, 1, 1, 0]), (2, [1, 1])])
+def test_passes_go_on_while_a_pass_changes_a_match(twin_game, monkeypatch, passes, want):
+    """Each scripted pass puts one more of three wrong encodings right; the passes stop at the
+    first that changes nothing, or at the cap."""
+    imgs, key, enc, groups = twin_game
+    truth = np.arange(32)
+    start = truth.copy()
+    start[[1, 2, 3, 4, 5, 6]] = [2, 1, 4, 3, 6, 5]  # three swapped pairs
+    calls = []
+
+    def one_pass(params, originals, summary, targets, matching, *args):
+        calls.append(matching.copy())
+        out = matching.copy()
+        wrong = np.flatnonzero(out != truth)
+        out[wrong[:2]] = truth[wrong[:2]]  # one swapped pair put right
+        return out, {"rescored": 32}
+
+    monkeypatch.setattr(rescore_mod, "_rescore_pass", one_pass)
+    out = rescore_close_calls(params_from_key(key, np), imgs, Rows(enc, np), start, groups, FAM, np, passes=passes)
+    assert out.info["changed_per_pass"] == [2 * c for c in want]
+    assert out.info["passes"] == len(calls) == len(want)
+    assert out.info["changed"] == int((out.matching != start).sum()) == 2 * sum(want)
+    np.testing.assert_array_equal(calls[0], start)  # each pass starts from the one before
+    assert out.info["rescored"] == 32
