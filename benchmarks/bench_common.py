@@ -63,6 +63,13 @@ def write_json(path, obj) -> None:
     _write(path, obj, sort_keys=False)
 
 
+def result_header(benchmark: str, started: str, mach: dict, fingerprint: dict, args) -> dict:
+    """The fields every result file opens with: what ran, when, where, on which code and settings."""
+    return {"benchmark": benchmark, "date": now_utc(), "started": started, "machine": mach,
+            "source_fingerprint": fingerprint,
+            "settings": {k: v for k, v in vars(args).items() if k != "json"}}
+
+
 def fit_exponent(ns, ys) -> float | None:
     """Least-squares slope of log(y) against log(n): y ~ c * n^slope."""
     import numpy as np

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, load_record, machine, now_utc, sources, write_json
+from bench_common import load_average, load_record, machine, now_utc, result_header, sources, write_json
 from flat_pairs_stack import add_stack_args, flat_pair_stack
 
 
@@ -95,10 +95,8 @@ def main(argv=None) -> int:
                   f"{row['final']['wrong_flat']} / {row['final']['wrong_other']}, " + ", ".join(parts)
                   + f"; attack {t_attack:.0f} s", flush=True)
             if args.json:
-                write_json(args.json, {"benchmark": "flat_pairs", "date": now_utc(), "started": started,
-                                       "machine": mach, "source_fingerprint": sources(__file__, "empirical"),
-                                       "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                                       "games": rows})
+                head = result_header("flat_pairs", started, mach, sources(__file__, "empirical"), args)
+                write_json(args.json, {**head, "games": rows})
     return 0
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_average, load_record, machine, now_utc, sources, write_json
+from bench_common import load_average, load_record, machine, now_utc, result_header, sources, write_json
 from oracles import add_game_args
 
 EVAL_ENCODERS = 4  # fresh attacker encoders for the balanced accuracy (2 choose the threshold, 2 score)
@@ -143,10 +143,8 @@ def main(argv=None) -> int:
         print(f"  {name:<12} {pairs_seen / 1e6:8.1f} M pairs  balanced accuracy {ev.balanced_accuracy:.1%}  "
               f"AUC {ev.auc:.3f}  matched {share:.1%}  ({t_pairs:.0f} + {t_train:.0f} s)", flush=True)
         if args.json:
-            write_json(args.json, {"benchmark": "psim_budget_oracle", "date": now_utc(), "started": started,
-                                   "machine": mach, "source_fingerprint": sources(__file__, "oracles.py"),
-                                   "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                                   "budgets": rows})
+            head = result_header("psim_budget_oracle", started, mach, sources(__file__, "oracles.py"), args)
+            write_json(args.json, {**head, "budgets": rows})
     return 0
 
 

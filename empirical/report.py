@@ -117,8 +117,10 @@ def _note(rec: dict) -> str:
     if name == "rescore":
         if "skipped" in rec:
             return rec["skipped"]
+        twins = f", rows corrected by {rec['patch_twins']} patch twins" if rec.get("patch_twins") else ""
+        passes = f" in {rec['passes']} passes" if "passes" in rec else ""
         return (f"{rec['rescored']} close calls, {rec['candidates_per_encoding']} candidates each, with the "
-                f"statistics of their {rec['batches']} batches; {rec['changed']} matches changed")
+                f"statistics of their {rec['batches']} batches{twins}; {rec['changed']} matches changed{passes}")
     return ""
 
 
