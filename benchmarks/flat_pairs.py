@@ -27,6 +27,13 @@ from bench_common import load_average, load_record, machine, now_utc, result_hea
 from flat_pairs_stack import add_stack_args, flat_pair_stack
 
 
+def save(args, started: str, mach: dict, rows: list) -> None:
+    """Rewrite the JSON with every game so far (a stopped run keeps what it finished)."""
+    if args.json:
+        head = result_header("flat_pairs", started, mach, sources(__file__, "empirical"), args)
+        write_json(args.json, {**head, "games": rows})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["neuracrypt-7"])
@@ -70,7 +77,8 @@ def main(argv=None) -> int:
             if res.encoder is None or "rescore" not in by or "skipped" in by["rescore"].info:
                 row["note"] = "no re-scoring: the final matching is not T''s"
                 rows.append(row)
-                print(f"{name} seed {seed}: {row['note']}", flush=True)
+                print(f"{name} seed {seed}: {row['note']}; shares {row['stages']}", flush=True)
+                save(args, started, mach, rows)
                 continue
             params = params_from_key(res.encoder, xp)
             aligned = apply_order(game.encodings, res.order, xp)[:, res.pi]  # (N, P, D) position order
@@ -94,9 +102,7 @@ def main(argv=None) -> int:
             print(f"{name} seed {seed}: {row['flat_encodings']} flat encodings; wrong flat / other: final "
                   f"{row['final']['wrong_flat']} / {row['final']['wrong_other']}, " + ", ".join(parts)
                   + f"; attack {t_attack:.0f} s", flush=True)
-            if args.json:
-                head = result_header("flat_pairs", started, mach, sources(__file__, "empirical"), args)
-                write_json(args.json, {**head, "games": rows})
+            save(args, started, mach, rows)
     return 0
 
 
