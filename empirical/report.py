@@ -73,7 +73,8 @@ def score_stages(result: AttackResult, game: Game, secrets: Secrets | None) -> l
                         if k in st.info})
         elif st.name == "rescore":
             rec["share_matched"] = share(st.matching)
-            rec.update({k: st.info[k] for k in ("skipped", "rescored", "candidates_per_encoding", "batches", "changed")
+            rec.update({k: st.info[k] for k in ("skipped", "rescored", "candidates_per_encoding", "batches",
+                                                "patch_twins", "twin_images", "passes", "changed_per_pass", "changed")
                         if k in st.info})
         out.append(rec)
     return out
