@@ -119,7 +119,7 @@ def _note(rec: dict) -> str:
         if "skipped" in rec:
             return rec["skipped"]
         twins = f", rows corrected by {rec['patch_twins']} patch twins" if rec.get("patch_twins") else ""
-        passes = f" in {rec['passes']} passes" if "passes" in rec else ""
+        passes = f" in {rec['passes']} pass{'es' if rec['passes'] > 1 else ''}" if "passes" in rec else ""
         return (f"{rec['rescored']} close calls, {rec['candidates_per_encoding']} candidates each, with the "
                 f"statistics of their {rec['batches']} batches{twins}; {rec['changed']} matches changed{passes}")
     return ""
