@@ -140,8 +140,11 @@ def patch_corrections(patches: Array, twin_patches: Array, twin_residuals: Array
     d = twin_sq[None] - 2 * xp.einsum("cpf,npf->cnp", patches, twin_patches)
     near = xp.argpartition(d, k - 1, axis=1)[:, :k] if k < n else xp.broadcast_to(
         xp.arange(n)[None, :, None], d.shape)  # (c, k, P) the k nearest twins of each row, in no order
-    pos = xp.arange(twin_patches.shape[1])[None, None, :]  # (1, 1, P)
-    return twin_residuals[near, pos].mean(axis=1)  # (c, k, P, D) -> (c, P, D)
+    pos = xp.arange(twin_patches.shape[1])[None, :]  # (1, P)
+    total = twin_residuals[near[:, 0], pos]  # (c, P, D): one twin's rows at a time, never all k at once
+    for i in range(1, k):
+        total = total + twin_residuals[near[:, i], pos]
+    return total / k
 
 
 def rescore_close_calls(params: Params, originals: Array, targets: Rows, matching: np.ndarray,
