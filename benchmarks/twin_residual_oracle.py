@@ -50,7 +50,7 @@ from empirical.encoder import patchify
 from empirical.fileio import read_gray
 from empirical.game import ORIG_DIR
 from empirical.matched import MatchedImages
-from empirical.rescore import TWINS, close_calls, nearest_twins, patch_summary
+from empirical.rescore import TWINS, close_calls, nearest_twins, patch_corrections, patch_summary
 from empirical.tprime import batch_stats_of, encode_each
 
 SAMPLE_STREAM = 0x7A  # which close calls are sampled
@@ -142,12 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.patch_twins:
                 who, patches, res = batch_rows_of(g)
                 keep = ~np.isin(who, doubtful if args.patch_sure else list(own))
-                mine = patchify(originals[c:c + 1], cfg.patch)[0].astype(np.float32)  # (P, C*p*p)
-                d = ((patches[keep] - mine[None]) ** 2).sum(-1)  # (n', P) each position's patch distances
-                rank = np.argsort(d, axis=0)  # (n', P) nearest first, position by position
+                mine = patchify(originals[c:c + 1], cfg.patch).astype(np.float32)  # (1, P, C*p*p)
                 for kk in args.patch_twins:
-                    near_rows = np.take_along_axis(res[keep], rank[:kk, :, None], axis=0)  # (kk, P, D)
-                    costs[f"patch_{kk}"].append(float(((pred - near_rows.mean(0) - e) ** 2).sum()))
+                    corr = patch_corrections(mine, patches[keep], res[keep], kk, np)[0]  # (P, D), as the attack's
+                    costs[f"patch_{kk}"].append(float(((pred - corr - e) ** 2).sum()))
             _, same = nearest_twins(summary, np.asarray([int(c)]), in_batch[g], kmax + len(own), np)
             same = [int(t) for t in same[0] if int(t) not in own]
             for kk in args.twins:
