@@ -25,6 +25,9 @@ the patch's inner products with the batch's patches: its distance from their mea
 along their principal directions. The moments hold the first (a patch's mean and spread), not
 the second.
 
+``--backend cupy`` runs the pairs, the training and the scores on a GPU (the game itself is made
+on the host, as the attack's games are).
+
 Usage::
 
     python benchmarks/psim_budget_oracle.py --budget base: --budget x4:steps=6000,n_encoders=30 \\
@@ -91,17 +94,20 @@ def main(argv=None) -> int:
                     help="a p-sim training budget; repeat for several")
     ap.add_argument("--patch-bands", type=int, default=0, metavar="B",
                     help="add B principal-band energies to the patch features (0: the moments alone)")
+    ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"),
+                    help="array backend of p-sim's pairs, training and scores (cupy: on a GPU)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
     from empirical.alice import bundled_game
     from empirical.assignment import match_encodings
+    from empirical.backend import get_backend, to_numpy
     from empirical.boosting import known_perm_scores
     from empirical.encoder import preset
     from empirical.evaluate import true_matching
     from empirical.psim import PsimConfig, evaluate_psim, patch_features, row_features, train_psim, training_pairs
 
-    xp = np
+    xp = get_backend(args.backend)
     started, mach = now_utc(), machine(xp)
     budgets = [parse_budget(b, PsimConfig()) for b in args.budget]
     fam = preset(args.preset, image_size=args.image_size, hidden=args.hidden)
@@ -114,6 +120,7 @@ def main(argv=None) -> int:
     else:
         aligned = game.encodings
     P = fam.n_patches
+    originals, aligned = xp.asarray(game.originals), xp.asarray(aligned)  # the one conversion to the backend
     print(f"{args.preset}, N = {args.n} + {args.decoys} decoys, {args.image_size} px, hidden {args.hidden}, "
           f"seed {args.seed}; permutations given", flush=True)
 
@@ -121,25 +128,26 @@ def main(argv=None) -> int:
     for name, cfg in budgets:
         load0, t0 = load_average(), time.perf_counter()
         k = cfg.moments
-        pf = patch_features(game.originals, fam, k, xp)  # (N_o, P, K)
+        pf = patch_features(originals, fam, k, xp)  # (N_o, P, K)
         if args.patch_bands:
-            pf = np.concatenate([pf, band_features(game.originals, fam, args.patch_bands)], axis=-1)
-        pairs = training_pairs(game.originals, fam, cfg, args.seed, xp, patch_feats=pf)
+            pf = xp.concatenate([pf, xp.asarray(band_features(game.originals, fam, args.patch_bands))], axis=-1)
+        pairs = training_pairs(originals, fam, cfg, args.seed, xp, patch_feats=pf)
         t_pairs = time.perf_counter() - t0
         model = train_psim(pairs, cfg, args.seed, xp).model
         t_train = time.perf_counter() - t0 - t_pairs
-        held = training_pairs(game.originals, fam, dataclasses.replace(cfg, n_encoders=EVAL_ENCODERS),
+        held = training_pairs(originals, fam, dataclasses.replace(cfg, n_encoders=EVAL_ENCODERS),
                               args.seed + EVAL_SEED_OFFSET, xp, patch_feats=pf)
         ev = evaluate_psim(model, held[:2], held[2:], args.seed, xp)
         pe = model.embed_patches(pf.reshape(-1, pf.shape[-1]), xp)
         re = model.embed_rows(row_features(aligned, k, xp).reshape(-1, k), xp)
         score = known_perm_scores(pe.reshape(len(game.originals), P, -1), re.reshape(len(aligned), P, -1),
                                   np.arange(P), xp)  # (N_o, N)
-        share = float(np.mean(match_encodings(score) == truth))
+        share = float(np.mean(match_encodings(to_numpy(score)) == truth))
         pairs_seen = cfg.steps * cfg.batch
         rows[name] = {"config": dataclasses.asdict(cfg), "pairs_seen": pairs_seen,
                       "balanced_accuracy": ev.balanced_accuracy, "auc": ev.auc, "share_matched": share,
-                      "pairs_seconds": t_pairs, "train_seconds": t_train, "load": load_record(load0)}
+                      "pairs_seconds": t_pairs, "train_seconds": t_train, "backend": args.backend,
+                      "load": load_record(load0)}
         print(f"  {name:<12} {pairs_seen / 1e6:8.1f} M pairs  balanced accuracy {ev.balanced_accuracy:.1%}  "
               f"AUC {ev.auc:.3f}  matched {share:.1%}  ({t_pairs:.0f} + {t_train:.0f} s)", flush=True)
         if args.json:
