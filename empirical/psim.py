@@ -11,6 +11,7 @@ seeds, never Alice's key) applied to plaintext images the attacker was given.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -154,25 +155,36 @@ def row_features(encodings: Array | Rows, k: int, xp: Namespace, block: int | No
     return standardise(feats, xp)
 
 
+def pair_encodings(images: Array, family: EncoderConfig, cfg: PsimConfig, seed: int,
+                   xp: Namespace) -> Iterator[tuple[Array, Array]]:
+    """Per attacker encoder: ``(pick, enc)``, the picked images' indices (n,) and their encodings (n, P, D).
+
+    Each encoder is a fresh random key of the family; its n images are one BatchNorm batch, encoded
+    without the shuffle, so row j of an encoding is patch j's. Keys and picks come from the seed alone.
+    """
+    rng = np.random.default_rng([seed, PAIRS_STREAM])
+    images = xp.asarray(images)  # once, not once per encoder
+    for _ in range(cfg.n_encoders):
+        key = random_key(family, rng.integers(2**63)).to(xp)
+        pick = xp.asarray(rng.choice(len(images), size=min(cfg.images_per_encoder, len(images)), replace=False))
+        yield pick, encode_batch(images[pick], key, xp)  # (n,), (n, P, D)
+
+
 def training_pairs(images: Array, family: EncoderConfig, cfg: PsimConfig, seed: int, xp: Namespace, *,
                    patch_feats: Array | None = None) -> list[PairSet]:
     """Per attacker encoder: (patch features, row features) of the same patches, (M, K) each.
 
-    Encoding without the shuffle keeps row j aligned with patch j, which gives the labels.
-    ``patch_feats`` (N, P, F) are :func:`patch_features` of ``images`` when the caller has them
-    already, or other features of the patches (an oracle's); the patch tower takes their width F.
+    The encodings are :func:`pair_encodings`'; without the shuffle row j is aligned with patch j,
+    which gives the labels. ``patch_feats`` (N, P, F) are :func:`patch_features` of ``images`` when
+    the caller has them already, or other features of the patches (an oracle's); the patch tower
+    takes their width F.
     """
-    rng = np.random.default_rng([seed, PAIRS_STREAM])
-    images = xp.asarray(images)  # once, not once per encoder
+    images = xp.asarray(images)
     pf_all = patch_features(images, family, cfg.moments, xp) if patch_feats is None else patch_feats  # (N, P, K)
     out = []
-    for _ in range(cfg.n_encoders):
-        key = random_key(family, rng.integers(2**63)).to(xp)
-        pick = rng.choice(len(images), size=min(cfg.images_per_encoder, len(images)), replace=False)
-        pick_dev = xp.asarray(pick)
-        enc = encode_batch(images[pick_dev], key, xp)  # (n, P, D), one BatchNorm batch
-        rf = row_features(enc, cfg.moments, xp)
-        out.append((pf_all[pick_dev].reshape(-1, pf_all.shape[-1]), rf.reshape(-1, cfg.moments)))
+    for pick, enc in pair_encodings(images, family, cfg, seed, xp):
+        rf = row_features(enc, cfg.moments, xp)  # (n, P, K)
+        out.append((pf_all[pick].reshape(-1, pf_all.shape[-1]), rf.reshape(-1, cfg.moments)))
     return out
 
 

@@ -392,6 +392,41 @@ def test_key_from_state_dict_of_the_original_layout():
 
 # --- NumPy and CuPy ----------------------------------------------------------------------------
 
+# Two float32 implementations round differently (summation order in each product and BatchNorm sum).
+# After a few layers that is far below any tolerance; after the 44 private layers of NeuraCrypt-47,
+# which amplify a change about 1.2x per block, it is not: one ulp added to every pixel moves the NumPy
+# encoding by about 1e-2 there. So the agreement is judged against that amplification: the backends
+# may differ by at most ROUNDING_FACTOR times what one ulp of input moves NumPy's own encoding, and
+# never by less than the fixed tolerance, which alone applies to every shallow preset (checked below).
+ROUNDING_FACTOR = 4
+AGREE_CASE = dict(image_size=64, patch=16, hidden=64, bn_batch=8)
+AGREE_RTOL, AGREE_ATOL = 1e-4, 2e-5  # the fixed tolerance (atol times the encoding's scale)
+
+
+def one_ulp_spread(x, key):
+    """Largest change of NumPy's encoding when every pixel moves one ulp up, or one ulp down."""
+    e0 = encode(x, key, np, seed=9)[0]
+    return max(float(np.abs(encode(np.nextafter(x, t).astype(np.float32), key, np, seed=9)[0] - e0).max())
+               for t in (np.float32(2), np.float32(-1)))
+
+
+def agree_case(name):
+    cfg = preset(name, **AGREE_CASE)
+    return random_key(cfg, 3), images(20, size=64, seed=3)
+
+
+@pytest.mark.parametrize("name", ALL_PRESETS)
+def test_one_ulp_spread_is_below_the_fixed_tolerance_except_at_depth_47(name):
+    """The rounding allowance loosens nothing but NeuraCrypt-47, whose chaos it measures."""
+    key, x = agree_case(name)
+    spread = one_ulp_spread(x, key)
+    scale = max(1.0, float(np.abs(encode(x, key, np, seed=9)[0]).max()))
+    if name == "neuracrypt-47":
+        assert spread > 1e-3  # 1.6e-2 measured: the 44 private layers amplify a one-ulp input change
+    else:
+        assert ROUNDING_FACTOR * spread < AGREE_ATOL * scale
+
+
 @pytest.mark.parametrize("name", ALL_PRESETS)
 def test_numpy_and_cupy_agree(name):
     cp = pytest.importorskip("cupy")
@@ -401,16 +436,15 @@ def test_numpy_and_cupy_agree(name):
         xp = get_backend("cupy")
     except BackendError:
         pytest.skip("CuPy is installed but sees no GPU")
-    cfg = preset(name, image_size=64, patch=16, hidden=64, bn_batch=8)
-    key = random_key(cfg, 3)
-    x = images(20, size=64, seed=3)
+    key, x = agree_case(name)
     e_np, p_np = encode(x, key, np, seed=9)
     e_cp, p_cp = encode(cp.asarray(x), key, xp, seed=9)
     assert isinstance(e_cp, cp.ndarray) and e_cp.dtype == cp.float32
     np.testing.assert_array_equal(p_cp, p_np)
     e_cp = cp.asnumpy(e_cp)
     scale = max(1.0, float(np.abs(e_np).max()))
-    np.testing.assert_allclose(e_cp, e_np, rtol=1e-4, atol=2e-5 * scale)
+    atol = max(AGREE_ATOL * scale, ROUNDING_FACTOR * one_ulp_spread(x, key))
+    np.testing.assert_allclose(e_cp, e_np, rtol=AGREE_RTOL, atol=atol)
 
 
 # --- every field of a family checked, and keys from elsewhere ----------------------------------
