@@ -74,7 +74,8 @@ def score_stages(result: AttackResult, game: Game, secrets: Secrets | None) -> l
         elif st.name == "rescore":
             rec["share_matched"] = share(st.matching)
             rec.update({k: st.info[k] for k in ("skipped", "rescored", "candidates_per_encoding", "batches",
-                                                "patch_twins", "twin_images", "passes", "changed_per_pass", "changed")
+                                                "patch_twins", "twin_images", "passes", "changed_per_pass",
+                                                "scored_pairs_per_pass", "changed")
                         if k in st.info})
         out.append(rec)
     return out

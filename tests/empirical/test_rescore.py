@@ -10,6 +10,7 @@ from empirical.extraction import params_from_key
 from empirical.rescore import (
     PATCH_TWINS,
     TWINS,
+    _rescore_pass,
     close_calls,
     nearest_twins,
     patch_corrections,
@@ -83,7 +84,7 @@ def test_a_right_matching_is_kept(twin_game):
     # each of the 8 close calls: its match and up to TWINS of the other 7 originals in the pool
     assert out.info == {"rescored": 8, "candidates_per_encoding": 1 + min(TWINS, 7), "batches": out.info["batches"],
                         "patch_twins": PATCH_TWINS, "twin_images": out.info["twin_images"], "passes": 1,
-                        "changed_per_pass": [0], "changed": 0}
+                        "changed_per_pass": [0], "scored_pairs_per_pass": [8 * 8], "changed": 0}
 
 
 def test_only_the_close_calls_may_change_and_unmatched_originals_are_candidates(twin_game):
@@ -170,3 +171,28 @@ def test_passes_go_on_while_a_pass_changes_a_match(twin_game, monkeypatch, passe
     assert out.info["changed"] == int((out.matching != start).sum()) == 2 * sum(want)
     np.testing.assert_array_equal(calls[0], start)  # each pass starts from the one before
     assert out.info["rescored"] == 32
+
+
+def test_a_later_pass_scores_again_only_the_batches_that_changed(twin_game):
+    """Pass 2 after the swap is put right: the two batches whose matching changed are scored
+    anew, the others' scores are reused, and the pass decides as one that scored everything."""
+    imgs, key, enc, groups = twin_game
+    params = params_from_key(key, np)
+    swapped = np.arange(32)
+    swapped[[3, 20]] = [20, 3]
+    args = (params, imgs, patch_summary(imgs, FAM.patch, np), Rows(enc, np))
+    rest = (groups, FAM, np, 0.1, 32, TWINS, PATCH_TWINS)
+    memo = {}
+    first, info1 = _rescore_pass(*args, swapped, *rest, memo)
+    assert info1["scored_pairs"] == 32 * (1 + TWINS)  # every encoding and its candidates, once
+    np.testing.assert_array_equal(first, np.arange(32))  # the swap put right
+    again, info2 = _rescore_pass(*args, first, *rest, memo)
+    fresh_memo = {}
+    fresh, info_fresh = _rescore_pass(*args, first, *rest, fresh_memo)
+    np.testing.assert_array_equal(again, fresh)
+    assert info_fresh["scored_pairs"] == 32 * (1 + TWINS)
+    assert info2["scored_pairs"] == 16 * (1 + TWINS)  # batches 0 and 2 (images 3 and 20), 8 encodings each
+    for g in fresh_memo:
+        assert memo[g].costs.keys() >= fresh_memo[g].costs.keys()
+        for pair, value in fresh_memo[g].costs.items():
+            assert memo[g].costs[pair] == pytest.approx(value, rel=1e-5)
