@@ -43,6 +43,8 @@ No step reads Alice's key or answer key: the statistics come from the attack's o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -54,6 +56,7 @@ from .encoder import EncoderConfig, patchify
 from .encodings import Rows
 from .matched import MatchedImages
 from .mlp import Params
+from .progress import Progress
 from .tprime import ENCODE_CHUNK, batch_stats_of, encode_each
 
 RESCORED_SHARE = 0.1  # share of the encodings whose matches are scored again (those with the nearest twins) ...
@@ -152,6 +155,14 @@ def patch_corrections(patches: Array, twin_patches: Array, twin_residuals: Array
     return total / k
 
 
+Bars = Callable[[int, str], AbstractContextManager[Progress]]  # (total, description) -> a bar's advance(k)
+
+
+@contextmanager
+def _no_bar(total: int, desc: str) -> Iterator[Progress]:
+    yield lambda k=1: None
+
+
 class _BatchMemo(NamedTuple):
     """What a pass scored against one batch, kept for the next pass while the batch is unchanged."""
     state: tuple[bytes, bytes]  # the originals matched to the batch's encodings, and which are sure
@@ -161,7 +172,7 @@ class _BatchMemo(NamedTuple):
 def rescore_close_calls(params: Params, originals: Array, targets: Rows, matching: np.ndarray,
                         groups: np.ndarray, family: EncoderConfig, xp: Namespace, *,
                         share: float = RESCORED_SHARE, least: int = MIN_RESCORED, twins: int = TWINS,
-                        patch_twins: int = PATCH_TWINS, passes: int = PASSES) -> Rescored:
+                        patch_twins: int = PATCH_TWINS, passes: int = PASSES, bar: Bars | None = None) -> Rescored:
     """Match the close calls again, scored with their batches' own statistics (see the module notes).
 
     ``originals`` (N_o, C, H, W) xp; ``targets`` (N, P, D) each encoding's rows in position order;
@@ -170,14 +181,15 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
     changes a match is followed by another, up to ``passes``. A candidate's score depends only on
     its encoding, on the originals matched into that encoding's batch and on which of them are
     sure, so a later pass scores again only the pairs of batches where one of those changed, and
-    pairs it has not scored before.
+    pairs it has not scored before. ``bar(total, desc)``, when given, opens a progress bar for each
+    pass (:func:`empirical.progress.progress_bar` with its ``quiet`` bound), advanced per close call.
     """
     start = np.asarray(matching, dtype=np.int64)
     summary = patch_summary(originals, family.patch, xp)
     matching, info, changed, scored, memo = start, {}, [], [], {}
-    for _ in range(passes):
+    for i in range(passes):
         out, one = _rescore_pass(params, originals, summary, targets, matching, groups, family, xp,
-                                 share, least, twins, patch_twins, memo)
+                                 share, least, twins, patch_twins, memo, bar, f"re-scoring, pass {i + 1}")
         info = info or one  # what the first pass scored
         scored.append(one.get("scored_pairs"))
         changed.append(int((out != matching).sum()))
@@ -192,7 +204,7 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
 
 def _rescore_pass(params: Params, originals: Array, summary: Array, targets: Rows, matching: np.ndarray,
                   groups: np.ndarray, family: EncoderConfig, xp: Namespace, share: float, least: int, twins: int,
-                  patch_twins: int, memo: dict) -> tuple[np.ndarray, dict]:
+                  patch_twins: int, memo: dict, bar: Bars | None = None, desc: str = "") -> tuple[np.ndarray, dict]:
     """One pass of :func:`rescore_close_calls`: the refined matching and what was scored.
 
     ``memo`` maps a batch to its :class:`_BatchMemo`, filled and reused across passes.
@@ -208,20 +220,22 @@ def _rescore_pass(params: Params, originals: Array, summary: Array, targets: Row
     sure = ~np.isin(matching, doubtful)  # (N,) encodings matched with confidence
     cost = np.empty(cands.shape)
     n_twin_images = n_scored = 0
-    for g in batches:
-        in_g = groups == g
-        n_twin_images += int((sure & in_g).sum()) if patch_twins else 0
-        state = (matching[in_g].tobytes(), sure[in_g].tobytes())
-        if g not in memo or memo[g].state != state:
-            memo[g] = _BatchMemo(state, {})
-        rows_g = np.flatnonzero(groups[calls] == g)  # close calls of batch g (positions in `calls`)
-        pairs = [(int(calls[r]), int(o)) for r in rows_g for o in cands[r]]  # (encoding, candidate)
-        todo = [pair for pair in dict.fromkeys(pairs) if pair not in memo[g].costs]
-        if todo:
-            memo[g].costs.update(_score_pairs(params, originals, targets, matching, groups, g, sure & in_g,
-                                              todo, family, xp, patch_twins))
-            n_scored += len(todo)
-        cost[rows_g] = np.array([memo[g].costs[pair] for pair in pairs]).reshape(len(rows_g), -1)
+    with (bar or _no_bar)(len(calls), desc) as advance:
+        for g in batches:
+            in_g = groups == g
+            n_twin_images += int((sure & in_g).sum()) if patch_twins else 0
+            state = (matching[in_g].tobytes(), sure[in_g].tobytes())
+            if g not in memo or memo[g].state != state:
+                memo[g] = _BatchMemo(state, {})
+            rows_g = np.flatnonzero(groups[calls] == g)  # close calls of batch g (positions in `calls`)
+            pairs = [(int(calls[r]), int(o)) for r in rows_g for o in cands[r]]  # (encoding, candidate)
+            todo = [pair for pair in dict.fromkeys(pairs) if pair not in memo[g].costs]
+            if todo:
+                memo[g].costs.update(_score_pairs(params, originals, targets, matching, groups, g, sure & in_g,
+                                                  todo, family, xp, patch_twins))
+                n_scored += len(todo)
+            cost[rows_g] = np.array([memo[g].costs[pair] for pair in pairs]).reshape(len(rows_g), -1)
+            advance(len(rows_g))
     col = np.searchsorted(pool, cands)  # (S, 1 + twins) columns of the candidate graph
     # Every row takes exactly one edge, so shifting a row's costs does not change the best matching;
     # shifted to start at 1, no cost is a stored zero (which the sparse solver would drop).

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from .. import matched, rescore, tprime
+from ..progress import progress_bar
 from ..rescore import rescore_close_calls
 from . import final
 from .base import Context, Stage, StageResult, no_arrays, register
@@ -24,7 +25,8 @@ def compute(ctx: Context) -> tuple[np.ndarray, StageResult]:
         why = f"not run: the final matching is not T''s ({used or 'unknown'})"
         return ctx.final, StageResult("rescore", matching=ctx.final, info={"skipped": why})
     out = rescore_close_calls(ctx.params, ctx.originals, final.targets(ctx), ctx.final, ctx.game.bn_groups,
-                              ctx.game.config, ctx.xp)
+                              ctx.game.config, ctx.xp,
+                              bar=lambda total, desc: progress_bar(total, desc, ctx.quiet))
     return out.matching, StageResult("rescore", matching=out.matching, info=out.info)
 
 

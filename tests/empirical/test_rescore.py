@@ -1,4 +1,6 @@
 """Re-scoring the final matching's close calls with each BatchNorm batch's own statistics."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -196,3 +198,20 @@ def test_a_later_pass_scores_again_only_the_batches_that_changed(twin_game):
         assert memo[g].costs.keys() >= fresh_memo[g].costs.keys()
         for pair, value in fresh_memo[g].costs.items():
             assert memo[g].costs[pair] == pytest.approx(value, rel=1e-5)
+
+
+def test_each_pass_shows_a_bar_advanced_once_per_close_call(twin_game):
+    imgs, key, enc, groups = twin_game
+    swapped = np.arange(32)
+    swapped[[3, 20]] = [20, 3]
+    bars = []
+
+    @contextlib.contextmanager
+    def bar(total, desc):
+        done = []
+        yield done.append
+        bars.append((desc, total, sum(done)))
+
+    out = rescore_close_calls(params_from_key(key, np), imgs, Rows(enc, np), swapped, groups, FAM, np, bar=bar)
+    assert out.info["passes"] == 2
+    assert bars == [("re-scoring, pass 1", 32, 32), ("re-scoring, pass 2", 32, 32)]
