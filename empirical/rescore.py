@@ -43,8 +43,9 @@ No step reads Alice's key or answer key: the statistics come from the attack's o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -56,7 +57,7 @@ from .encoder import EncoderConfig, patchify
 from .encodings import Rows
 from .matched import MatchedImages
 from .mlp import Params
-from .progress import Progress
+from .progress import Progress, progress_bar
 from .tprime import ENCODE_CHUNK, batch_stats_of, encode_each
 
 RESCORED_SHARE = 0.1  # share of the encodings whose matches are scored again (those with the nearest twins) ...
@@ -156,11 +157,7 @@ def patch_corrections(patches: Array, twin_patches: Array, twin_residuals: Array
 
 
 Bars = Callable[[int, str], AbstractContextManager[Progress]]  # (total, description) -> a bar's advance(k)
-
-
-@contextmanager
-def _no_bar(total: int, desc: str) -> Iterator[Progress]:
-    yield lambda k=1: None
+_NO_BAR = partial(progress_bar, quiet=True)
 
 
 class _BatchMemo(NamedTuple):
@@ -178,10 +175,8 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
     ``originals`` (N_o, C, H, W) xp; ``targets`` (N, P, D) each encoding's rows in position order;
     ``matching`` (N,) host, the matching to refine; ``groups`` (N,) host, each encoding's batch.
     ``patch_twins`` 0 scores the candidates without the patch twins' correction. A pass that
-    changes a match is followed by another, up to ``passes``. A candidate's score depends only on
-    its encoding, on the originals matched into that encoding's batch and on which of them are
-    sure, so a later pass scores again only the pairs of batches where one of those changed, and
-    pairs it has not scored before. ``bar(total, desc)``, when given, opens a progress bar for each
+    changes a match is followed by another, up to ``passes``, scoring again only what changed
+    (module notes, step 6). ``bar(total, desc)``, when given, opens a progress bar for each
     pass (:func:`empirical.progress.progress_bar` with its ``quiet`` bound), advanced per close call.
     """
     start = np.asarray(matching, dtype=np.int64)
@@ -190,15 +185,14 @@ def rescore_close_calls(params: Params, originals: Array, targets: Rows, matchin
     for i in range(passes):
         out, one = _rescore_pass(params, originals, summary, targets, matching, groups, family, xp,
                                  share, least, twins, patch_twins, memo, bar, f"re-scoring, pass {i + 1}")
+        scored.append(one.pop("scored_pairs", None))
         info = info or one  # what the first pass scored
-        scored.append(one.get("scored_pairs"))
         changed.append(int((out != matching).sum()))
         matching = out
         if not changed[-1]:
             break
     info = {**info, "passes": len(changed), "changed_per_pass": changed, "scored_pairs_per_pass": scored,
             "changed": int((matching != start).sum())}
-    info.pop("scored_pairs", None)
     return Rescored(matching, info)
 
 
@@ -220,7 +214,7 @@ def _rescore_pass(params: Params, originals: Array, summary: Array, targets: Row
     sure = ~np.isin(matching, doubtful)  # (N,) encodings matched with confidence
     cost = np.empty(cands.shape)
     n_twin_images = n_scored = 0
-    with (bar or _no_bar)(len(calls), desc) as advance:
+    with (bar or _NO_BAR)(len(calls), desc) as advance:
         for g in batches:
             in_g = groups == g
             n_twin_images += int((sure & in_g).sum()) if patch_twins else 0
@@ -229,7 +223,7 @@ def _rescore_pass(params: Params, originals: Array, summary: Array, targets: Row
                 memo[g] = _BatchMemo(state, {})
             rows_g = np.flatnonzero(groups[calls] == g)  # close calls of batch g (positions in `calls`)
             pairs = [(int(calls[r]), int(o)) for r in rows_g for o in cands[r]]  # (encoding, candidate)
-            todo = [pair for pair in dict.fromkeys(pairs) if pair not in memo[g].costs]
+            todo = [pair for pair in pairs if pair not in memo[g].costs]  # each row's candidates are distinct
             if todo:
                 memo[g].costs.update(_score_pairs(params, originals, targets, matching, groups, g, sure & in_g,
                                                   todo, family, xp, patch_twins))
