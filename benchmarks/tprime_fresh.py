@@ -167,11 +167,11 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
     game, secrets = game_in_memory(imgs, bundled_ids(n), fam, n, seed=seed)
     sets = fresh_sets(kind, game.originals, seed, args.fresh, args.image_size)
     rows = []
-    for scale, width in ((s, w) for s in scales for w in args.tprime_widths):
+    for scale, width, k in ((s, w, k) for s in scales for w in args.tprime_widths for k in args.tprime_members):
         base = ExtractConfig()
         widths = expand_widths(fam, asked_widths(width))
         ec = dataclasses.replace(base, steps=round(base.steps * scale), refine_steps=round(base.refine_steps * scale),
-                                 seed=seed, widths=widths)
+                                 seed=seed, widths=widths, members=k)
         cfg = AttackConfig(seed=seed, extract=ec)
         planned = fit_steps(ec, fam)  # the family's scaled steps (empirical.fit_budget.step_scale)
         load0 = load_average()
@@ -187,12 +187,13 @@ def one_config(preset: str, kind: str, n: int, hidden: int, seed: int, scales: l
                "final_share_matched": share_matched(res.matching, truth),
                "extract_seconds": st["extract"].seconds, "extract_info": st["extract"].info,
                "attack_seconds": seconds, "resumed": [s.name for s in res.stages if s.info.get("resumed")],
+               "tprime_members": k,
                "fresh": score_sets(secrets.key, res.encoder, sets, xp),
                "load": load_record(load0)}
         rows.append(row)
         print(f"{preset:<14}{kind:<10}{n:>6}{hidden:>6}{seed:>5}{scale:>6.1f}{width:>8}{row['final_share_matched']:>8.1%}"
               + score_columns(row["fresh"]) + f"{held_out_estimate(row['extract_info']):>14}"
-              + f"{row['extract_seconds']:>8.0f}", flush=True)
+              + f"{row['extract_seconds']:>8.0f}" + (f"  ({k} members)" if k > 1 else ""), flush=True)
     return rows
 
 
@@ -208,13 +209,16 @@ def main(argv=None) -> int:
     ap.add_argument("--tprime-widths", nargs="+", default=["family"],
                     help="T''s layer widths for the extraction, one run each: 'family' (its own), one width for "
                          "every layer, or one per layer separated by commas (default: %(default)s)")
+    ap.add_argument("--tprime-members", nargs="+", type=int, default=[1],
+                    help="fits of T' averaged into one (ExtractConfig.members), one run each; the extraction's "
+                         "report lists each fit's own figures (default: %(default)s)")
     ap.add_argument("--fresh", type=int, default=500, help="images in each fresh set (default 500)")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"))
     ap.add_argument("--json", help="write the results here (after every configuration)")
     args = ap.parse_args(argv)
-    if min(args.steps_scale) <= 0 or args.fresh < 2:
-        ap.error("--steps-scale must be positive and --fresh at least 2")
+    if min(args.steps_scale) <= 0 or args.fresh < 2 or min(args.tprime_members) < 1:
+        ap.error("--steps-scale must be positive, --fresh at least 2 and --tprime-members at least 1")
     from empirical.encoder import expand_widths
     from empirical.encoder import preset as family
 

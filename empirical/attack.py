@@ -19,7 +19,16 @@ import numpy as np
 
 from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
-from .encoder import CHALLENGE_SCALE, PRESETS, EncoderConfig, expand_widths, parse_widths, preset
+from .encoder import (
+    CHALLENGE_SCALE,
+    PRESETS,
+    EncoderConfig,
+    check_widths,
+    expand_widths,
+    family_widths,
+    parse_widths,
+    preset,
+)
 from .encodings import default_budget
 from .errors import OneLineParser, UserError, one_line, run_command
 from .evaluate import challenge2_bytes, challenge2_score, true_matching
@@ -94,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model extraction: weight decay of T''s first layer along the patch directions the game's "
                          "images hardly vary in, where the data leave its weights free; 0 turns it off "
                          "(default %(default)s)")
+    ap.add_argument("--tprime-members", type=int, default=ExtractConfig.members, metavar="K",
+                    help="model extraction: fit T' K times, from the seeds SEED to SEED+K-1, and submit their mean "
+                         "(one network K times as wide inside); K times the extraction's seconds "
+                         "(default %(default)s)")
     ap.add_argument("--fresh", type=int, default=500, help="fresh images to score T' on (0 to skip; needs the key)")
     ap.add_argument("--memory-budget", type=float, metavar="GIB",
                     help="GiB the attack may hold in encodings at once: a game's encodings larger than half of "
@@ -165,7 +178,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if not (args.tprime_decay >= 0 and math.isfinite(args.tprime_decay)):
         raise UserError(f"--tprime-decay must be a number at least 0, got {args.tprime_decay}")
     for flag, v, lo in (("--psim-steps", args.psim_steps, 1), ("--extract-steps", args.extract_steps, 1),
-                        ("--refine-steps", args.refine_steps, 0), ("--fresh", args.fresh, 0)):
+                        ("--refine-steps", args.refine_steps, 0), ("--fresh", args.fresh, 0),
+                        ("--tprime-members", args.tprime_members, 1)):
         if v < lo:
             raise UserError(f"{flag} must be at least {lo}, got {v}")
 
@@ -275,11 +289,16 @@ def _config(args: argparse.Namespace, family: EncoderConfig) -> AttackConfig:
         widths = expand_widths(family, args.tprime_widths)
     except UserError as e:
         raise UserError(f"--tprime-widths: {e}") from None
+    if args.tprime_members > 1 and family.depth >= 0:  # the joined T' is as wide as its members' widths summed
+        try:
+            check_widths(family, [w * args.tprime_members for w in widths or family_widths(family)])
+        except UserError as e:
+            raise UserError(f"--tprime-members {args.tprime_members}: the fits' mean is one network; {e}") from None
     return AttackConfig(seed=args.seed, candidates=args.candidates, graph_search=args.graph_search,
                         psim=replace(PsimConfig(), steps=args.psim_steps),
                         extract=replace(ExtractConfig(seed=args.seed), steps=args.extract_steps,
                                         refine_steps=args.refine_steps, decay=args.tprime_decay,
-                                        widths=widths))
+                                        widths=widths, members=args.tprime_members))
 
 
 def _fresh_score(args: argparse.Namespace, game: Game, encoder, secrets: Secrets | None, xp) -> dict | None:

@@ -111,6 +111,8 @@ class ExtractConfig:
     # 10 was much worse on new pictures (benchmarks/results/cpu_tprime_failures_bn_refresh10_nc7_n600_seed2.json)
     widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
     # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
+    members: int = 1  # fits of T' that differ only in their seed (seed, seed + 1, ...), each fitted and refitted
+    # on its own; T' is their mean, one network as wide as their widths summed (empirical.tprime.join)
 
 
 class LossAndGradient(NamedTuple):

@@ -74,6 +74,39 @@ def key_from_params(params: Params, cfg: EncoderConfig) -> EncoderKey:
     )
 
 
+def join(members: list[Params], cfg: EncoderConfig, xp: Namespace) -> Params:
+    """One T' whose output is the mean of ``members``' outputs (T's of ``cfg``'s architecture, any widths).
+
+    Every layer but the last acts unit by unit after its linear map (ReLU, and BatchNorm over each
+    unit's own statistics), so the members side by side are one network as wide as their widths
+    summed: each linear map block-diagonal, the positional embeddings side by side, and the last
+    layer their mixers side by side, each divided by the count, with the mean bias. The linear
+    family (depth -1) has no inner layer; its mean is the mean of the weights.
+    """
+    k = len(members)
+    if k == 1:
+        return dict(members[0])
+    if cfg.depth == -1:
+        return {name: sum(m[name] for m in members) / k for name in ("W0", "b0")}
+
+    def block_diag(ws: list[Array]) -> Array:
+        out = xp.zeros((sum(w.shape[0] for w in ws), sum(w.shape[1] for w in ws)), dtype=xp.float32)
+        r = c = 0
+        for w in ws:  # (out_k, in_k) each, on the diagonal
+            out[r:r + w.shape[0], c:c + w.shape[1]] = w
+            r, c = r + w.shape[0], c + w.shape[1]
+        return out
+
+    cat = lambda name, axis=0: xp.concatenate([m[name] for m in members], axis=axis)  # noqa: E731
+    out = {"W0": cat("W0"), "b0": cat("b0")}  # (sum W0_k, C*p*p): every member reads the same patch
+    for i in range(1, cfg.depth + 1):
+        out[f"W{i}"], out[f"b{i}"] = block_diag([m[f"W{i}"] for m in members]), cat(f"b{i}")
+    out["pos"] = cat("pos", axis=1)  # (P, sum W_last_k)
+    out["Wm"] = cat("Wm", axis=1) / k  # (D, sum W_last_k): the mean of the members' last layers
+    out["bm"] = sum(m["bm"] for m in members) / k
+    return out
+
+
 def forward(params: Params, rows: Array, cfg: EncoderConfig, xp: Namespace,
             bn_stats: list[BatchNormStats] | None = None) -> Forward:
     """T' on patch rows (n, P, C*p*p) -> ``(y, cache)``, y (n, P, D).

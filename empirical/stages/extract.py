@@ -25,6 +25,8 @@ challenge's size this stage takes hours.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,9 +52,9 @@ from .. import (
 )
 from ..backend import to_numpy
 from ..checkpoint import Checkpoint, pack, unpack
-from ..extraction import EncoderFit, fit_encoder, refine_encoder
+from ..extraction import EncoderFit, ExtractConfig, fit_encoder, refine_encoder
 from ..fit_budget import fit_steps
-from ..holdout import held_out_scores, holdout_split
+from ..holdout import Split, held_out_scores, holdout_split
 from ..matched import MatchedImages
 from ..mlp import Params
 from ..progress import progress_bar
@@ -73,13 +75,15 @@ def _fit_info(prefix: str, fit: EncoderFit, planned: int) -> dict:
     return info
 
 
-def _parts(ctx: Context, n_pairs: int) -> dict[str, Checkpoint | None]:
-    """The stage's resumable parts, each a :class:`~empirical.checkpoint.Checkpoint` in the run's scratch
-    folder for this stage (None without a work dir): the first fit as it goes (``fit``) and when done
-    (``fit-done``), the matching the refit is fitted on (``refit-matching``), the refit as it goes
-    (``refine``). The fits fingerprint their own parts; the others carry the pairs and the backend."""
+def _parts(ctx: Context, n_pairs: int, member: int = 0) -> dict[str, Checkpoint | None]:
+    """The stage's resumable parts for fit ``member`` (:attr:`ExtractConfig.members`), each a
+    :class:`~empirical.checkpoint.Checkpoint` in the run's scratch folder for this stage (None without a
+    work dir): the first fit as it goes (``fit``) and when done (``fit-done``), the matching the refit
+    is fitted on (``refit-matching``), the refit as it goes (``refine``). The fits fingerprint their own
+    parts; the others carry the pairs and the backend. Member k > 0's files end in ``-k``."""
     fp = {"pairs": n_pairs, "xp": ctx.xp.__name__}
-    return {name: None if ctx.scratch is None else Checkpoint(ctx.scratch / f"{name}.npz", fingerprint=fp)
+    tail = f"-{member}" if member else ""
+    return {name: None if ctx.scratch is None else Checkpoint(ctx.scratch / f"{name}{tail}.npz", fingerprint=fp)
             for name in PARTS}
 
 
@@ -124,64 +128,93 @@ def _refit_matching(ctx: Context, part: Checkpoint | None, params: Params,
     return m_t, t_margin, p_margin
 
 
+class _Member(NamedTuple):
+    params: Params  # the member's T', refitted when the refit ran
+    m_fit: np.ndarray  # the matching its last fit was fitted on
+    gave_up: bool  # its first fit's probe found it worthless
+    info: dict  # what its fits report
+    resumed: list[str]  # its parts read back from the work dir
+
+
+def _fit_member(ctx: Context, ec: ExtractConfig, parts: dict, split: Split, steps: int, refine_steps: int,
+                bar) -> _Member:
+    """One fit of T' from ``ec.seed``, then its refit on the cleaner matching (the stage's notes)."""
+    fam, xp, tgt, groups, m_boost = ctx.game.config, ctx.xp, final.targets(ctx), ctx.game.bn_groups, ctx.boosted
+    refine = fam.depth >= 0 and refine_steps > 0
+    fit = _load_fit(parts["fit-done"], xp)
+    if fit is None:
+        fit = fit_encoder(MatchedImages(ctx.originals, m_boost, xp), tgt, groups, fam, ec, xp, progress=bar,
+                          split=split, memory_budget=ctx.memory_budget, checkpoint=parts["fit"])
+        _save_fit(parts["fit-done"], fit)
+        if ctx.scratch is not None:
+            parts["fit"].clear()  # done: its last save is stale (at the challenge's size, hundreds of MB)
+    else:
+        bar(steps)
+    params = fit.params
+    info = _fit_info("", fit, steps)
+    if fit.probe is not None:
+        info["probe"] = fit.probe
+        info["probes"] = [{k: p[k] for k in ("step", "right", "n", "bar")} for p in fit.probes]
+    if fit.gave_up:
+        where = (f"fitted ({len(fit.losses)} of {steps} steps)" if fit.probe.get("after_fit")
+                 else f"stopped after {len(fit.losses)} of {steps} steps")
+        info["stopped"] = (f"{where} and no refit: T' picked {fit.probe['right']} of the {fit.probe['n']} "
+                           f"held-back pairs right, fewer than {fit.probe['bar']} (what chance reaches with "
+                           f"probability {ec.probe_alpha}), so it cannot improve the matching")
+        bar(refine_steps if refine else 0)
+        refine = False
+    m_fit = m_boost
+    if refine:
+        # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
+        # as well as p-sim did (median margins), else boosting's.
+        m_t, t_margin, p_margin = _refit_matching(ctx, parts["refit-matching"], params, m_boost)
+        info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
+        if t_margin >= p_margin:
+            m_fit = m_t
+            info["refined_on"] = "extracted encoder's matching"
+        else:
+            info["refined_on"] = "boosting's matching (T' margins smaller)"
+        ref = refine_encoder(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, fam, ec, xp,
+                             progress=bar, memory_budget=ctx.memory_budget, split=split,
+                             checkpoint=parts["refine"])
+        params = ref.params
+        info.update(_fit_info("refine_", ref, refine_steps))
+    resumed = [name for name, p in parts.items() if p is not None and p.loaded]
+    return _Member(params, m_fit, fit.gave_up, info, resumed)
+
+
 def compute(ctx: Context) -> tuple[tuple[Params, np.ndarray, bool], StageResult]:
     ec, fam, xp = ctx.cfg.extract, ctx.game.config, ctx.xp
     tgt, groups, m_boost = final.targets(ctx), ctx.game.bn_groups, ctx.boosted
-    split = holdout_split(groups, ec)
+    split = holdout_split(groups, ec)  # drawn once: every member holds back the same pairs
     steps, refine_steps = fit_steps(ec, fam, len(split.fit))
-    refine = fam.depth >= 0 and refine_steps > 0
-    parts = _parts(ctx, len(groups))
-    if ctx.scratch is not None and not ctx.quiet and any(p.path.exists() for p in parts.values()):
+    per_member = steps + (refine_steps if fam.depth >= 0 else 0)
+    parts = [_parts(ctx, len(groups), k) for k in range(ec.members)]
+    if ctx.scratch is not None and not ctx.quiet and any(p.path.exists() for ps in parts for p in ps.values()):
         print(f"model extraction: resuming from the parts saved in {ctx.scratch}", file=sys.stderr, flush=True)
-    with progress_bar(steps + (refine_steps if refine else 0), "model extraction", ctx.quiet) as bar:
-        fit = _load_fit(parts["fit-done"], xp)
-        if fit is None:
-            fit = fit_encoder(MatchedImages(ctx.originals, m_boost, xp), tgt, groups, fam, ec, xp, progress=bar,
-                              split=split, memory_budget=ctx.memory_budget, checkpoint=parts["fit"])
-            _save_fit(parts["fit-done"], fit)
-            if ctx.scratch is not None:
-                parts["fit"].clear()  # done: its last save is stale (at the challenge's size, hundreds of MB)
-        else:
-            bar(steps)
-        params = fit.params
-        info = _fit_info("", fit, steps)
-        if fit.probe is not None:
-            info["probe"] = fit.probe
-            info["probes"] = [{k: p[k] for k in ("step", "right", "n", "bar")} for p in fit.probes]
-        if fit.gave_up:
-            where = (f"fitted ({len(fit.losses)} of {steps} steps)" if fit.probe.get("after_fit")
-                     else f"stopped after {len(fit.losses)} of {steps} steps")
-            info["stopped"] = (f"{where} and no refit: T' picked {fit.probe['right']} of the {fit.probe['n']} "
-                               f"held-back pairs right, fewer than {fit.probe['bar']} (what chance reaches with "
-                               f"probability {ec.probe_alpha}), so it cannot improve the matching")
-            bar(refine_steps if refine else 0)
-            refine = False
-        m_fit = m_boost
-        if refine:
-            # Refit on the cleaner of the two matchings: T''s own when it separates the images at least
-            # as well as p-sim did (median margins), else boosting's.
-            m_t, t_margin, p_margin = _refit_matching(ctx, parts["refit-matching"], params, m_boost)
-            info.update(refine_margin_extracted=t_margin, refine_margin_psim=p_margin)
-            if t_margin >= p_margin:
-                m_fit = m_t
-                info["refined_on"] = "extracted encoder's matching"
-            else:
-                info["refined_on"] = "boosting's matching (T' margins smaller)"
-            ref = refine_encoder(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, fam, ec, xp,
-                                 progress=bar, memory_budget=ctx.memory_budget, split=split,
-                                 checkpoint=parts["refine"])
-            params = ref.params
-            info.update(_fit_info("refine_", ref, refine_steps))
-    resumed = [name for name, p in parts.items() if p is not None and p.loaded]
+    members: list[_Member] = []
+    with progress_bar(per_member * ec.members, "model extraction", ctx.quiet) as bar:
+        for k in range(ec.members):
+            members.append(_fit_member(ctx, replace(ec, seed=ec.seed + k), parts[k], split, steps, refine_steps,
+                                       bar))
+            if members[0].gave_up:  # a worthless first fit: no other seed is tried
+                bar(per_member * (ec.members - 1))
+                break
+    first = members[0]
+    info = dict(first.info)
+    params = tprime.join([m.params for m in members], fam, xp)
+    if len(members) > 1:  # each member's own report; the keys above are the first member's
+        info["members"] = [m.info for m in members]
+    resumed = [f"{name}-{k}" if k else name for k, m in enumerate(members) for name in m.resumed]
     if resumed:
         info["resumed_parts"] = resumed  # the parts read back, not computed again
-    held = split.held
-    if len(held):  # pairs neither fit has seen, matched as the last fit's matching says
+    held, m_fit = split.held, first.m_fit
+    if len(held):  # pairs no fit has seen, matched as the first member's last fit's matching says
         info["held_out"] = held_out_scores(params, MatchedImages(ctx.originals, m_fit, xp), tgt, groups, held, fam,
                                            xp)
     # The stage's matching is T''s own (first fit) when it was trusted for the refit.
     own = m_fit if m_fit is not m_boost else None
-    return (params, m_fit, fit.gave_up), StageResult("extract", matching=own, info=info)
+    return (params, m_fit, first.gave_up), StageResult("extract", matching=own, info=info)
 
 
 def attach(ctx: Context, value: tuple[Params, np.ndarray, bool]) -> None:

@@ -220,6 +220,30 @@ def test_a_fit_found_worthless_after_it_ran_gets_no_refit_and_says_why(game, ful
     assert "no refit" in _note(rec)
 
 
+def test_two_members_give_the_first_fit_beside_a_second_and_submit_their_mean(game, full_run, tmp_path):
+    """``ExtractConfig.members`` 2 (extraction rerun from boosting's saved result): the first member is
+    the one-fit run's T' bit for bit, the second is fitted from the next seed, each reports its own
+    fits, and the T' the attack hands on is their mean, one network twice as wide inside."""
+    work = copy_work(full_run, tmp_path)
+    for name in ("extract", "final", "rescore"):
+        for f in stage_files(work, name):
+            f.unlink()
+    cfg = dataclasses.replace(CFG, extract=dataclasses.replace(CFG.extract, members=2))
+    again = run_attack(game[0], cfg, np, quiet=True, work_dir=work)
+    one = params_from_key(full_run[1].encoder, np)
+    assert again.encoder.widths == tuple(2 * w for w in full_run[1].encoder.widths)
+    both = params_from_key(again.encoder, np)
+    w0 = len(one["W0"])
+    np.testing.assert_array_equal(both["W0"][:w0], one["W0"])  # the first member is the one-fit T'
+    np.testing.assert_array_equal(both["Wm"][:, :one["Wm"].shape[1]], one["Wm"] / 2)
+    assert not np.allclose(both["W0"][w0:], one["W0"])  # another seed, another fit
+    info = {s.name: s for s in again.stages}["extract"].info
+    single = {s.name: s for s in full_run[1].stages}["extract"].info
+    assert len(info["members"]) == 2 and info["members"][0] == {k: single[k] for k in info["members"][0]}
+    assert info["members"][1]["steps_run"] > 0 and "refine_steps_run" in info["members"][1]
+    assert share_matched(again.matching, true_matching(*game)) == 1.0
+
+
 @pytest.mark.parametrize("sketched", [False, True])
 def test_matchings_on_the_candidate_graph_end_where_the_dense_ones_do(game, full_run, tmp_path, monkeypatch, sketched):
     """With every matching from boosting on solved on the candidate graph (the threshold lowered to
