@@ -56,8 +56,9 @@ def parse_widths(text: str, fam) -> tuple[int, ...]:
 
 def fit_student(params: dict, images, targets, groups, fam, cfg) -> dict:
     """The robust fit, then the squared-loss refit, on every pair (what extraction does, minus its hold-out)."""
-    from empirical.extraction import CENTRE_IMAGES, FIT_STREAM, REFINE_STREAM, _train, huber_loss, squared_loss
+    from empirical.extraction import CENTRE_IMAGES, FIT_STREAM, REFINE_STREAM, huber_loss, squared_loss
     from empirical.fit_budget import fit_steps
+    from empirical.fit_loop import train
     from empirical.whitening import from_white, to_white, whitened_patches
 
     xp, every = np, np.arange(len(images))
@@ -67,14 +68,14 @@ def fit_student(params: dict, images, targets, groups, fam, cfg) -> dict:
     pick = rng.choice(every, min(CENTRE_IMAGES, len(every)), replace=False)
     params["b0"] = -np.median(rows[pick].reshape(-1, rows.shape[2]) @ params["W0"].T, axis=0).astype(np.float32)
     delta = cfg.huber * float(targets[pick].std())
-    _train(params, rows, targets, groups, every, fam, steps, cfg.lr, cfg.images_per_step,
-           lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, None)
+    train(params, rows, targets, groups, every, fam, steps, cfg.lr, cfg.images_per_step,
+          lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, None)
     plain = from_white(params, mu, z, xp)
     rng = np.random.default_rng([cfg.seed, REFINE_STREAM])
     rows, mu, z = whitened_patches(images, fam, cfg.refine_whiten, xp)
     work = {k: v.copy() for k, v in to_white(plain, mu, z, xp).items()}
-    _train(work, rows, targets, groups, every, fam, refine_steps, cfg.refine_lr, cfg.refine_images_per_step,
-           lambda y, t: squared_loss(y, t, xp), rng, xp, False, None)
+    train(work, rows, targets, groups, every, fam, refine_steps, cfg.refine_lr, cfg.refine_images_per_step,
+          lambda y, t: squared_loss(y, t, xp), rng, xp, False, None)
     return from_white(work, mu, z, xp)
 
 

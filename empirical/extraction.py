@@ -24,29 +24,29 @@ plain squared loss, which is what the nearest-neighbour use of T' measures.
 Extraction adapts to the game. Steps are given for NeuraCrypt-7's default size and scaled up for
 families whose steps cost less (:mod:`empirical.fit_budget`), so every family gets about the same
 work. A share of the matched images (:attr:`ExtractConfig.holdout`) is held back from both fits
-(:mod:`empirical.holdout`): every :data:`EVAL_EVERY` steps their error is measured, the parameters
-with the lowest held-out error are kept, and once the learning rate has decayed past the middle of
-its schedule (:data:`STOP_FROM`) a fit stops when that error has not improved for :data:`PATIENCE`
-checks. The held-back pairs also give the attacker its own estimate of T''s Challenge 2 score.
+(:mod:`empirical.holdout`): every :data:`~empirical.fit_loop.EVAL_EVERY` steps their error is
+measured, the parameters with the lowest held-out error are kept, and once the learning rate has
+decayed past the middle of its schedule (:data:`~empirical.fit_loop.STOP_FROM`) a fit stops when that
+error has not improved for :data:`~empirical.fit_loop.PATIENCE` checks; the loop both fits run is
+:func:`empirical.fit_loop.train`. The held-back pairs also give the attacker its own estimate of T''s Challenge 2 score.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from .backend import Array, Namespace, to_numpy
+from .backend import Array, Namespace
 from .batch_sample import whole_batches
 from .checkpoint import Checkpoint
 from .encoder import EncoderConfig, expand_widths, patchify, random_key
 from .encodings import Rows, as_rows
-from .fit_budget import STEP_ROWS, fit_steps
-from .fit_state import resume_loop
-from .holdout import HeldOut, Split, held_out_error, held_out_matching, held_out_plan, holdout_split
+from .fit_budget import fit_steps
+from .fit_loop import LossAndGradient, train
+from .holdout import Split, held_out_matching, held_out_plan, holdout_split
 from .matched import MatchedImages, as_images
-from .mlp import Adam, Params
+from .mlp import Params
 from .progress import Progress
 from .tprime import (
     BatchNormStats,
@@ -67,18 +67,10 @@ __all__ = ["BatchNormStats", "EncoderFit", "ExtractConfig", "LossAndGradient", "
 
 FIT_STREAM, REFINE_STREAM = 0xE7, 0xE8  # tags mixed into the seed: independent draws
 CENTRE_IMAGES = 64  # images whose patches set each first-layer bias (to minus the median response) at the start
-REVIVE_EVERY = 10  # steps between checks for first-layer units that are off for every patch
-REVIVE_IMAGES = 16  # images whose patches centre a re-drawn unit
-WARMUP_STEPS = 20  # the learning rate rises linearly over this many steps, then decays as a half cosine
-EVAL_EVERY = 25  # steps between measurements of the held-out error
-PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
-STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
 PROBE_AT = (0.2, 0.5)  # shares of fit_encoder's steps after which the probe (ExtractConfig.probe_alpha) looks; it
 # looks once more at the fitted T' before any refit (a fit that passed early can still end worthless)
 MIXER_CHUNK_ROWS = 2**14  # refit_mixer runs a batch of more patch rows than this through T' in chunks (a default
 # batch, 256 images of 64 patches, runs at once; at 256 px, hidden 1,024 a chunk's activations take about 1 GB)
-BN_STATS_ROWS = 2**15  # patch rows of one Alice batch whose statistics a step uses (ExtractConfig.bn_refresh): a
-# whole batch of 256 images of 128 px; at 256 px, a fixed sample of 128 of its images
 MIXER_RIDGE = 1e-4  # refit_mixer's ridge per data row: the penalty added to the Gram matrix is ridge * rows * I
 
 
@@ -107,17 +99,13 @@ class ExtractConfig:
     # leave the weights free and Adam's whitened steps, mapped back to pixels, inflate them; 10 lifted T' on new
     # pictures by 1-4 points (benchmarks/results/cpu_tprime_knobs_decay_*.json)
     bn_refresh: int = 0  # BatchNorm statistics of a training step: 0, those of the step's own images; k > 0, those of
-    # its whole Alice batch (up to BN_STATS_ROWS patch rows), recomputed with the current T' when older than k steps.
+    # its whole Alice batch (up to fit_loop.BN_STATS_ROWS patch rows), recomputed with the current T' when older
+    # than k steps.
     # 10 was much worse on new pictures (benchmarks/results/cpu_tprime_failures_bn_refresh10_nc7_n600_seed2.json)
     widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
     # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
     members: int = 1  # fits of T' that differ only in their seed (seed, seed + 1, ...), each fitted and refitted
     # on its own; T' is their mean, one network as wide as their widths summed (empirical.tprime.join)
-
-
-class LossAndGradient(NamedTuple):
-    loss: float  # the mean loss over every output value
-    grad: Array  # d loss / d y, the shape of y
 
 
 class EncoderFit(NamedTuple):
@@ -128,9 +116,6 @@ class EncoderFit(NamedTuple):
     probe: dict | None = None  # held-back nearest-neighbour shares at the probe's last look (None: no probe ran)
     gave_up: bool = False  # the probe found T' worthless: the fit stopped there (or, at the look after it, no refit)
     probes: tuple[dict, ...] = ()  # every look of the probe, in order; ``probe`` is the last
-
-
-LossFn = Callable[[Array, Array], LossAndGradient]
 
 
 def huber_loss(y: Array, target: Array, delta: float, xp: Namespace) -> LossAndGradient:
@@ -147,144 +132,6 @@ def squared_loss(y: Array, target: Array, xp: Namespace) -> LossAndGradient:
     """Mean squared error and its gradient with respect to ``y``."""
     r = y - target
     return LossAndGradient(float((r * r).mean()), 2 * r / r.size)
-
-
-def _revive_dead_units(params: Params, opt: Adam, z0: Array, rows: Array, fit: np.ndarray,
-                       rng: np.random.Generator, xp: Namespace) -> int:
-    """Re-draw first-layer units that are off for every patch of the step, centred on the data.
-
-    A unit whose ReLU is off everywhere gets no gradient and never comes back; without BatchNorm
-    after it (neuracrypt-2) Adam's early steps can switch many off. A re-drawn unit is centred on
-    fitted images (``fit``, host indices into ``rows``). Returns how many were re-drawn.
-    """
-    dead = to_numpy((z0 > 0).sum(axis=0) == 0)
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return 0
-    fan_in = params["W0"].shape[1]
-    bound = 1.0 / np.sqrt(fan_in)  # PyTorch's default initialisation, as the family's keys use
-    w = xp.asarray(rng.uniform(-bound, bound, (n_dead, fan_in)).astype(np.float32))
-    pick = rng.choice(fit, min(REVIVE_IMAGES, len(fit)), replace=False)
-    sample = rows[xp.asarray(pick)].reshape(-1, fan_in)
-    units = xp.asarray(np.flatnonzero(dead))
-    params["W0"][units] = w
-    params["b0"][units] = -xp.median(sample @ w.T, axis=0)
-    for state in (opt.m, opt.v):
-        state["W0"][units] = 0
-        state["b0"][units] = 0
-    return n_dead
-
-
-class TrainLog(NamedTuple):
-    losses: list[float]  # the training loss at each step run
-    held_out: list[tuple[int, float]]  # (steps done, held-out error) at each check
-    best_step: int  # steps done when the returned parameters were reached (the last step without a hold-out)
-    gave_up: bool = False  # the probe said stop
-
-
-Probe = tuple[tuple[int, ...], Callable[[Params, int], bool]]  # (after these many steps, go on?) given the working
-# parameters and the steps done
-
-
-def _train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: np.ndarray, family: EncoderConfig,
-           steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
-           revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None,
-           shrink: Array | None = None, bn_refresh: int = 0, checkpoint: Checkpoint | None = None,
-           extra: Callable[[], dict] | None = None, on_resume: Callable[[dict], None] | None = None) -> TrainLog:
-    """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
-
-    ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
-    trained on, ``groups`` (n,) host every pair's batch. A step reads at most :data:`STEP_ROWS` patch
-    rows (fewer than ``images_per_step`` images where images have many patches). The learning rate warms up over
-    :data:`WARMUP_STEPS` and decays as a half cosine over ``steps``. With ``held`` (a plan of
-    :func:`empirical.holdout.held_out_plan`), the held-out error is measured every
-    :data:`EVAL_EVERY` steps and at the end; ``params`` end as the measured parameters with the
-    lowest, and from :data:`STOP_FROM` of the steps on, training stops after :data:`PATIENCE`
-    measurements without a new lowest (the progress bar is advanced to its end). With ``probe``
-    ``(ks, go_on)``, training stops after ``k`` steps, for each ``k`` in ``ks``, when ``go_on(params, k)`` is
-    false. With ``shrink`` (F,), each step also scales the first layer's column k (a whitened patch
-    direction) by ``1 - lr * shrink[k]`` (decoupled weight decay). BatchNorm takes the statistics of
-    the step's own images unless ``bn_refresh`` > 0: then those of the step's whole batch (every pair
-    of it, fitted or not, up to :data:`BN_STATS_ROWS` patch rows), as Alice's encoder took them,
-    recomputed with the current parameters when older than ``bn_refresh`` steps and held fixed
-    within a step (no gradient through them).
-
-    With ``checkpoint``, the whole state of the loop (parameters, Adam's moments, the generator,
-    the losses, the held-out record, the best parameters so far and the checks since, the BatchNorm
-    statistics kept across steps) is saved whenever ``checkpoint.due`` says, with ``extra()``'s
-    record beside it. A state saved there for this same loop (its fingerprint: steps, rates, sizes,
-    shapes, backend) is restored first, ``on_resume`` gets its record, and the loop goes on from
-    the step it had reached, bit for bit as if it had not stopped.
-    """
-    ids = np.unique(groups[fit])
-    members = [fit[groups[fit] == g] for g in ids]
-    bn_refresh = bn_refresh if family.depth > 0 else 0  # no BatchNorm, no statistics to take
-    stats_rows = {int(g): _stats_images(np.flatnonzero(groups == g), rows.shape[1], rng)
-                  for g in ids} if bn_refresh > 0 else {}
-    images_per_step = max(1, min(images_per_step, STEP_ROWS // rows.shape[1]))  # at most STEP_ROWS patch rows
-    opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
-    gave_up = False
-    fingerprint = {"steps": steps, "lr": lr, "images_per_step": images_per_step, "fitted": len(fit),
-                   "pairs": len(groups), "rows": list(rows.shape), "revive": revive, "bn_refresh": bn_refresh}
-    st, meta = resume_loop(checkpoint, fingerprint, params, opt, rng, xp, best_step=steps)
-    if meta is not None:
-        if on_resume is not None:
-            on_resume(meta)
-        if progress is not None:
-            progress(st.start)
-    for step in range(st.start, steps):
-        if checkpoint is not None and step > st.start and checkpoint.due(step):
-            arrays, meta = st.snapshot(step, params, opt, rng)
-            checkpoint.save(arrays, {**meta, **(extra() if extra is not None else {})})
-        pick = rng.integers(len(members))
-        idx = members[pick]
-        if len(idx) > images_per_step:
-            idx = rng.choice(idx, images_per_step, replace=False)
-        idx = xp.asarray(idx)
-        stats = None
-        if bn_refresh > 0:
-            g = int(ids[pick])
-            if g not in st.stats_at or step - st.stats_at[g][0] >= bn_refresh:
-                st.stats_at[g] = (step, batch_stats(params, rows[xp.asarray(stats_rows[g])], family, xp))
-            stats = st.stats_at[g][1]
-        y, cache = forward(params, rows[idx], family, xp, bn_stats=stats)
-        loss, dy = loss_fn(y, targets[idx])
-        f = min(1.0, (step + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * step / steps))
-        opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
-        if shrink is not None:
-            params["W0"] *= 1 - lr * f * shrink
-        if revive and step % REVIVE_EVERY == 0:
-            _revive_dead_units(params, opt, cache.z0, rows, fit, rng, xp)
-        st.losses.append(loss)
-        if progress is not None:
-            progress(1)
-        if held is not None and ((step + 1) % EVAL_EVERY == 0 or step + 1 == steps):
-            err = held_out_error(params, rows, targets, held, family, xp)
-            st.curve.append((step + 1, err))
-            if err < st.best_err:
-                st.best, st.best_err = {k: v.copy() for k, v in params.items()}, err
-                st.best_step, st.since = step + 1, 0
-            else:
-                st.since += 1
-            if st.since >= PATIENCE and step + 1 >= STOP_FROM * steps:
-                if progress is not None:
-                    progress(steps - step - 1)
-                break
-        if probe is not None and step + 1 in probe[0] and not probe[1](params, step + 1):
-            gave_up = True
-            if progress is not None:
-                progress(steps - step - 1)
-            break
-    if st.best is not None:
-        params.update(st.best)
-    return TrainLog(st.losses, st.curve, st.best_step, gave_up)
-
-
-def _stats_images(batch: np.ndarray, n_patches: int, rng: np.random.Generator) -> np.ndarray:
-    """Host indices of the images of one batch whose statistics stand for it: all of them, or a fixed
-    sample of :data:`BN_STATS_ROWS` patch rows' worth (sorted)."""
-    keep = max(1, BN_STATS_ROWS // n_patches)
-    return batch if len(batch) <= keep else np.sort(rng.choice(batch, keep, replace=False))
 
 
 def _shrink(z: Array, cfg: ExtractConfig, xp: Namespace) -> Array | None:
@@ -355,7 +202,7 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     probing = cfg.probe_alpha > 0 and len(split.held) and family.depth >= 0
     at = tuple(sorted({k for k in (max(1, round(a * steps)) for a in PROBE_AT) if k < steps}))
     probe = (at, go_on) if probing and at else None
-    log = _train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
+    log = train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
                  lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
                  held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp),
                  bn_refresh=cfg.bn_refresh, checkpoint=checkpoint, extra=lambda: {"probed": probed},
@@ -389,7 +236,7 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     rng = np.random.default_rng([cfg.seed, REFINE_STREAM])
     rows, mu, z = whitened_patches(images, family, cfg.refine_whiten, xp, memory_budget)
     work = {k: v.copy() for k, v in to_white(params, mu, z, xp).items()}
-    log = _train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
+    log = train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
                  lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
                  held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp), bn_refresh=cfg.bn_refresh,
                  checkpoint=checkpoint)

@@ -1,4 +1,4 @@
-"""The state of extraction's training loop (:func:`empirical.extraction._train`) as one object.
+"""The state of extraction's training loop (:func:`empirical.fit_loop.train`) as one object.
 
 Besides the parameters, Adam's moments and the generator (kept by their owners), the loop carries
 the losses so far, the held-out record, the best parameters and the checks since them (early

@@ -40,6 +40,7 @@ from .. import (
     encodings,
     extraction,
     fit_budget,
+    fit_loop,
     fit_state,
     holdout,
     matched,
@@ -235,6 +236,6 @@ STAGE = register(Stage(
     name="extract", fields=("extract",),
     sources=(sys.modules[__name__], extraction, fit_budget, holdout, nearest, tprime, mlp, final, encodings,
              matched, whitening, batch_sample, sketch, passes, assignment, boosting, candidate_graph, checkpoint,
-             encoder, fit_state),
+             encoder, fit_loop, fit_state),
     compute=compute, attach=attach, save=save, load=load,
 ))

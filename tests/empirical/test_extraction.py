@@ -7,6 +7,7 @@ import pytest
 from empirical.data import bundled_images
 from empirical.encoder import encode, encode_batch, patchify, preset, random_key
 from empirical.extraction import ExtractConfig, fit_encoder, huber_loss, refine_encoder
+from empirical.fit_loop import train
 from empirical.tprime import (
     backward,
     batch_stats,
@@ -341,7 +342,7 @@ def test_training_stops_when_the_held_out_error_stops_falling(small_pairs):
     """With a learning rate of 0 the held-out error never falls below its first value: the fit keeps the
     parameters of the first check, and stops at the first check that is both PATIENCE checks later and
     past STOP_FROM of its steps (not while the learning rate is still high)."""
-    from empirical.extraction import EVAL_EVERY, PATIENCE, STOP_FROM, _train
+    from empirical.fit_loop import EVAL_EVERY, PATIENCE, STOP_FROM
     from empirical.holdout import held_out_plan, holdout_split
     from empirical.whitening import whitened_patches as _whitened_patches
 
@@ -354,16 +355,16 @@ def test_training_stops_when_the_held_out_error_stops_falling(small_pairs):
     ran = {}
     for steps in (1000, 100):
         calls = []
-        log = _train(params, rows, targets, groups, split.fit, fam, steps, 0.0, 8, no_step,
-                     np.random.default_rng(0), np, False, calls.append, held=held)
+        log = train(params, rows, targets, groups, split.fit, fam, steps, 0.0, 8, no_step,
+                    np.random.default_rng(0), np, False, calls.append, held=held)
         first_allowed = max(EVAL_EVERY * (PATIENCE + 1), int(np.ceil(STOP_FROM * steps / EVAL_EVERY)) * EVAL_EVERY)
         assert len(log.losses) == min(first_allowed, steps)
         assert sum(calls) == steps  # the progress bar still reaches its end
         assert log.best_step == EVAL_EVERY and log.held_out[-1][0] == len(log.losses)
         ran[steps] = len(log.losses)
     assert ran[1000] == 500  # STOP_FROM 0.5
-    full = _train(params, rows, targets, groups, split.fit, fam, 60, 0.0, 8, no_step,
-                  np.random.default_rng(0), np, False, None)
+    full = train(params, rows, targets, groups, split.fit, fam, 60, 0.0, 8, no_step,
+                 np.random.default_rng(0), np, False, None)
     assert len(full.losses) == 60 and full.held_out == []  # no hold-out: every step runs
 
 
@@ -534,8 +535,7 @@ def test_refit_mixer_reads_whole_batches_up_to_the_cap(small_pairs, monkeypatch)
 
 def test_a_step_reads_at_most_step_rows_patch_rows(small_pairs, monkeypatch):
     """Images with many patches: fewer images per step, so a step's patch rows stay at STEP_ROWS."""
-    from empirical import extraction
-    from empirical.extraction import _train
+    from empirical import fit_loop
     from empirical.holdout import holdout_split
 
     fam, imgs, targets, groups = small_pairs()
@@ -547,9 +547,9 @@ def test_a_step_reads_at_most_step_rows_patch_rows(small_pairs, monkeypatch):
         seen.append(y.shape[0])
         return 0.0, np.zeros_like(y)
 
-    monkeypatch.setattr(extraction, "STEP_ROWS", 3 * fam.n_patches + 1)
-    _train(params_from_key(random_key(fam, 1), np), rows, targets, groups, split.fit, fam, 4, 0.0, 16, loss,
-           np.random.default_rng(0), np, False, None)
+    monkeypatch.setattr(fit_loop, "STEP_ROWS", 3 * fam.n_patches + 1)
+    train(params_from_key(random_key(fam, 1), np), rows, targets, groups, split.fit, fam, 4, 0.0, 16, loss,
+          np.random.default_rng(0), np, False, None)
     assert seen == [3] * 4
 
 
@@ -592,7 +592,8 @@ def test_floor_shares_are_one_at_the_floor_and_small_along_the_main_direction(ep
 def test_decay_shrinks_each_first_layer_direction_by_its_share(small_pairs):
     """With no gradient (Adam's step is then zero), the decay alone scales the first layer's column k
     by the product over steps of (1 - lr_t * decay * share_k); every other parameter is unchanged."""
-    from empirical.extraction import WARMUP_STEPS, _shrink, _train
+    from empirical.extraction import _shrink
+    from empirical.fit_loop import WARMUP_STEPS
     from empirical.whitening import whitened_patches as _whitened_patches
 
     fam, imgs, targets, groups = small_pairs()
@@ -603,8 +604,8 @@ def test_decay_shrinks_each_first_layer_direction_by_its_share(small_pairs):
     before = {k: v.copy() for k, v in params.items()}
     steps, lr = 40, 2e-3
     no_step = lambda y, t: (0.0, np.zeros_like(y))  # noqa: E731
-    _train(params, rows, targets, groups, np.arange(len(imgs)), fam, steps, lr, 8, no_step,
-           np.random.default_rng(0), np, False, None, shrink=shrink)
+    train(params, rows, targets, groups, np.arange(len(imgs)), fam, steps, lr, 8, no_step,
+          np.random.default_rng(0), np, False, None, shrink=shrink)
     f = [min(1.0, (i + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * i / steps)) for i in range(steps)]
     factor = np.prod([1 - lr * fi * shrink.astype(np.float64) for fi in f], axis=0)  # (F,)
     np.testing.assert_allclose(params["W0"], before["W0"] * factor, rtol=1e-4)
@@ -618,7 +619,6 @@ def test_decay_shrinks_each_first_layer_direction_by_its_share(small_pairs):
 def test_a_step_takes_its_whole_batch_statistics_with_bn_refresh(small_pairs, refresh):
     """bn_refresh 0: BatchNorm over the step's own images; k > 0: over every pair of its Alice batch,
     the ones it does not fit too (here half of each batch is fitted, the step reads all of that half)."""
-    from empirical.extraction import _train
 
     fam, imgs, targets, groups = small_pairs()
     rows = patchify(imgs, fam.patch)
@@ -630,8 +630,8 @@ def test_a_step_takes_its_whole_batch_statistics_with_bn_refresh(small_pairs, re
         seen.append(y.copy())
         return 0.0, np.zeros_like(y)
 
-    _train(params, rows, targets, groups, fit, fam, 1, 0.0, len(imgs), loss, np.random.default_rng(0), np,
-           False, None, bn_refresh=refresh)
+    train(params, rows, targets, groups, fit, fam, 1, 0.0, len(imgs), loss, np.random.default_rng(0), np,
+          False, None, bn_refresh=refresh)
     step = [fit[groups[fit] == b] for b in np.unique(groups)]  # what a step reads, batch by batch
     own = [forward(params, rows[i], fam, np).y for i in step]
     whole = [forward(params, rows[i], fam, np, bn_stats=batch_stats(params, rows[groups == b], fam, np)).y
@@ -644,12 +644,12 @@ def test_a_step_takes_its_whole_batch_statistics_with_bn_refresh(small_pairs, re
 
 def test_bn_refresh_samples_large_batches_for_their_statistics(monkeypatch):
     """A batch of more than BN_STATS_ROWS patch rows stands for itself by a sorted sample of its images."""
-    from empirical import extraction
+    from empirical import fit_loop
 
     batch = np.arange(10, 50)
-    assert np.array_equal(extraction._stats_images(batch, 64, np.random.default_rng(0)), batch)
-    monkeypatch.setattr(extraction, "BN_STATS_ROWS", 64 * 8)
-    got = extraction._stats_images(batch, 64, np.random.default_rng(0))
+    assert np.array_equal(fit_loop._stats_images(batch, 64, np.random.default_rng(0)), batch)
+    monkeypatch.setattr(fit_loop, "BN_STATS_ROWS", 64 * 8)
+    got = fit_loop._stats_images(batch, 64, np.random.default_rng(0))
     assert len(got) == 8 and np.all(np.diff(got) > 0) and np.isin(got, batch).all()
 
 

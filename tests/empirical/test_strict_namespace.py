@@ -20,7 +20,8 @@ from empirical.assignment import batched_assignments
 from empirical.backend import backend_name, to_numpy
 from empirical.encoder import preset, random_key
 from empirical.evaluate import challenge2_score
-from empirical.extraction import ExtractConfig, _revive_dead_units
+from empirical.extraction import ExtractConfig
+from empirical.fit_loop import _revive_dead_units
 from empirical.isim import isim_pair
 from empirical.mlp import Adam
 from empirical.pipeline import STAGES, AttackConfig, run_attack
