@@ -104,6 +104,8 @@ class ExtractConfig:
     # 10 was much worse on new pictures (benchmarks/results/cpu_tprime_failures_bn_refresh10_nc7_n600_seed2.json)
     widths: tuple[int, ...] = ()  # T''s layers' widths (empirical.encoder.expand_widths: one for every layer, or the
     # patch convolution's then each block's); () is the family's own. Wider fits better, at more cost
+    hidden_decay: float = 0.0  # the same decay for each block's weights along the directions its input hardly varies
+    # in (empirical.fit_loop.hidden_shrinks); 0: none
     members: int = 1  # fits of T' that differ only in their seed (seed, seed + 1, ...), each fitted and refitted
     # on its own; T' is their mean, one network as wide as their widths summed (empirical.tprime.join)
 
@@ -203,10 +205,10 @@ def fit_encoder(images: Array | MatchedImages, targets: Array | Rows, groups: np
     at = tuple(sorted({k for k in (max(1, round(a * steps)) for a in PROBE_AT) if k < steps}))
     probe = (at, go_on) if probing and at else None
     log = train(params, rows, targets, groups, split.fit, family, steps, cfg.lr, cfg.images_per_step,
-                 lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
-                 held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp),
-                 bn_refresh=cfg.bn_refresh, checkpoint=checkpoint, extra=lambda: {"probed": probed},
-                 on_resume=lambda meta: probed.extend(meta["probed"]))
+                lambda y, t: huber_loss(y, t, delta, xp), rng, xp, True, progress,
+                held=held_out_plan(targets, groups, split, xp), probe=probe, shrink=_shrink(z, cfg, xp),
+                bn_refresh=cfg.bn_refresh, checkpoint=checkpoint, extra=lambda: {"probed": probed},
+                on_resume=lambda meta: probed.extend(meta["probed"]), hidden_decay=cfg.hidden_decay)
     params = refit_mixer(from_white(params, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     gave_up = log.gave_up
     if probe is not None and not gave_up:  # the last look: the fitted T' itself, kept parameters and mixer
@@ -237,9 +239,9 @@ def refine_encoder(params: Params, images: Array | MatchedImages, targets: Array
     rows, mu, z = whitened_patches(images, family, cfg.refine_whiten, xp, memory_budget)
     work = {k: v.copy() for k, v in to_white(params, mu, z, xp).items()}
     log = train(work, rows, targets, groups, split.fit, family, steps, cfg.refine_lr, cfg.refine_images_per_step,
-                 lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
-                 held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp), bn_refresh=cfg.bn_refresh,
-                 checkpoint=checkpoint)
+                lambda y, t: squared_loss(y, t, xp), rng, xp, False, progress,
+                held=held_out_plan(targets, groups, split, xp), shrink=_shrink(z, cfg, xp), bn_refresh=cfg.bn_refresh,
+                checkpoint=checkpoint, hidden_decay=cfg.hidden_decay)
     params = refit_mixer(from_white(work, mu, z, xp), images, targets, groups, family, xp, subset=split.fit)
     return EncoderFit(params, log.losses, tuple(log.held_out), log.best_step if log.held_out else 0)
 

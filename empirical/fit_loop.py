@@ -30,6 +30,9 @@ WARMUP_STEPS = 20  # the learning rate rises linearly over this many steps, then
 EVAL_EVERY = 25  # steps between measurements of the held-out error
 PATIENCE = 4  # a fit stops after this many measurements without a lower held-out error ...
 STOP_FROM = 0.5  # ... and not before this share of its steps (the learning rate is still high before)
+HIDDEN_EVERY = 25  # steps between recomputations of the blocks' decay directions (ExtractConfig.hidden_decay)
+HIDDEN_IMAGES = 64  # fitted images (spread evenly over them) whose block inputs give those directions
+HIDDEN_FLOOR = 1e-3  # eigenvalue floor of a block input's covariance, relative to its largest (as the whitening's)
 BN_STATS_ROWS = 2**15  # patch rows of one Alice batch whose statistics a step uses (ExtractConfig.bn_refresh): a
 # whole batch of 256 images of 128 px; at 256 px, a fixed sample of 128 of its images
 
@@ -89,6 +92,25 @@ def _stats_images(batch: np.ndarray, n_patches: int, rng: np.random.Generator) -
     return batch if len(batch) <= keep else np.sort(rng.choice(batch, keep, replace=False))
 
 
+def hidden_shrinks(params: Params, rows: Array, family: EncoderConfig, xp: Namespace) -> list[Array]:
+    """Per block, how little its input varies along each direction: ``V diag(share) V^T`` (W_{i-1}, W_{i-1}).
+
+    The block inputs of T' on ``rows`` (n, P, F) have covariance ``V diag(s) V^T``; ``share_k`` is
+    ``(s_min + f s_max) / (s_k + f s_max)`` with f = :data:`HIDDEN_FLOOR`, about 1 where the inputs
+    hardly vary (the data leave the block's weights free there) and about f along their main
+    direction, as :func:`empirical.whitening.floor_shares` weighs the first layer's directions.
+    """
+    out = []
+    for blk in forward(params, rows, family, xp).cache.blocks:
+        h = blk.h_in.astype(xp.float64)  # (n*P, W_{i-1})
+        h = h - h.mean(axis=0)
+        s, v = xp.linalg.eigh(h.T @ h / h.shape[0])
+        s = xp.maximum(s, 0.0)
+        f = HIDDEN_FLOOR * s[-1]
+        out.append(((v * ((s[0] + f) / (s + f))) @ v.T).astype(xp.float32))
+    return out
+
+
 class _StepDraw:
     """Which fitted images each step reads (all from one BatchNorm batch, at most :data:`STEP_ROWS`
     patch rows), and, with ``bn_refresh`` > 0, the batch statistics it normalises them with."""
@@ -140,7 +162,8 @@ def train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: 
           steps: int, lr: float, images_per_step: int, loss_fn: LossFn, rng: np.random.Generator, xp: Namespace,
           revive: bool, progress: Progress | None, held: HeldOut | None = None, probe: Probe | None = None,
           shrink: Array | None = None, bn_refresh: int = 0, checkpoint: Checkpoint | None = None,
-          extra: Callable[[], dict] | None = None, on_resume: Callable[[dict], None] | None = None) -> TrainLog:
+          extra: Callable[[], dict] | None = None, on_resume: Callable[[dict], None] | None = None,
+          hidden_decay: float = 0.0) -> TrainLog:
     """Adam steps on ``params`` (in place), each on fitted images of one BatchNorm batch.
 
     ``rows`` (n, P, F) and ``targets`` (n, P, D) are every pair; ``fit`` (host indices) the ones
@@ -157,7 +180,10 @@ def train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: 
     the step's own images unless ``bn_refresh`` > 0: then those of the step's whole batch (every pair
     of it, fitted or not, up to :data:`BN_STATS_ROWS` patch rows), as Alice's encoder took them,
     recomputed with the current parameters when older than ``bn_refresh`` steps and held fixed
-    within a step (no gradient through them).
+    within a step (no gradient through them). With ``hidden_decay`` > 0, each block's weights decay
+    the same way along the directions its input hardly varies in (:func:`hidden_shrinks`, from
+    :data:`HIDDEN_IMAGES` fitted images, every :data:`HIDDEN_EVERY` steps and at a (re)start: so a
+    resumed loop is not bit for bit an uninterrupted one).
 
     With ``checkpoint``, the whole state of the loop (parameters, Adam's moments, the generator,
     the losses, the held-out record, the best parameters so far and the checks since, the BatchNorm
@@ -170,6 +196,11 @@ def train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: 
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
     fingerprint = {"steps": steps, "lr": lr, "images_per_step": draw.per_step, "fitted": len(fit),
                    "pairs": len(groups), "rows": list(rows.shape), "revive": revive, "bn_refresh": draw.bn_refresh}
+    if hidden_decay > 0 and family.depth > 0:
+        fingerprint["hidden_decay"] = hidden_decay
+        spread = xp.asarray(fit[np.linspace(0, len(fit) - 1, min(HIDDEN_IMAGES, len(fit))).astype(int)])
+    else:
+        hidden_decay = 0.0
     st, meta = resume_loop(checkpoint, fingerprint, params, opt, rng, xp, best_step=steps)
     bar = progress if progress is not None else (lambda k: None)
     if meta is not None:
@@ -190,6 +221,11 @@ def train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: 
         opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
         if shrink is not None:
             params["W0"] *= 1 - lr * f * shrink
+        if hidden_decay > 0:
+            if step == st.start or step % HIDDEN_EVERY == 0:
+                blocks = hidden_shrinks(params, rows[spread], family, xp)
+            for i, d in enumerate(blocks, start=1):
+                params[f"W{i}"] -= (lr * f * hidden_decay) * (params[f"W{i}"] @ d)
         if revive and step % REVIVE_EVERY == 0:
             _revive_dead_units(params, opt, cache.z0, rows, fit, rng, xp)
         st.losses.append(loss)
