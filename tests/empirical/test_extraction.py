@@ -615,6 +615,43 @@ def test_decay_shrinks_each_first_layer_direction_by_its_share(small_pairs):
             np.testing.assert_array_equal(params[k], before[k])
 
 
+def test_hidden_shrinks_are_one_along_an_input_that_never_varies(small_pairs):
+    """A first-layer unit off for every patch makes block 1's input constant along its axis: the block's
+    decay matrix is 1 there (and nothing else), symmetric, with shares from about the floor to 1."""
+    from empirical.fit_loop import HIDDEN_FLOOR, hidden_shrinks
+
+    fam, imgs, _, _ = small_pairs()
+    params = params_from_key(random_key(fam, 2), np)
+    params["b0"][3] = -1e6  # unit 3 is off everywhere
+    mats = hidden_shrinks(params, patchify(imgs, fam.patch), fam, np)
+    assert len(mats) == fam.depth and all(m.shape == (fam.hidden, fam.hidden) for m in mats)
+    d = mats[0].astype(np.float64)
+    np.testing.assert_allclose(d, d.T, atol=1e-6)
+    np.testing.assert_allclose(d[3], np.eye(fam.hidden)[3], atol=1e-4)
+    share = np.linalg.eigvalsh(d)
+    assert share.max() <= 1 + 1e-5 and share.min() < 10 * HIDDEN_FLOOR
+
+
+def test_hidden_decay_shrinks_a_block_along_the_inputs_it_never_sees(small_pairs):
+    """With no gradient, ``hidden_decay`` shrinks block 1's weights on the dead unit's input, leaves their
+    main directions nearly alone, and off (0) changes nothing."""
+    fam, imgs, targets, groups = small_pairs()
+    rows = patchify(imgs, fam.patch)
+    no_step = lambda y, t: (0.0, np.zeros_like(y))  # noqa: E731
+    out = {}
+    for decay in (0.0, 10.0):
+        params = params_from_key(random_key(fam, 2), np)
+        params["b0"][3] = -1e6
+        before = params["W1"].copy()
+        train(params, rows, targets, groups, np.arange(len(imgs)), fam, 40, 2e-3, 8, no_step,
+              np.random.default_rng(0), np, False, None, hidden_decay=decay)
+        out[decay] = (before, params["W1"])
+    np.testing.assert_array_equal(*out[0.0])
+    before, after = out[10.0]
+    kept = np.linalg.norm(after, axis=0) / np.linalg.norm(before, axis=0)  # per input unit of block 1
+    assert kept[3] < 0.85 and np.median(kept) > kept[3] + 0.05
+
+
 @pytest.mark.parametrize("refresh", [0, 1])
 def test_a_step_takes_its_whole_batch_statistics_with_bn_refresh(small_pairs, refresh):
     """bn_refresh 0: BatchNorm over the step's own images; k > 0: over every pair of its Alice batch,
