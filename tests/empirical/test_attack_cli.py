@@ -488,6 +488,7 @@ def test_an_output_that_is_a_folder_is_refused_before_the_attack(made, tmp_path,
     (["--memory-budget", "nan"], "--memory-budget must be a positive number of GiB"),
     (["--tprime-decay", "-1"], "--tprime-decay must be a number at least 0"),
     (["--tprime-decay", "inf"], "--tprime-decay must be a number at least 0"),
+    (["--tprime-members", "0"], "--tprime-members must be at least 1"),
     (["--stop-after", "boost", "--save-encoder", "t.npz"], "--save-encoder needs model extraction"),
 ])
 def test_bad_numbers_are_refused_in_one_line(capsys, monkeypatch, flags, pattern):
@@ -515,19 +516,29 @@ def test_bad_numbers_with_a_game(made, capsys, monkeypatch):
     assert "--tprime-widths: a depth-4 encoder has 5 layer widths" in line, line
 
 
-@pytest.mark.parametrize("flags,decay", [([], None), (["--tprime-decay", "0"], 0.0), (["--tprime-decay", "2.5"], 2.5)])
-def test_tprime_decay_reaches_the_extraction_config(made, monkeypatch, flags, decay):
-    """``--tprime-decay`` sets ``ExtractConfig.decay``; without it the attack runs with the default."""
+@pytest.mark.parametrize("flags,field,value", [([], "decay", None), (["--tprime-decay", "0"], "decay", 0.0),
+                                               (["--tprime-decay", "2.5"], "decay", 2.5), ([], "members", None),
+                                               (["--tprime-members", "3"], "members", 3)])
+def test_tprime_flags_reach_the_extraction_config(made, monkeypatch, flags, field, value):
+    """``--tprime-decay`` and ``--tprime-members`` set their ``ExtractConfig`` fields; without them the
+    attack runs with the defaults."""
     from empirical.extraction import ExtractConfig
 
     seen = {}
 
     def capture(game, cfg, *args, **kwargs):
-        seen["decay"] = cfg.extract.decay
+        seen[field] = getattr(cfg.extract, field)
         raise KeyboardInterrupt
     monkeypatch.setattr(attack, "run_attack", capture)
     assert attack.main(["--game", str(made["game"]), *flags, *SMALL]) == 130
-    assert seen["decay"] == (ExtractConfig().decay if decay is None else decay)
+    assert seen[field] == (getattr(ExtractConfig(), field) if value is None else value)
+
+
+def test_too_many_members_for_one_network_are_refused(made, capsys, monkeypatch):
+    _no_attack(monkeypatch)
+    line = _one_error_line(capsys, attack.main(["--game", str(made["game"]), "--tprime-members", "200",
+                                                "--tprime-widths", "1024", *SMALL]))
+    assert "--tprime-members 200: the fits' mean is one network" in line and "32,768" in line, line
 
 
 @pytest.mark.parametrize("work_dir", [False, True])
