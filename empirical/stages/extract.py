@@ -14,13 +14,19 @@ when T' picks the right held-back encoding too rarely, it stops there, the refit
 stage says so; the final stage then keeps boosting's matching, whose margins a worthless T' cannot
 beat.
 
+With :attr:`~empirical.extraction.ExtractConfig.members` K > 1 the fit and its refit run K times,
+from the seeds seed..seed+K-1, all holding back the same pairs; T' is their mean, joined into one
+network (:func:`empirical.tprime.join`), the report's keys are the first fit's and ``members``
+lists each fit's own, and the stage's matching is the first fit's. No other fit runs after a first
+one that gave up.
+
 With a work dir the stage is resumable inside: the first fit and the refit save themselves as they
 go (every :data:`empirical.checkpoint.CHECKPOINT_SECONDS`), and the finished first fit and the
 refit's matching are kept, in the stage's parts folder (:meth:`empirical.store.Store.scratch`). A
 killed run, started again on the same backend, goes on from there and ends exactly as it would
 have; a part saved for another computation or unreadable is computed again; the report lists the
-parts read back (``resumed_parts``), and the folder is removed once the stage is saved. At the
-challenge's size this stage takes hours.
+parts read back (``resumed_parts``; member k's end in ``-k``), and the folder is removed once the
+stage is saved. At the challenge's size this stage takes hours.
 """
 from __future__ import annotations
 
