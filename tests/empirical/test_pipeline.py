@@ -220,7 +220,8 @@ def test_a_fit_found_worthless_after_it_ran_gets_no_refit_and_says_why(game, ful
     assert "no refit" in _note(rec)
 
 
-def test_two_members_give_the_first_fit_beside_a_second_and_submit_their_mean(game, full_run, tmp_path):
+def test_two_members_give_the_first_fit_beside_a_second_and_submit_their_mean(game, full_run, tmp_path,
+                                                                              monkeypatch):
     """``ExtractConfig.members`` 2 (extraction rerun from boosting's saved result): the first member is
     the one-fit run's T' bit for bit, the second is fitted from the next seed, each reports its own
     fits, and the T' the attack hands on is their mean, one network twice as wide inside."""
@@ -242,6 +243,31 @@ def test_two_members_give_the_first_fit_beside_a_second_and_submit_their_mean(ga
     assert len(info["members"]) == 2 and info["members"][0] == {k: single[k] for k in info["members"][0]}
     assert info["members"][1]["steps_run"] > 0 and "refine_steps_run" in info["members"][1]
     assert share_matched(again.matching, true_matching(*game)) == 1.0
+
+    # Interrupted in the second fit's refit and run again: both fits' finished parts are read back
+    # (the second's under names ending in -1), and the mean is the uninterrupted one bit for bit.
+    from empirical.stages import extract as extract_stage
+
+    work = copy_work(full_run, tmp_path / "interrupted")
+    for name in ("extract", "final", "rescore"):
+        for f in stage_files(work, name):
+            f.unlink()
+    real, calls = extract_stage.refine_encoder, []
+
+    def second_refit_stops(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract_stage, "refine_encoder", second_refit_stops)
+    with pytest.raises(Interrupt):
+        run_attack(game[0], cfg, np, quiet=True, work_dir=work)
+    monkeypatch.setattr(extract_stage, "refine_encoder", real)
+    resumed = run_attack(game[0], cfg, np, quiet=True, work_dir=work)
+    assert set({s.name: s for s in resumed.stages}["extract"].info["resumed_parts"]) >= {
+        "fit-done", "refit-matching", "fit-done-1", "refit-matching-1"}
+    assert_same_result(resumed, again)
 
 
 @pytest.mark.parametrize("sketched", [False, True])
