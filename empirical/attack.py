@@ -19,16 +19,7 @@ import numpy as np
 
 from .alice import bundled_game
 from .backend import BACKENDS, BackendError, backend_name, get_backend
-from .encoder import (
-    CHALLENGE_SCALE,
-    PRESETS,
-    EncoderConfig,
-    check_widths,
-    expand_widths,
-    family_widths,
-    parse_widths,
-    preset,
-)
+from .encoder import CHALLENGE_SCALE, PRESETS, EncoderConfig, expand_widths, family_widths, parse_widths, preset
 from .encodings import default_budget
 from .errors import OneLineParser, UserError, one_line, run_command
 from .evaluate import challenge2_bytes, challenge2_score, true_matching
@@ -291,7 +282,7 @@ def _config(args: argparse.Namespace, family: EncoderConfig) -> AttackConfig:
         raise UserError(f"--tprime-widths: {e}") from None
     if args.tprime_members > 1 and family.depth >= 0:  # the joined T' is as wide as its members' widths summed
         try:
-            check_widths(family, [w * args.tprime_members for w in widths or family_widths(family)])
+            expand_widths(family, [w * args.tprime_members for w in widths or family_widths(family)])
         except UserError as e:
             raise UserError(f"--tprime-members {args.tprime_members}: the fits' mean is one network; {e}") from None
     return AttackConfig(seed=args.seed, candidates=args.candidates, graph_search=args.graph_search,

@@ -142,6 +142,24 @@ class _StepDraw:
         return st.stats_at[g][1]
 
 
+class _BlockDecay:
+    """The blocks' decay (``hidden_decay``): its directions (:func:`hidden_shrinks`) from
+    :data:`HIDDEN_IMAGES` fitted images spread evenly, taken at the loop's (re)start and every
+    :data:`HIDDEN_EVERY` steps."""
+
+    def __init__(self, rate: float, fit: np.ndarray, xp: Namespace):
+        self.rate = rate
+        self.spread = xp.asarray(fit[np.linspace(0, len(fit) - 1, min(HIDDEN_IMAGES, len(fit))).astype(int)])
+        self.mats: list[Array] | None = None
+
+    def apply(self, params: Params, rows: Array, family: EncoderConfig, xp: Namespace, step: int, lr: float) -> None:
+        """Shrink each block's weights along its input's little-used directions, at learning rate ``lr``."""
+        if self.mats is None or step % HIDDEN_EVERY == 0:
+            self.mats = hidden_shrinks(params, rows[self.spread], family, xp)
+        for i, d in enumerate(self.mats, start=1):
+            params[f"W{i}"] -= (lr * self.rate) * (params[f"W{i}"] @ d)
+
+
 def _held_out_says_stop(st: LoopState, step: int, steps: int, params: Params, rows: Array, targets: Array,
                         held: HeldOut, family: EncoderConfig, xp: Namespace) -> bool:
     """After ``step``: measure the held-out error when due, keep the best parameters, and say whether
@@ -196,11 +214,9 @@ def train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: 
     opt = Adam(params, xp, lr=lr, average_decay=0.0)  # the weight average is not used here
     fingerprint = {"steps": steps, "lr": lr, "images_per_step": draw.per_step, "fitted": len(fit),
                    "pairs": len(groups), "rows": list(rows.shape), "revive": revive, "bn_refresh": draw.bn_refresh}
-    if hidden_decay > 0 and family.depth > 0:
+    blocks = _BlockDecay(hidden_decay, fit, xp) if hidden_decay > 0 and family.depth > 0 else None
+    if blocks is not None:
         fingerprint["hidden_decay"] = hidden_decay
-        spread = xp.asarray(fit[np.linspace(0, len(fit) - 1, min(HIDDEN_IMAGES, len(fit))).astype(int)])
-    else:
-        hidden_decay = 0.0
     st, meta = resume_loop(checkpoint, fingerprint, params, opt, rng, xp, best_step=steps)
     bar = progress if progress is not None else (lambda k: None)
     if meta is not None:
@@ -221,11 +237,8 @@ def train(params: Params, rows: Array, targets: Array, groups: np.ndarray, fit: 
         opt.step(params, backward(params, cache, dy, family, xp), lr=lr * f)
         if shrink is not None:
             params["W0"] *= 1 - lr * f * shrink
-        if hidden_decay > 0:
-            if step == st.start or step % HIDDEN_EVERY == 0:
-                blocks = hidden_shrinks(params, rows[spread], family, xp)
-            for i, d in enumerate(blocks, start=1):
-                params[f"W{i}"] -= (lr * f * hidden_decay) * (params[f"W{i}"] @ d)
+        if blocks is not None:
+            blocks.apply(params, rows, family, xp, step, lr * f)
         if revive and step % REVIVE_EVERY == 0:
             _revive_dead_units(params, opt, cache.z0, rows, fit, rng, xp)
         st.losses.append(loss)
