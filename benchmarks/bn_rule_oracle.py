@@ -127,19 +127,31 @@ def alice_layers(start: str) -> tuple[str, ...]:
     return ("W0", "b0", *(f"{w}{i}" for i in range(1, k + 1) for w in "Wb"))
 
 
-def start_params(start: str, alice: dict, fam, cfg) -> dict:
+def start_params(start: str, alice: dict, fam, cfg, perturb: float = 0.0) -> dict:
     """T''s starting parameters for ``--start random`` or ``alice:K``: a random key at ``cfg.widths`` (seeded by
-    ``cfg.seed``), with the patch convolution and blocks 1..K replaced by Alice's (an oracle start)."""
+    ``cfg.seed``), with the patch convolution and blocks 1..K replaced by Alice's (an oracle start). With
+    ``perturb`` > 0 each of her units' weights gets Gaussian noise of ``perturb`` times the row's norm (the
+    same norm in a random direction: cosine about 1 / sqrt(1 + perturb^2) with her row), and each bias noise
+    of ``perturb`` times the biases' spread: her units known only approximately, as a recovery would give them."""
     from empirical.encoder import expand_widths, random_key
     from empirical.tprime import params_from_key
 
     params = params_from_key(random_key(fam, [cfg.seed, 0x57A27], expand_widths(fam, cfg.widths) or None), np)
+    rng = np.random.default_rng([cfg.seed, 0x9E27])
     if start.startswith("alice:"):
         for name in alice_layers(start):
             if params[name].shape != alice[name].shape:
                 raise SystemExit(f"--start {start}: T''s {name} is {params[name].shape}, Alice's {alice[name].shape}; "
                                  "give those layers her width in --extract widths=")
             params[name] = alice[name].copy()
+            if perturb > 0:
+                w = params[name]
+                if w.ndim == 2:  # (units, fan-in)
+                    noise = rng.standard_normal(w.shape)
+                    noise *= np.linalg.norm(w, axis=1, keepdims=True) / np.linalg.norm(noise, axis=1, keepdims=True)
+                else:
+                    noise = rng.standard_normal(w.shape) * w.std()
+                params[name] = (w + perturb * noise).astype(np.float32)
     return params
 
 
@@ -173,6 +185,8 @@ def main(argv=None) -> int:
                     "Alice's: an oracle start)")
     ap.add_argument("--freeze", action="store_true", help="with --start alice:K, those layers stay Alice's "
                     "through the refit (needs decay=0 in --extract)")
+    ap.add_argument("--perturb", type=float, default=0.0, help="with --start alice:K, noise on her units' weights, "
+                    "relative to each row's norm (default 0: her exact units)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     if args.start not in ("fit", "random") and not (args.start.startswith("alice:")
@@ -181,6 +195,8 @@ def main(argv=None) -> int:
     fields = parse_fields(args.extract, f"--extract {args.extract!r}")
     if args.freeze and not (args.start.startswith("alice:") and fields.get("decay") == 0):
         ap.error("--freeze needs --start alice:K and decay=0 in --extract")
+    if args.perturb < 0 or (args.perturb > 0 and not args.start.startswith("alice:")):
+        ap.error("--perturb needs --start alice:K and a value >= 0")
     t0 = time.perf_counter()
     fam, images, key, targets, groups, sets = true_pairs(args)
     if fam.depth < 1:
@@ -198,7 +214,7 @@ def main(argv=None) -> int:
         if args.freeze:
             freeze(alice_layers(args.start))
         first = (fit_encoder(images, targets, groups, fam, cfg, np).params if args.start == "fit"
-                 else start_params(args.start, alice, fam, cfg))
+                 else start_params(args.start, alice, fam, cfg, args.perturb))
         est = refine_encoder(first, images, targets, groups, fam, cfg, np).params
         fit_seconds = time.perf_counter() - t1
         if path is not None:

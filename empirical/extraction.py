@@ -133,7 +133,10 @@ def huber_loss(y: Array, target: Array, delta: float, xp: Namespace) -> LossAndG
 def squared_loss(y: Array, target: Array, xp: Namespace) -> LossAndGradient:
     """Mean squared error and its gradient with respect to ``y``."""
     r = y - target
-    return LossAndGradient(float((r * r).mean()), 2 * r / r.size)
+    loss = float((r * r).mean())
+    r *= 2  # the gradient, 2 r / size, in r's own memory
+    r /= r.size
+    return LossAndGradient(loss, r)
 
 
 def _shrink(z: Array, cfg: ExtractConfig, xp: Namespace) -> Array | None:

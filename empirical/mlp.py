@@ -50,9 +50,10 @@ def mlp_forward(params: Params, x: Array, xp: Namespace) -> MlpOutput:
     h = x
     L = n_layers(params)
     for i in range(L):
-        h = h @ params[f"W{i}"] + params[f"b{i}"]
+        h = h @ params[f"W{i}"]  # a new (n, width), then updated in place
+        h += params[f"b{i}"]
         if i < L - 1:
-            h = xp.maximum(h, 0)
+            h = xp.maximum(h, 0, out=h)
         acts.append(h)
     norm = xp.sqrt((h * h).sum(axis=-1, keepdims=True)) + NORM_EPS
     return MlpOutput(h / norm, MlpCache(acts, norm))
@@ -71,7 +72,8 @@ def mlp_backward(params: Params, cache: MlpCache, d_emb: Array, xp: Namespace) -
         grads[f"W{i}"] = acts[i].T @ d
         grads[f"b{i}"] = d.sum(axis=0)
         if i > 0:
-            d = (d @ params[f"W{i}"].T) * (acts[i] > 0)
+            d = d @ params[f"W{i}"].T
+            d *= acts[i] > 0
     return grads
 
 
@@ -99,7 +101,13 @@ class Adam:
         c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
         decay = self.average_decay
         for k, g in grads.items():
-            self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * g
-            self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * g * g
-            params[k] -= lr * (self.m[k] / c1) / (self.xp.sqrt(self.v[k] / c2) + self.eps)
-            self.weight_average[k] = decay * self.weight_average[k] + (1 - decay) * params[k]
+            m, v = self.m[k], self.v[k]  # updated in place: the same values as b1 * m + (1 - b1) * g, ...
+            m *= self.b1
+            m += (1 - self.b1) * g
+            v *= self.b2
+            v += (1 - self.b2) * g * g
+            params[k] -= lr * (m / c1) / (self.xp.sqrt(v / c2) + self.eps)
+            if decay == 0:  # the average is the weights themselves
+                self.weight_average[k] = params[k]
+            else:
+                self.weight_average[k] = decay * self.weight_average[k] + (1 - decay) * params[k]

@@ -105,15 +105,21 @@ def contrastive_loss(f: Array, g: Array, log_t: float, xp: Namespace) -> Contras
     s = t * sim
 
     def softmax(a: Array, axis: int) -> Array:
-        a = a - a.max(axis=axis, keepdims=True)
-        e = xp.exp(a)
-        return e / e.sum(axis=axis, keepdims=True)
+        e = a - a.max(axis=axis, keepdims=True)  # a new (B, B), then updated in place
+        e = xp.exp(e, out=e)
+        e /= e.sum(axis=axis, keepdims=True)
+        return e
 
     p_row, p_col = softmax(s, 1), softmax(s, 0)
     idx = xp.arange(B)
     loss = -0.5 * (xp.log(p_row[idx, idx] + LOG_FLOOR).mean() + xp.log(p_col[idx, idx] + LOG_FLOOR).mean())
     eye = xp.eye(B, dtype=s.dtype)
-    d_s = 0.5 * ((p_row - eye) + (p_col - eye)) / B
+    d_s = p_row  # 0.5 * ((p_row - eye) + (p_col - eye)) / B, in p_row's memory
+    d_s -= eye
+    p_col -= eye
+    d_s += p_col
+    d_s *= 0.5
+    d_s /= B
     d_f = t * (d_s @ g)
     d_g = t * (d_s.T @ f)
     d_log_t = float((d_s * sim).sum()) * t

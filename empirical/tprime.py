@@ -116,25 +116,31 @@ def forward(params: Params, rows: Array, cfg: EncoderConfig, xp: Namespace,
     """
     n, P, _ = rows.shape
     x = rows.reshape(n * P, -1)
-    z0 = x @ params["W0"].T + params["b0"]
+    z0 = x @ params["W0"].T
+    z0 += params["b0"]  # (n*P, W0); in place, as every update below: the same values, fewer passes over memory
     cache = ForwardCache(x, z0, (n, P), bn_stats is not None)
     if cfg.depth == -1:
         return Forward(z0.reshape(n, P, -1), cache)
     h = xp.maximum(z0, 0)
     for i in range(cfg.depth):
-        u = h @ params[f"W{i + 1}"].T + params[f"b{i + 1}"]
+        u = h @ params[f"W{i + 1}"].T
+        u += params[f"b{i + 1}"]  # (n*P, W_i)
         if bn_stats is None:
             mean = u.mean(axis=0)
-            var = ((u - mean) ** 2).mean(axis=0)
+            u -= mean
+            var = (u ** 2).mean(axis=0)
         else:
             mean, var = bn_stats[i]
+            u -= mean
         inv = 1.0 / xp.sqrt(var + BN_EPS)
-        xhat = (u - mean) * inv
-        cache.blocks.append(BlockCache(h, xhat, inv))
-        h = xp.maximum(xhat, 0)
-    a = h.reshape(n, P, -1) + params["pos"]
-    g = xp.maximum(a, 0).reshape(n * P, -1)
-    y = g @ params["Wm"].T + params["bm"]
+        u *= inv  # u is now x-hat, the normalised pre-activation
+        cache.blocks.append(BlockCache(h, u, inv))
+        h = xp.maximum(u, 0)
+    g = h.reshape(n, P, -1)  # (n, P, W_last); h is no block's input, so free to overwrite
+    g += params["pos"]
+    g = xp.maximum(g, 0, out=g).reshape(n * P, -1)
+    y = g @ params["Wm"].T
+    y += params["bm"]
     cache.g = g
     return Forward(y.reshape(n, P, -1), cache)
 
@@ -150,20 +156,23 @@ def backward(params: Params, cache: ForwardCache, dy: Array, cfg: EncoderConfig,
         g = cache.g
         grads["Wm"] = dy.T @ g
         grads["bm"] = dy.sum(axis=0)
-        da = (dy @ params["Wm"]) * (g > 0)
-        grads["pos"] = da.reshape(n, P, -1).sum(axis=0)
-        dh = da
+        dh = dy @ params["Wm"]  # (n*P, W_last); every dh below is a new array, updated in place
+        dh *= g > 0
+        grads["pos"] = dh.reshape(n, P, -1).sum(axis=0)
         for i in reversed(range(cfg.depth)):
             h_in, xhat, inv = cache.blocks[i]
-            dx = dh * (xhat > 0)
-            if cache.frozen_bn:
-                du = inv * dx
-            else:  # batch statistics: the mean and variance depend on every row
-                du = inv * (dx - dx.mean(axis=0) - xhat * (dx * xhat).mean(axis=0))
+            du = dh
+            du *= xhat > 0  # d loss / d x-hat
+            if not cache.frozen_bn:  # batch statistics: the mean and variance depend on every row
+                centre, slope = du.mean(axis=0), (du * xhat).mean(axis=0)
+                du -= centre
+                du -= xhat * slope
+            du *= inv  # d loss / d u
             grads[f"W{i + 1}"] = du.T @ h_in
             grads[f"b{i + 1}"] = du.sum(axis=0)
             dh = du @ params[f"W{i + 1}"]
-        dz0 = dh * (cache.z0 > 0)
+        dz0 = dh
+        dz0 *= cache.z0 > 0
     grads["W0"] = dz0.T @ cache.x
     grads["b0"] = dz0.sum(axis=0)
     return grads
@@ -180,12 +189,19 @@ def batch_stats(params: Params, rows: Array, cfg: EncoderConfig, xp: Namespace,
          for s in range(0, n, chunk)]
     out = []
     for i in range(cfg.depth):
-        u = [a @ params[f"W{i + 1}"].T + params[f"b{i + 1}"] for a in h]
+        u = [a @ params[f"W{i + 1}"].T for a in h]  # (chunk*P, W_i) each, updated in place below
+        for a in u:
+            a += params[f"b{i + 1}"]
         mean = sum(a.sum(axis=0) for a in u) / (n * P)
-        var = sum(((a - mean) ** 2).sum(axis=0) for a in u) / (n * P)
+        for a in u:
+            a -= mean
+        var = sum((a ** 2).sum(axis=0) for a in u) / (n * P)
         out.append(BatchNormStats(mean, var))
         inv = 1.0 / xp.sqrt(var + BN_EPS)
-        h = [xp.maximum((a - mean) * inv, 0) for a in u]
+        for a in u:
+            a *= inv
+            xp.maximum(a, 0, out=a)
+        h = u
     return out
 
 
