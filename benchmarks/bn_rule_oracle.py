@@ -157,11 +157,12 @@ def start_params(start: str, alice: dict, fam, cfg, perturb: float = 0.0) -> dic
 
 def freeze(names: tuple[str, ...]) -> None:
     """Make extraction's training leave ``names`` where they start: their gradients are zeroed as
-    ``empirical.extraction`` computes them (Adam then never moves them). An oracle's device, patched
-    into this process only; the first layer's decay still acts, so freezing ``W0`` needs ``decay=0``."""
-    import empirical.extraction as extraction
+    the fit loop (``empirical.fit_loop``, which holds the name ``backward`` it calls) computes them, so
+    Adam never moves them. An oracle's device, patched into this process only; the first layer's decay
+    still acts, so freezing ``W0`` needs ``decay=0``. :func:`check_frozen` checks afterwards that it held."""
+    import empirical.fit_loop as fit_loop
 
-    plain = extraction.backward
+    plain = fit_loop.backward
 
     def backward(params, cache, dy, family, xp):
         grads = plain(params, cache, dy, family, xp)
@@ -169,7 +170,17 @@ def freeze(names: tuple[str, ...]) -> None:
             grads[name] = grads[name] * 0
         return grads
 
-    extraction.backward = backward
+    fit_loop.backward = backward
+
+
+def check_frozen(start: dict, end: dict, names: tuple[str, ...], tol: float = 1e-3) -> None:
+    """Stop unless every layer in ``names`` ended where it started (up to the rounding of the fit's
+    change to whitened coordinates and back): a freeze that did not act would make the oracle's figures
+    those of an ordinary refit."""
+    for name in names:
+        moved = float(np.linalg.norm(np.asarray(end[name]) - start[name]) / max(np.linalg.norm(start[name]), 1e-30))
+        if moved > tol:
+            raise SystemExit(f"--freeze did not hold {name}: it moved by {moved:.3g} of its norm")
 
 
 def main(argv=None) -> int:
@@ -215,7 +226,10 @@ def main(argv=None) -> int:
             freeze(alice_layers(args.start))
         first = (fit_encoder(images, targets, groups, fam, cfg, np).params if args.start == "fit"
                  else start_params(args.start, alice, fam, cfg, args.perturb))
+        start = {k: np.array(v) for k, v in first.items()}
         est = refine_encoder(first, images, targets, groups, fam, cfg, np).params
+        if args.freeze:
+            check_frozen(start, est, alice_layers(args.start))
         fit_seconds = time.perf_counter() - t1
         if path is not None:
             np.savez(path, **{k: np.asarray(v) for k, v in est.items()})
