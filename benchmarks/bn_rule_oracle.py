@@ -122,7 +122,8 @@ def rules() -> dict:
 
 
 def alice_layers(start: str) -> tuple[str, ...]:
-    """The parameters ``--start alice:K`` takes from Alice: the patch convolution's and blocks 1..K's."""
+    """The parameters ``--start alice:K`` takes from Alice (and ``--freeze`` holds, with ``alice:K`` or
+    ``random:K``): the patch convolution's and blocks 1..K's."""
     k = int(start.partition(":")[2])
     return ("W0", "b0", *(f"{w}{i}" for i in range(1, k + 1) for w in "Wb"))
 
@@ -138,7 +139,7 @@ def start_params(start: str, alice: dict, fam, cfg, perturb: float = 0.0) -> dic
 
     params = params_from_key(random_key(fam, [cfg.seed, 0x57A27], expand_widths(fam, cfg.widths) or None), np)
     rng = np.random.default_rng([cfg.seed, 0x9E27])
-    if start.startswith("alice:"):
+    if start.startswith("alice:"):  # random:K keeps the random start
         for name in alice_layers(start):
             if params[name].shape != alice[name].shape:
                 raise SystemExit(f"--start {start}: T''s {name} is {params[name].shape}, Alice's {alice[name].shape}; "
@@ -192,20 +193,22 @@ def main(argv=None) -> int:
     ap.add_argument("--extract", default="", help="ExtractConfig fields: field=value,... (e.g. widths=1024)")
     ap.add_argument("--params", help=".npz of the fitted T' (written after the fit; read instead if it exists)")
     ap.add_argument("--start", default="fit", help="fit (as extraction: robust fit, then refit), random (a random "
-                    "T', refit only) or alice:K (refit only, from a T' whose patch convolution and blocks 1..K are "
-                    "Alice's: an oracle start)")
-    ap.add_argument("--freeze", action="store_true", help="with --start alice:K, those layers stay Alice's "
-                    "through the refit (needs decay=0 in --extract)")
+                    "T', refit only), alice:K (refit only, from a T' whose patch convolution and blocks 1..K are "
+                    "Alice's: an oracle start) or random:K (random, with --freeze holding those layers: the control)")
+    ap.add_argument("--freeze", action="store_true", help="with --start alice:K or random:K, those layers stay "
+                    "where they start through the refit (needs decay=0 in --extract)")
     ap.add_argument("--perturb", type=float, default=0.0, help="with --start alice:K, noise on her units' weights, "
                     "relative to each row's norm (default 0: her exact units)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    if args.start not in ("fit", "random") and not (args.start.startswith("alice:")
-                                                    and args.start.partition(":")[2].isdigit()):
-        ap.error(f"--start {args.start!r}: not fit, random or alice:K")
+    kind, _, k = args.start.partition(":")
+    if args.start not in ("fit", "random") and not (kind in ("alice", "random") and k.isdigit()):
+        ap.error(f"--start {args.start!r}: not fit, random, alice:K or random:K")
     fields = parse_fields(args.extract, f"--extract {args.extract!r}")
-    if args.freeze and not (args.start.startswith("alice:") and fields.get("decay") == 0):
-        ap.error("--freeze needs --start alice:K and decay=0 in --extract")
+    if args.freeze and not (k and fields.get("decay") == 0):
+        ap.error("--freeze needs --start alice:K or random:K and decay=0 in --extract")
+    if kind == "random" and k and not args.freeze:
+        ap.error("--start random:K is the control of --freeze: give --freeze")
     if args.perturb < 0 or (args.perturb > 0 and not args.start.startswith("alice:")):
         ap.error("--perturb needs --start alice:K and a value >= 0")
     t0 = time.perf_counter()
