@@ -21,11 +21,11 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import REPO, machine, now_utc, sources, write_json
+from commit_checkout import checked_out, resolve
 
 
 def run_default(root: Path, seed: int, out: Path) -> dict:
@@ -57,30 +57,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
-    commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = resolve(args.commit)
     runs: dict[str, list[dict]] = {"commit": [], "tree": []}
     same = True
-    with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
-        wt = Path(tmp) / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", str(wt), commit], cwd=REPO, check=True,
-                       capture_output=True)
-        try:
-            for seed in args.seeds:
-                for r in range(args.rounds):
-                    order = (("commit", wt), ("tree", REPO)) if r % 2 == 0 else (("tree", REPO), ("commit", wt))
-                    found = {}
-                    for side, root in order:
-                        rec = run_default(root, seed, Path(tmp) / f"{side}.json")
-                        found[side] = findings(rec)
-                        runs[side].append({"seed": seed, "round": r, "seconds": stage_seconds(rec),
-                                           "load": rec.get("load"), "fresh": found[side]["fresh"]})
-                        print(f"seed {seed}, round {r}, {side}: {rec['total_seconds']:.1f} s", flush=True)
-                    if found["commit"] != found["tree"]:
-                        same = False
-                        print(f"seed {seed}, round {r}: the two found different things", flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=REPO, capture_output=True)
+    with checked_out(commit, "side-by-side-") as (tmp, wt):
+        for seed in args.seeds:
+            for r in range(args.rounds):
+                order = (("commit", wt), ("tree", REPO)) if r % 2 == 0 else (("tree", REPO), ("commit", wt))
+                found = {}
+                for side, root in order:
+                    rec = run_default(root, seed, tmp / f"{side}.json")
+                    found[side] = findings(rec)
+                    runs[side].append({"seed": seed, "round": r, "seconds": stage_seconds(rec),
+                                       "load": rec.get("load"), "fresh": found[side]["fresh"]})
+                    print(f"seed {seed}, round {r}, {side}: {rec['total_seconds']:.1f} s", flush=True)
+                if found["commit"] != found["tree"]:
+                    same = False
+                    print(f"seed {seed}, round {r}: the two found different things", flush=True)
     medians = {side: {k: statistics.median(run["seconds"][k] for run in rs) for k in rs[0]["seconds"]}
                for side, rs in runs.items()}
     print(f"{'stage':<28}{'commit':>9}{'tree':>9}{'ratio':>8}")
@@ -92,7 +85,7 @@ def main(argv=None) -> int:
         write_json(args.json, {"benchmark": "default_side_by_side", "date": now_utc(), "machine": machine(),
                                "commit": commit, "settings": {"seeds": args.seeds, "rounds": args.rounds},
                                "runs": runs, "median_seconds": medians, "same_findings": same,
-                               "source_fingerprint": sources(__file__)})
+                               "source_fingerprint": sources(__file__, "commit_checkout.py")})
     return 0 if same else 1
 
 

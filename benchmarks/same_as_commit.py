@@ -17,12 +17,12 @@ import argparse
 import pickle
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import REPO, machine, now_utc, sources, write_json
+from commit_checkout import checked_out, resolve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,24 +95,17 @@ def main() -> int:
     if args.child:
         child(*args.child, args)
         return 0
-    commit = subprocess.run(["git", "rev-parse", args.commit], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="same-as-") as tmp:
-        wt = Path(tmp) / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", str(wt), commit], cwd=REPO, check=True,
-                       capture_output=True)
-        try:
-            found = {}
-            for side, root in (("old", wt), ("new", REPO)):
-                out = Path(tmp) / f"{side}.pkl"
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--commit", commit, "--n", str(args.n),
-                       "--preset", args.preset, "--hidden", str(args.hidden), "--seed", str(args.seed),
-                       "--child", str(root), str(out)]
-                subprocess.run(cmd, check=True, cwd=tmp)
-                with open(out, "rb") as f:
-                    found[side] = pickle.load(f)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=REPO, capture_output=True)
+    commit = resolve(args.commit)
+    found = {}
+    with checked_out(commit, "same-as-") as (tmp, wt):
+        for side, root in (("old", wt), ("new", REPO)):
+            out = tmp / f"{side}.pkl"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--commit", commit, "--n", str(args.n),
+                   "--preset", args.preset, "--hidden", str(args.hidden), "--seed", str(args.seed),
+                   "--child", str(root), str(out)]
+            subprocess.run(cmd, check=True, cwd=tmp)
+            with open(out, "rb") as f:
+                found[side] = pickle.load(f)
     diffs = compare(found["old"], found["new"])
     print(f"against {commit[:12]}: " + ("identical (permutations, every stage's matching and figures, T')"
                                         if not diffs else f"{len(diffs)} differences"))
@@ -126,7 +119,7 @@ def main() -> int:
                                "seconds": {s: found[s]["seconds"] for s in found},
                                "final_matching_share_equal": bool((found["old"]["matching"]
                                                                    == found["new"]["matching"]).all()),
-                               "source_fingerprint": sources(__file__)})
+                               "source_fingerprint": sources(__file__, "commit_checkout.py")})
     return 0 if not diffs else 1
 
 
