@@ -136,7 +136,7 @@ def measure(spec: str, n_fresh: int) -> dict:
             r[f"layer{k}"] = coverage(gz, z, sample, gz[keep] > 0)
         out["sets"][name] = r
         l0, l1 = r["layer0"], r["layer1"]
-        print(f"{spec:<16}{name:<9}pixels {r['pixels_median']:5.2f} ({r['pixels_q90']:5.2f})  "
+        print(f"{spec:<20}{name:<9}pixels {r['pixels_median']:5.2f} ({r['pixels_q90']:5.2f})  "
               f"conv: fixed {l0['fixed_units']:3d} switch {l0['switch_fixed_share']:6.1%} beyond "
               f"{l0['beyond_median']:.3f}/{l0['beyond_q90']:.3f} {l0['beyond_share_0.25']:6.1%} ham "
               f"{l0['hamming_median']:4.0f}/{l0['hamming_q90']:4.0f}  block1: fixed {l1['fixed_units']:3d} "
