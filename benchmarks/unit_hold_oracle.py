@@ -7,7 +7,8 @@ noise down to her units, so it does not say whether the game's pairs prefer othe
 asks it fairly, in two phases on one game's true pairs:
 
 1. her patch convolution and first block (with ``--perturb E`` noise, as in ``bn_rule_oracle``) held
-   fixed while the rest of T' is refitted as extraction refits it;
+   fixed while the rest of T' is refitted as extraction refits it (``--start random``, the control: a
+   random start's first layers held instead);
 2. everything refitted from where phase 1 ended, at ``--lr-scale`` times the refit's learning rate.
 
 After each phase: how nearly T''s first layers hold her units (``bn_rule_oracle.unit_match``), its
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_game_args(ap)
+    ap.add_argument("--start", default="alice", choices=("alice", "random"), help="phase 1 holds Alice's first "
+                    "layers (default) or a random start's (the control)")
     ap.add_argument("--perturb", type=float, default=0.0, help="noise on her units' weights, relative to each row's "
                     "norm (bn_rule_oracle.start_params; default 0: her exact units)")
     ap.add_argument("--lr-scale", type=float, default=0.25, help="phase 2's learning rate over the refit's "
@@ -80,6 +83,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.perturb < 0 or args.lr_scale <= 0:
         ap.error("--perturb must be >= 0 and --lr-scale > 0")
+    if args.start == "random" and args.perturb:
+        ap.error("--perturb needs --start alice")
     t0 = time.perf_counter()
     fam, images, key, targets, groups, sets = true_pairs(args)
     if fam.depth < 1:
@@ -89,7 +94,7 @@ def main(argv=None) -> int:
     seed = args.seed if args.extract_seed is None else args.extract_seed
     cfg = ExtractConfig(seed=seed, **EXTRACT)
     held = alice_layers("alice:1")
-    first = start_params("alice:1", alice, fam, cfg, args.perturb)
+    first = start_params(f"{args.start}:1", alice, fam, cfg, args.perturb)
     start = {k: np.array(v) for k, v in first.items()}
     plain = fit_loop.backward
     freeze(held)
