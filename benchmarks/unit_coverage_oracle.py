@@ -62,7 +62,7 @@ def layer_inputs(alice: dict, images: np.ndarray, fam) -> list[np.ndarray]:
 
 def nearest_hamming(signs: np.ndarray, game_signs: np.ndarray) -> np.ndarray:
     """For each row of ``signs`` (m, D) bool, the fewest differing bits to a row of ``game_signs``."""
-    a, g = np.packbits(signs, axis=1).view(np.uint8), np.packbits(game_signs, axis=1).view(np.uint8)
+    a, g = np.packbits(signs, axis=1), np.packbits(game_signs, axis=1)  # (m, D/8), (n_game, D/8) uint8
     out = np.empty(len(a), np.int64)
     for s in range(0, len(a), CHUNK):
         x = a[s:s + CHUNK, None, :] ^ g[None]  # (chunk, n_game, D/8)
@@ -129,10 +129,10 @@ def measure(spec: str, n_fresh: int) -> dict:
         else:
             pix = nearest_distance(rows[sample], game_rows)
         r = {"pixels_median": float(np.median(pix) / floor), "pixels_q90": float(np.quantile(pix, 0.9) / floor)}
-        for k, (gz, z) in enumerate(zip(game_layers, layer_inputs(alice, x, fam), strict=True)):
-            keep = np.ones(len(gz), bool)
-            if name == "game":  # a game patch's own image is not evidence for itself
-                keep = ~np.isin(game_img, game_img[sample])
+        own = name == "game"  # its layers are the game's; a game patch's own image is not evidence for itself
+        keep = ~np.isin(game_img, game_img[sample]) if own else slice(None)
+        for k, (gz, z) in enumerate(zip(game_layers, game_layers if own else layer_inputs(alice, x, fam),
+                                        strict=True)):
             r[f"layer{k}"] = coverage(gz, z, sample, gz[keep] > 0)
         out["sets"][name] = r
         l0, l1 = r["layer0"], r["layer1"]
